@@ -1,0 +1,13 @@
+"""Simulator backends, one module each, imported only when a suite of theirs runs.
+
+A new simulator is one module with a `Backend` subclass plus one line here.
+"""
+
+BACKENDS: dict[str, str] = {
+    "libero": "qdepth_bench.envs.libero:LiberoBackend",
+}
+
+#: What to run when a backend's simulator is not installed.
+INSTALL_HINTS: dict[str, str] = {
+    "libero": "bash scripts/setup.sh (installs robosuite 1.4, mujoco 3.2.3, LIBERO and its assets)",
+}

@@ -1,0 +1,199 @@
+"""LIBERO on robosuite/MuJoCo, following the published evaluation protocol (`suites/libero.yaml`).
+
+Per episode: seed the env with the protocol seed, reset, load official initial state i, run the settle
+steps with the no-op action, then hand the policy observations rotated 180 degrees and resized to 224 px
+with the 8-value proprio state, until the env reports success or the step limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from ..errors import UserError
+from ..policy import CAMERA_ROLES, ObservationBatch, PolicyRequirements, TaskInfo
+from ..suite import Backend, EpisodeSpec, Env, StepResult, SuiteSpec
+from . import libero_assets
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def _config_dir() -> Path:
+    return Path(os.environ.get("LIBERO_CONFIG_PATH") or Path.home() / ".cache" / "qdepth-bench" / "libero")
+
+
+def _write_libero_config(assets: Path | None) -> None:
+    """Write LIBERO's config file so that importing it never prompts on stdin."""
+    config_dir = _config_dir()
+    os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
+    spec = __import__("importlib.util").util.find_spec("libero")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("libero", name="libero")
+    root = Path(list(spec.submodule_search_locations)[0]) / "libero"
+    config = {
+        "benchmark_root": str(root),
+        "bddl_files": str(root / "bddl_files"),
+        "init_states": str(root / "init_files"),
+        "datasets": str(config_dir / "datasets"),
+        "assets": str(assets or root / "assets"),
+    }
+    config_dir.mkdir(parents=True, exist_ok=True)
+    path = config_dir / "config.yaml"
+    if not path.exists() or yaml.safe_load(path.read_text()) != config:
+        path.write_text(yaml.safe_dump(config))
+
+
+def _import_libero(assets: Path | None) -> Any:
+    """Import LIBERO quietly with its config written and its asset folder pinned to `assets`."""
+    _write_libero_config(assets)
+    with contextlib.redirect_stdout(io.StringIO()):
+        import libero.libero as libero_root
+        from libero.libero import benchmark
+    if assets is None:  # LIBERO's own download, on a machine with internet
+        try:
+            assets = Path(libero_root.get_assets_path())
+        except Exception as exc:  # noqa: BLE001 - any download failure means the same fix
+            raise UserError(f"LIBERO assets not found and LIBERO's download failed ({exc}). "
+                            f"Fix: {libero_assets.FIX}.") from exc
+        if not assets.is_dir():
+            raise UserError(f"LIBERO assets not found. Fix: {libero_assets.FIX}.")
+    libero_root._assets_path_cache = str(assets)  # noqa: SLF001 - LIBERO's only hook for the folder
+    return benchmark
+
+
+def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
+    """Unit quaternion (x, y, z, w) -> axis-angle vector, the orientation part of LIBERO's proprio state."""
+    w = float(np.clip(quat[3], -1.0, 1.0))
+    sin_half = np.sqrt(1.0 - w * w)
+    if np.isclose(sin_half, 0.0):
+        return np.zeros(3, dtype=np.float64)
+    return np.asarray(quat[:3], dtype=np.float64) * 2.0 * np.arccos(w) / sin_half
+
+
+def preprocess_image(image: np.ndarray, size: int, rotation_deg: int) -> np.ndarray:
+    """Rotate a rendered frame (180: flip both axes) and resize it bilinearly to size x size."""
+    if rotation_deg == 180:
+        image = image[::-1, ::-1]
+    elif rotation_deg != 0:
+        raise ValueError(f"unsupported rotation {rotation_deg}")
+    if image.shape[0] != size or image.shape[1] != size:
+        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR))
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def proprio_state(obs: dict[str, np.ndarray]) -> np.ndarray:
+    """eef position (3) + eef axis-angle (3) + gripper joint positions (2)."""
+    return np.concatenate([obs["robot0_eef_pos"], quat_to_axis_angle(obs["robot0_eef_quat"]),
+                           obs["robot0_gripper_qpos"]]).astype(np.float32)
+
+
+class LiberoEnv(Env):
+    """One LIBERO task's simulator, reused across its episodes."""
+
+    def __init__(self, spec: SuiteSpec, task: TaskInfo, bddl_file: str, init_states: np.ndarray,
+                 requirements: PolicyRequirements) -> None:
+        from libero.libero.envs import OffScreenRenderEnv
+
+        protocol = spec.protocol
+        self.task = task
+        self.protocol = protocol
+        self.init_states = init_states
+        # The main camera is always rendered (videos, the protocol's one required view); others on request.
+        self.roles = ["main", *[r for r in requirements.cameras if r != "main"]]
+        self.cameras = {role: protocol["cameras"][role] for role in self.roles}
+        self.policy_image_size = requirements.image_size
+        self.noop = np.asarray(protocol["noop_action"], dtype=np.float64)
+        size = int(protocol["render_size"])
+        self.env = OffScreenRenderEnv(bddl_file_name=bddl_file, camera_heights=size, camera_widths=size,
+                                      camera_names=list(self.cameras.values()))
+        self._key = ""
+        self._last: ObservationBatch | None = None
+
+    def _observation(self, obs: dict[str, np.ndarray]) -> ObservationBatch:
+        images = {
+            role: preprocess_image(obs[f"{camera}_image"], self.policy_image_size,
+                                   int(self.protocol["image_rotation_deg"]))[None]
+            for role, camera in self.cameras.items()
+        }
+        self._last = ObservationBatch([self._key], images, proprio_state(obs)[None], [self.task.instruction])
+        return self._last
+
+    def reset(self, episode: EpisodeSpec) -> ObservationBatch:
+        index = int(episode.variant["init_state"])
+        if not 0 <= index < len(self.init_states):
+            raise UserError(f"{self.task.suite} task {self.task.task_id} has {len(self.init_states)} initial "
+                            f"states; episode {episode.episode_index} asks for state {index}. Use --episodes "
+                            f"{len(self.init_states)} or fewer.")
+        self._key = episode.key
+        self.env.seed(int(self.protocol["env_seed"]))
+        self.env.reset()
+        obs = self.env.set_init_state(self.init_states[index])
+        for _ in range(int(self.protocol["settle_steps"])):
+            obs, _, _, _ = self.env.step(self.noop)
+        return self._observation(obs)
+
+    def step(self, action: np.ndarray) -> StepResult:
+        obs, _, done, info = self.env.step(np.asarray(action, dtype=np.float64))
+        return StepResult(self._observation(obs), bool(done), bool(done), info)
+
+    def frame(self) -> np.ndarray:
+        assert self._last is not None, "frame() before reset()"
+        return self._last.images["main"][0]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class LiberoBackend(Backend):
+    """Tasks, initial states and environments of one LIBERO suite."""
+
+    def __init__(self, spec: SuiteSpec) -> None:
+        super().__init__(spec)
+        assets = libero_assets.require_assets() if libero_assets.find_assets()[0] else None
+        benchmark = _import_libero(assets)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.suite = benchmark.get_benchmark_dict()[spec.extra["benchmark"]]()
+        self.bddl_root = Path(benchmark.get_libero_path("bddl_files"))
+
+    def _task(self, task_id: int) -> Any:
+        if not 0 <= task_id < self.suite.n_tasks:
+            raise UserError(f"{self.spec.name} has tasks 0..{self.suite.n_tasks - 1}; got task {task_id}.")
+        return self.suite.get_task(task_id)
+
+    def task_info(self, task_id: int) -> TaskInfo:
+        task = self._task(task_id)
+        protocol = self.spec.protocol
+        return TaskInfo(
+            suite=self.spec.name, task_id=task_id, task_name=task.name, instruction=task.language,
+            robot=self.spec.robot, action_low=tuple(protocol["action_low"]),
+            action_high=tuple(protocol["action_high"]), noop_action=tuple(protocol["noop_action"]),
+            state_layout=protocol["state_layout"],
+        )
+
+    def check_requirements(self, requirements: PolicyRequirements) -> None:
+        unknown = [c for c in requirements.cameras if c not in self.spec.protocol["cameras"]]
+        if unknown:
+            raise UserError(f"policy asks for camera '{unknown[0]}'; {self.spec.name} has "
+                            f"{', '.join(r for r in CAMERA_ROLES if r in self.spec.protocol['cameras'])}.")
+        layout = self.spec.protocol["state_layout"]
+        if requirements.state_layouts and layout not in requirements.state_layouts:
+            raise UserError(f"policy expects state layout {', '.join(requirements.state_layouts)}; "
+                            f"{self.spec.name} gives {layout}.")
+        dim = len(self.spec.protocol["noop_action"])
+        if requirements.action_dim not in (None, dim):
+            raise UserError(f"policy emits {requirements.action_dim}-value actions; {self.spec.name} takes {dim}.")
+
+    def make_env(self, task_id: int, requirements: PolicyRequirements) -> LiberoEnv:
+        task = self._task(task_id)
+        with contextlib.redirect_stdout(io.StringIO()):
+            init_states = np.asarray(self.suite.get_task_init_states(task_id))
+        bddl_file = str(self.bddl_root / task.problem_folder / task.bddl_file)
+        return LiberoEnv(self.spec, self.task_info(task_id), bddl_file, init_states, requirements)

@@ -1,0 +1,1 @@
+"""Policy implementations shipped with qdepth-bench; each is registered by a YAML file in `policies/`."""

@@ -1,0 +1,149 @@
+"""The policy protocol: the one meeting point of policies and suites.
+
+A policy is reset once per episode with the task it will face, then maps a *batch* of observations (rows
+from different episodes, possibly of different tasks) to a batch of action chunks. Batches let one model
+call serve many simulator workers. A policy declares what it needs (camera roles, state layout, chunk size,
+action dimension) so the suite renders only those cameras, and it has a stable identity that the results
+store records with every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .hashing import stable_hash
+
+#: Camera roles a policy can ask for; each suite maps them to its simulator's cameras.
+CAMERA_ROLES = ("main", "wrist")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a policy is told about the task of an episode."""
+
+    suite: str
+    task_id: int
+    task_name: str
+    instruction: str
+    robot: str
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    noop_action: tuple[float, ...]
+    state_layout: str
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.noop_action)
+
+
+@dataclass(frozen=True)
+class EpisodeContext:
+    """Passed to `Policy.reset`: the episode's unique key within its run, its task and its seed."""
+
+    key: str
+    task: TaskInfo
+    seed: int
+
+
+@dataclass
+class ObservationBatch:
+    """B observations: camera images by role as uint8 (B, H, W, 3), proprio state (B, D), instructions.
+
+    `keys[i]` is the episode key of row i, so a stateful policy can keep per-episode state across calls.
+    `depth` holds (B, H, W) float32 metric depth per camera role, only when the policy asked for it.
+    """
+
+    keys: list[str]
+    images: dict[str, np.ndarray]
+    state: np.ndarray
+    instructions: list[str]
+    depth: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def stack(cls, rows: list[ObservationBatch]) -> ObservationBatch:
+        """Concatenate batches (typically single rows from several env workers) into one."""
+        if not rows:
+            raise ValueError("cannot stack an empty list of observations")
+        first = rows[0]
+        return cls(
+            keys=[k for r in rows for k in r.keys],
+            images={cam: np.concatenate([r.images[cam] for r in rows]) for cam in first.images},
+            state=np.concatenate([r.state for r in rows]),
+            instructions=[s for r in rows for s in r.instructions],
+            depth={cam: np.concatenate([r.depth[cam] for r in rows]) for cam in first.depth},
+        )
+
+
+@dataclass(frozen=True)
+class PolicyRequirements:
+    """What a policy needs from the suite.
+
+    `state_layouts` lists the proprio layouts it understands (empty: any); `action_dim` None means it adapts
+    to the suite's action space (the simple policies do).
+    """
+
+    cameras: tuple[str, ...] = ("main",)
+    image_size: int = 224
+    state_layouts: tuple[str, ...] = ()
+    chunk_size: int = 1
+    action_dim: int | None = None
+    depth: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyIdentity:
+    """What makes two policies the same for the results store: name, config hash and checkpoint hash."""
+
+    name: str
+    config: dict[str, Any]
+    config_hash: str
+    checkpoint_hash: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "policy_name": self.name,
+            "policy_config_hash": self.config_hash,
+            "policy_checkpoint_hash": self.checkpoint_hash or "",
+        }
+
+
+class Policy(ABC):
+    """Base class for every policy. Subclasses set `Config` (a dataclass of their options)."""
+
+    #: The dataclass of this policy's options; the registry builds it from YAML and `--policy-arg`.
+    Config: ClassVar[type] = type("Config", (), {})
+
+    def __init__(self, config: Any, name: str) -> None:
+        self.config = config
+        self.name = name
+
+    @property
+    @abstractmethod
+    def requirements(self) -> PolicyRequirements:
+        """Cameras, state layouts, chunk size and action dimension this policy needs."""
+
+    def checkpoint_hash(self) -> str | None:
+        """Hash of the weights this policy runs with; None for policies without weights."""
+        return None
+
+    def identity(self) -> PolicyIdentity:
+        config = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+        return PolicyIdentity(self.name, config, stable_hash(config), self.checkpoint_hash())
+
+    def reset(self, episode: EpisodeContext) -> None:
+        """Called before each episode; the default keeps no per-episode state."""
+
+    @abstractmethod
+    def act(self, batch: ObservationBatch) -> np.ndarray:
+        """Return action chunks of shape (B, chunk, action_dim) as float32."""
+
+    def close(self) -> None:
+        """Release resources (model memory, connections)."""

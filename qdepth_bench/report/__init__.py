@@ -1,0 +1,1 @@
+"""Turning episodes and reference numbers into tables: statistics, table building, renderers."""

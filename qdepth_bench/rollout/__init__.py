@@ -1,0 +1,1 @@
+"""Running evaluations: episode planning, the episode loop, recording into the store."""

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for qdepth-bench: the system libraries the simulators render with, a
+# virtualenv in .venv, the CPU torch first, then the package with its extras, every pip call held to
+# constraints.txt. Safe to run again: what is already there is kept.
+#   QDEPTH_EXTRAS   extras to install (default: libero,dev)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${QDEPTH_EXTRAS:-libero,dev}"
+
+apt_packages=(libegl1 libgl1 libgles2 libosmesa6 libglu1-mesa)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing system packages ${missing[*]}: run as root or install them with apt-get" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# torch first, alone: a later resolver that sees no torch would fetch a CUDA build.
+.venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" torch==2.13.0
+"${pip[@]}" -c constraints.txt -e ".[${extras}]"
+case ",${extras}," in
+  *,libero,*)
+    # libero 0.1.1 declares torchvision, robomimic, wandb, ...: none of it is needed to run the benchmark.
+    .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('libero') is None)" \
+      || "${pip[@]}" -c constraints.txt --no-deps libero==0.1.1
+    ;;
+esac
+echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

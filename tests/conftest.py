@@ -1,0 +1,40 @@
+"""Shared fixtures: the real CLI (in-process through Typer's runner, or as a subprocess) on a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from qdepth_bench.cli import app
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "results" / "bench.sqlite"
+
+
+@pytest.fixture
+def cli(db_path: Path):
+    """Run `qdepth-bench ARGS --db <tmp db>` in-process; returns the click Result."""
+    runner = CliRunner()
+
+    def invoke(*args: str, db: bool = True):
+        argv = list(args)
+        if db:
+            argv += ["--db", str(db_path)]
+        return runner.invoke(app, argv, catch_exceptions=False)
+
+    return invoke
+
+
+def run_cli_subprocess(*args: str, cwd: Path, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed console script as a user would, in `cwd`."""
+    exe = Path(sys.executable).with_name("qdepth-bench")
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+                          **kwargs)

@@ -1,0 +1,122 @@
+"""Bad input gets one clear line and a non-zero exit, and never touches an existing database."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+
+def one_error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_unknown_suite_suggests_closest(cli):
+    result = cli("run", "libero_objct", "--policy", "noop")
+    assert result.exit_code == 2
+    assert "Did you mean 'libero_object'" in one_error_line(result)
+
+
+def test_unknown_policy_suggests_closest_and_lists_known(cli):
+    result = cli("run", "libero_object", "--policy", "randm")
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "Did you mean 'random'" in line and "noop" in line
+
+
+def test_unknown_task(cli):
+    result = cli("run", "libero_object", "--policy", "noop", "--tasks", "12")
+    assert result.exit_code == 2
+    assert "tasks 0..9" in one_error_line(result)
+
+
+def test_episodes_zero(cli):
+    result = cli("run", "libero_object", "--policy", "noop", "--episodes", "0")
+    assert result.exit_code == 2
+    assert "--episodes must be at least 1" in one_error_line(result)
+
+
+def test_unknown_policy_option(cli):
+    result = cli("run", "libero_object", "--policy", "random", "--policy-arg", "chunk=3")
+    assert result.exit_code == 2
+    assert "has no option 'chunk'" in one_error_line(result)
+
+
+def test_unknown_format(cli):
+    result = cli("table", "--format", "pdf")
+    assert result.exit_code == 2
+    assert "pdf" in result.stderr
+
+
+def test_table_unknown_policy_is_an_error(cli):
+    result = cli("table", "libero", "--policies", "nothing")
+    assert result.exit_code == 2
+    assert "no results for policy 'nothing'" in one_error_line(result)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_db_that_is_not_sqlite_is_refused_untouched(cli, tmp_path):
+    path = tmp_path / "notes.sqlite"
+    path.write_text("my notes, not a database\n")
+    before = digest(path)
+    result = cli("table", "--db", str(path), db=False)
+    assert result.exit_code == 2
+    assert "not a qdepth-bench database" in one_error_line(result)
+    assert digest(path) == before
+
+
+def test_foreign_sqlite_db_is_refused_untouched(cli, tmp_path):
+    path = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("create table people (name text)")
+    conn.execute("insert into people values ('ada')")
+    conn.commit()
+    conn.close()
+    before = digest(path)
+    result = cli("runs", "list", "--db", str(path), db=False)
+    assert result.exit_code == 2
+    assert "not a qdepth-bench one" in one_error_line(result)
+    assert digest(path) == before
+    assert not Path(str(path) + "-wal").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; permissions cannot be tested")
+def test_unwritable_db_folder(cli, tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        result = cli("table", "--db", str(folder / "x.sqlite"), db=False)
+    finally:
+        folder.chmod(0o700)
+    assert result.exit_code == 2
+    assert "writable" in one_error_line(result)
+
+
+def test_db_path_under_a_file_is_refused(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = cli("table", "--db", str(blocker / "x.sqlite"), db=False)
+    assert result.exit_code == 2
+    assert "pass a --db path in a writable folder" in one_error_line(result)
+
+
+def test_db_that_is_a_directory(cli, tmp_path):
+    result = cli("table", "--db", str(tmp_path), db=False)
+    assert result.exit_code == 2
+    assert "is a directory" in one_error_line(result)
+
+
+def test_db_on_a_filesystem_that_refuses_writes(cli):
+    result = cli("table", "--db", "/proc/qdepth-bench.sqlite", db=False)
+    assert result.exit_code == 2
+    assert "pass another --db path" in one_error_line(result)

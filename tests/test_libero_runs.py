@@ -1,0 +1,78 @@
+"""Real LIBERO episodes through the real CLI into a real SQLite file: record once, resume after a kill."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli_subprocess
+
+pytestmark = pytest.mark.slow
+
+# Short, non-standard episodes keep CI fast; the protocol override is recorded and flagged.
+SHORT = ["--max-steps", "8"]
+
+
+def episode_rows(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("select run_id, task_id, episode_index, status, steps from episodes "
+                            "order by task_id, episode_index").fetchall()
+    finally:
+        conn.close()
+
+
+def test_run_twice_records_each_episode_once(tmp_path):
+    db = tmp_path / "r.sqlite"
+    args = ["run", "libero_object", "--policy", "random", "--tasks", "0", "--episodes", "2", *SHORT,
+            "--db", str(db), "--video", str(tmp_path / "videos")]
+    first = run_cli_subprocess(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    rows = episode_rows(db)
+    assert [(r[1], r[2]) for r in rows] == [(0, 0), (0, 1)]
+    assert all(r[3] in ("success", "failure") and r[4] <= 8 for r in rows)
+    videos = sorted(p.name for p in (tmp_path / "videos").rglob("*.mp4"))
+    assert len(videos) == 2 and videos[0].startswith("libero_object_task00_ep000_")
+    second = run_cli_subprocess(*args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "2 already recorded" in second.stdout
+    assert episode_rows(db) == rows
+    conn = sqlite3.connect(db)
+    run = conn.execute("select status, standard_protocol, protocol, seed, git_commit, package_versions "
+                       "from runs").fetchall()
+    conn.close()
+    assert len(run) == 1
+    status, standard, protocol, seed, _, versions = run[0]
+    assert status == "finished" and standard == 0 and seed == 7
+    assert '"max_steps":8' in protocol.replace(" ", "") and "mujoco" in versions
+
+
+def test_killed_run_resumes_only_missing_episodes(tmp_path):
+    db = tmp_path / "r.sqlite"
+    args = ["run", "libero_object", "--policy", "noop", "--tasks", "0", "--episodes", "4", *SHORT, "--db", str(db)]
+    exe = Path(sys.executable).with_name("qdepth-bench")
+    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    while time.time() < deadline and (not db.exists() or len(episode_rows(db)) < 2):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert b"run the same command again to continue" in stderr
+    done_before = episode_rows(db)
+    assert 2 <= len(done_before) < 4
+    conn = sqlite3.connect(db)
+    assert conn.execute("select status from runs").fetchone()[0] == "interrupted"
+    conn.close()
+    resumed = run_cli_subprocess(*args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(done_before)} already recorded" in resumed.stdout
+    after = episode_rows(db)
+    assert [(r[1], r[2]) for r in after] == [(0, i) for i in range(4)]
+    assert after[: len(done_before)] == done_before
