@@ -248,7 +248,8 @@ def doctor(db: DbOption = None) -> None:
     checks = run_checks(db)
     out = Table("check", "status", "detail", "fix", title=f"qdepth-bench {__version__} doctor")
     for check in checks:
-        out.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]missing[/red]", check.detail, check.fix)
+        out.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]missing[/red]", check.detail,
+                    "" if check.ok else check.fix)
     console.print(out)
     if not all(c.ok for c in checks if c.required):
         raise typer.Exit(1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 
@@ -16,15 +15,6 @@ def canonical_json(obj: Any) -> str:
 def stable_hash(obj: Any, length: int = 16) -> str:
     """Hex digest of an object's canonical JSON, truncated to `length` characters."""
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
-
-
-def file_hash(path: str | Path, length: int = 16) -> str:
-    """Hex digest of a file's bytes (a checkpoint's identity), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
 
 
 def derive_seed(*parts: Any) -> int:

@@ -56,6 +56,8 @@ class ObservationBatch:
 
     `keys[i]` is the episode key of row i, so a stateful policy can keep per-episode state across calls.
     `depth` holds (B, H, W) float32 metric depth per camera role, only when the policy asked for it.
+    `privileged` holds per-row simulator state (object poses) for scripted experts that ask for it; a
+    learned policy never gets it.
     """
 
     keys: list[str]
@@ -63,23 +65,10 @@ class ObservationBatch:
     state: np.ndarray
     instructions: list[str]
     depth: dict[str, np.ndarray] = field(default_factory=dict)
+    privileged: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.keys)
-
-    @classmethod
-    def stack(cls, rows: list[ObservationBatch]) -> ObservationBatch:
-        """Concatenate batches (typically single rows from several env workers) into one."""
-        if not rows:
-            raise ValueError("cannot stack an empty list of observations")
-        first = rows[0]
-        return cls(
-            keys=[k for r in rows for k in r.keys],
-            images={cam: np.concatenate([r.images[cam] for r in rows]) for cam in first.images},
-            state=np.concatenate([r.state for r in rows]),
-            instructions=[s for r in rows for s in r.instructions],
-            depth={cam: np.concatenate([r.depth[cam] for r in rows]) for cam in first.depth},
-        )
 
 
 @dataclass(frozen=True)
@@ -96,6 +85,7 @@ class PolicyRequirements:
     chunk_size: int = 1
     action_dim: int | None = None
     depth: bool = False
+    privileged: bool = False
 
 
 @dataclass(frozen=True)

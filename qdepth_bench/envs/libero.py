@@ -110,6 +110,7 @@ class LiberoEnv(Env):
         self.roles = ["main", *[r for r in requirements.cameras if r != "main"]]
         self.cameras = {role: protocol["cameras"][role] for role in self.roles}
         self.policy_image_size = requirements.image_size
+        self.privileged = requirements.privileged
         self.noop = np.asarray(protocol["noop_action"], dtype=np.float64)
         size = int(protocol["render_size"])
         self.env = OffScreenRenderEnv(bddl_file_name=bddl_file, camera_heights=size, camera_widths=size,
@@ -123,8 +124,40 @@ class LiberoEnv(Env):
                                    int(self.protocol["image_rotation_deg"]))[None]
             for role, camera in self.cameras.items()
         }
-        self._last = ObservationBatch([self._key], images, proprio_state(obs)[None], [self.task.instruction])
+        privileged = [self._privileged(obs)] if self.privileged else []
+        self._last = ObservationBatch([self._key], images, proprio_state(obs)[None], [self.task.instruction],
+                                      privileged=privileged)
         return self._last
+
+    def _privileged(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Object positions, narrow grasp axes and the finger axis, for scripted experts only."""
+        names = list(self.env.obj_of_interest)
+        sim = self.env.sim
+        model = sim.model
+        finger_axis = (sim.data.body_xpos[model.body_name2id("gripper0_rightfinger")]
+                       - sim.data.body_xpos[model.body_name2id("gripper0_leftfinger")])
+        return {"objects_of_interest": names, "eef_pos": np.array(obs["robot0_eef_pos"]),
+                "gripper_qpos": np.array(obs["robot0_gripper_qpos"]), "finger_axis": np.array(finger_axis),
+                "grasp_axes": {n: self._narrow_axis(n) for n in names},
+                "positions": {k[:-4]: np.array(v) for k, v in obs.items()
+                              if k.endswith("_pos") and not k.startswith("robot0") and "_to_" not in k}}
+
+    def _narrow_axis(self, name: str) -> np.ndarray | None:
+        """World xy direction of an object's narrowest horizontal extent (its box collision geom), if boxy."""
+        sim, model = self.env.sim, self.env.sim.model
+        bodies = {model.body_id2name(i) for i in range(model.nbody)}
+        body = model.body_name2id(f"{name}_main" if f"{name}_main" in bodies else name)
+        boxes = [g for g in range(model.ngeom)
+                 if model.geom_bodyid[g] == body and model.geom_type[g] == 6 and model.geom_contype[g]]
+        if not boxes:
+            return None
+        geom = max(boxes, key=lambda g: float(np.prod(model.geom_size[g])))
+        axes = sim.data.geom_xmat[geom].reshape(3, 3)
+        horizontal = [i for i in range(3) if abs(axes[2, i]) < 0.5]
+        if len(horizontal) < 2:
+            return None
+        narrow = min(horizontal, key=lambda i: model.geom_size[geom][i])
+        return np.array(axes[:2, narrow])
 
     def reset(self, episode: EpisodeSpec) -> ObservationBatch:
         index = int(episode.variant["init_state"])

@@ -34,6 +34,16 @@ def _detail(cell: Cell | None, row: Row) -> str:
     return detail + (f" err={cell.errors}" if cell.errors else "")
 
 
+def _cells(view: TableView, row: Row, detail_format: str) -> list[str]:
+    """Each column's text for one row: the value, then n and the interval formatted by `detail_format`."""
+    texts = []
+    for column in view.columns:
+        cell = row.cells.get(column.label)
+        detail = _detail(cell, row)
+        texts.append(_value(cell, row) + (detail_format.format(detail) if detail else ""))
+    return texts
+
+
 def _method(row: Row) -> str:
     return row.method + ("" if row.standard_protocol else " †")
 
@@ -52,13 +62,8 @@ def to_rich(views: list[TableView]) -> list[Table]:
         for column in view.columns:
             table.add_column(column.label, justify="right")
         for row in view.rows:
-            cells = []
-            for column in view.columns:
-                cell = row.cells.get(column.label)
-                detail = _detail(cell, row)
-                cells.append(_value(cell, row) + (f"\n[dim]{detail}[/dim]" if detail else ""))
             style = "dim" if row.kind == "published" else None
-            table.add_row(_method(row), row.setting, _source(row), *cells, style=style)
+            table.add_row(_method(row), row.setting, _source(row), *_cells(view, row, "\n[dim]{}[/dim]"), style=style)
         if any(not r.standard_protocol for r in view.rows):
             table.caption = NONSTANDARD_NOTE
         tables.append(table)
@@ -76,13 +81,8 @@ def to_markdown(views: list[TableView]) -> str:
         lines = [f"### {view.title}", "", "| " + " | ".join(map(_md_escape, header)) + " |",
                  "|" + "|".join(["---"] * 3 + ["---:"] * len(view.columns)) + "|"]
         for row in view.rows:
-            cells = []
-            for column in view.columns:
-                cell = row.cells.get(column.label)
-                detail = _detail(cell, row)
-                cells.append(_value(cell, row) + (f" {detail}" if detail else ""))
-            lines.append("| " + " | ".join(map(_md_escape, [_method(row), row.setting, _source(row), *cells]))
-                         + " |")
+            cells = [_method(row), row.setting, _source(row), *_cells(view, row, " {}")]
+            lines.append("| " + " | ".join(map(_md_escape, cells)) + " |")
         if any(not r.standard_protocol for r in view.rows):
             lines += ["", NONSTANDARD_NOTE]
         out.append("\n".join(lines))
