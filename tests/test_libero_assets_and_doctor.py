@@ -16,15 +16,11 @@ def make_folder(tmp_path, files: dict[str, bytes]):
     return folder
 
 
-def test_git_blob_sha1_matches_git():
+def test_git_blob_sha1_matches_git(tmp_path):
     # `printf 'hello\n' | git hash-object --stdin`
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "f"
-        path.write_bytes(b"hello\n")
-        assert libero_assets.git_blob_sha1(path) == "ce013625030ba8dba906f756967f9e9ca394464a"
+    path = tmp_path / "f"
+    path.write_bytes(b"hello\n")
+    assert libero_assets.git_blob_sha1(path) == "ce013625030ba8dba906f756967f9e9ca394464a"
 
 
 def test_verify_reports_missing_and_corrupt(tmp_path):

@@ -131,32 +131,35 @@ class LiberoEnv(Env):
 
     def _privileged(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
         """Object positions, narrow grasp axes and the finger axis, for scripted experts only."""
-        names = list(self.env.obj_of_interest)
-        sim = self.env.sim
-        model = sim.model
-        finger_axis = (sim.data.body_xpos[model.body_name2id("gripper0_rightfinger")]
-                       - sim.data.body_xpos[model.body_name2id("gripper0_leftfinger")])
-        return {"objects_of_interest": names, "eef_pos": np.array(obs["robot0_eef_pos"]),
-                "gripper_qpos": np.array(obs["robot0_gripper_qpos"]), "finger_axis": np.array(finger_axis),
-                "grasp_axes": {n: self._narrow_axis(n) for n in names},
+        xpos = self.env.sim.data.body_xpos
+        left, right = self._finger_bodies
+        return {"objects_of_interest": list(self._grasp_geoms), "eef_pos": np.array(obs["robot0_eef_pos"]),
+                "finger_axis": np.array(xpos[right] - xpos[left]),
+                "grasp_axes": {name: self._narrow_axis(geom) for name, geom in self._grasp_geoms.items()},
                 "positions": {k[:-4]: np.array(v) for k, v in obs.items()
                               if k.endswith("_pos") and not k.startswith("robot0") and "_to_" not in k}}
 
-    def _narrow_axis(self, name: str) -> np.ndarray | None:
-        """World xy direction of an object's narrowest horizontal extent (its box collision geom), if boxy."""
-        sim, model = self.env.sim, self.env.sim.model
+    def _index_privileged_bodies(self) -> None:
+        """Look up, once per model build, the finger bodies and each object's largest box collision geom."""
+        model = self.env.sim.model
+        self._finger_bodies = (model.body_name2id("gripper0_leftfinger"), model.body_name2id("gripper0_rightfinger"))
         bodies = {model.body_id2name(i) for i in range(model.nbody)}
-        body = model.body_name2id(f"{name}_main" if f"{name}_main" in bodies else name)
-        boxes = [g for g in range(model.ngeom)
-                 if model.geom_bodyid[g] == body and model.geom_type[g] == 6 and model.geom_contype[g]]
-        if not boxes:
+        self._grasp_geoms: dict[str, int | None] = {}
+        for name in self.env.obj_of_interest:
+            body = model.body_name2id(f"{name}_main" if f"{name}_main" in bodies else name)
+            boxes = [g for g in range(model.ngeom)
+                     if model.geom_bodyid[g] == body and model.geom_type[g] == 6 and model.geom_contype[g]]
+            self._grasp_geoms[name] = max(boxes, key=lambda g: float(np.prod(model.geom_size[g]))) if boxes else None
+
+    def _narrow_axis(self, geom: int | None) -> np.ndarray | None:
+        """World xy direction of a box geom's narrowest horizontal extent; None for objects with no box."""
+        if geom is None:
             return None
-        geom = max(boxes, key=lambda g: float(np.prod(model.geom_size[g])))
-        axes = sim.data.geom_xmat[geom].reshape(3, 3)
+        axes = self.env.sim.data.geom_xmat[geom].reshape(3, 3)
         horizontal = [i for i in range(3) if abs(axes[2, i]) < 0.5]
         if len(horizontal) < 2:
             return None
-        narrow = min(horizontal, key=lambda i: model.geom_size[geom][i])
+        narrow = min(horizontal, key=lambda i: self.env.sim.model.geom_size[geom][i])
         return np.array(axes[:2, narrow])
 
     def reset(self, episode: EpisodeSpec) -> ObservationBatch:
@@ -168,6 +171,8 @@ class LiberoEnv(Env):
         self._key = episode.key
         self.env.seed(int(self.protocol["env_seed"]))
         self.env.reset()
+        if self.privileged:  # a hard reset rebuilds the model, so ids are looked up again
+            self._index_privileged_bodies()
         obs = self.env.set_init_state(self.init_states[index])
         for _ in range(int(self.protocol["settle_steps"])):
             obs, _, _, _ = self.env.step(self.noop)

@@ -1,14 +1,15 @@
 """A scripted pick-and-place expert for LIBERO, driven by privileged object positions.
 
 It emits the same 7-value OSC delta actions a learned policy does (position deltas scaled by the
-controller's 5 cm per unit, no rotation, gripper -1 open / +1 close), so a successful run checks the whole
+controller's 5 cm per unit, a yaw that turns the fingers across a box's narrow side at 0.5 rad per unit,
+gripper -1 open / +1 close), so a successful run checks the whole
 adapter: action scaling, gripper sign, step accounting and success detection. It later generates
 demonstrations. It handles tasks whose objects of interest are (object, container), as in libero_object.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,7 +39,6 @@ class ScriptedConfig:
 class _Episode:
     phase: str = "approach"
     phase_steps: int = 0
-    grasp_xy: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
 
 class ScriptedLiberoPolicy(Policy):
@@ -98,7 +98,6 @@ class ScriptedLiberoPolicy(Policy):
             target[2] = max(target[2], c.min_grasp_z)
             if np.linalg.norm(target - eef) < 0.008 or state.phase_steps > 40:
                 self._next(state, "grasp")
-                state.grasp_xy = obj[:2].copy()
             return self._move(eef, target, OPEN, self._yaw_error(priv, names[0]))
         if state.phase == "grasp":
             if state.phase_steps >= c.grasp_steps:
