@@ -32,9 +32,9 @@ def cli(db_path: Path):
     return invoke
 
 
-def run_cli_subprocess(*args: str, cwd: Path, timeout: float = 900, **kwargs) -> subprocess.CompletedProcess:
-    """Run the installed console script as a user would, in `cwd`."""
+def run_cli_subprocess(*args: str, cwd: Path, timeout: float = 900,
+                       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed console script as a user would, in `cwd`, with `env` added to the environment."""
     exe = Path(sys.executable).with_name("qdepth-bench")
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
-                          **kwargs)
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})

@@ -76,3 +76,16 @@ def test_killed_run_resumes_only_missing_episodes(tmp_path):
     after = episode_rows(db)
     assert [(r[1], r[2]) for r in after] == [(0, i) for i in range(4)]
     assert after[: len(done_before)] == done_before
+
+
+def test_broken_renderer_is_one_line_naming_doctor_and_records_nothing(tmp_path):
+    db = tmp_path / "r.sqlite"
+    result = run_cli_subprocess("run", "libero_object", "--policy", "noop", "--tasks", "0", "--episodes", "1",
+                                *SHORT, "--db", str(db), cwd=tmp_path, env={"MUJOCO_GL": "bogus"})
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "qdepth-bench doctor" in errors[0] and "MUJOCO_GL=bogus" in errors[0]
+    assert episode_rows(db) == []
+    conn = sqlite3.connect(db)
+    assert conn.execute("select status from runs").fetchone()[0] == "failed"
+    conn.close()

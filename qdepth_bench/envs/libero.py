@@ -234,4 +234,9 @@ class LiberoBackend(Backend):
         with contextlib.redirect_stdout(io.StringIO()):
             init_states = np.asarray(self.suite.get_task_init_states(task_id))
         bddl_file = str(self.bddl_root / task.problem_folder / task.bddl_file)
-        return LiberoEnv(self.spec, self.task_info(task_id), bddl_file, init_states, requirements)
+        try:
+            return LiberoEnv(self.spec, self.task_info(task_id), bddl_file, init_states, requirements)
+        except Exception as exc:  # noqa: BLE001 - a simulator that cannot be built is a setup problem
+            raise UserError(f"cannot build the LIBERO simulator for {self.spec.name} task {task_id} "
+                            f"({type(exc).__name__}: {exc}). Run `qdepth-bench doctor` to check the renderer "
+                            f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')}; egl or osmesa) and the assets.") from exc
