@@ -89,3 +89,32 @@ def test_broken_renderer_is_one_line_naming_doctor_and_records_nothing(tmp_path)
     conn = sqlite3.connect(db)
     assert conn.execute("select status from runs").fetchone()[0] == "failed"
     conn.close()
+
+
+def test_reused_env_starts_each_episode_like_a_fresh_one():
+    """One env per task is reset softly between episodes; what the policy sees must not depend on that."""
+    import numpy as np
+
+    from qdepth_bench.policy import PolicyRequirements
+    from qdepth_bench.registry import make_backend, suite_registry
+
+    backend = make_backend(suite_registry().suites["libero_object"])
+    requirements = PolicyRequirements(cameras=("main", "wrist"))
+    episodes = backend.episodes([0], 3, 7)
+    reused = backend.make_env(0, requirements)
+    try:
+        reused.reset(episodes[0])
+        rng = np.random.default_rng(0)
+        for _ in range(30):  # move the arm and the gripper so the next reset has something to undo
+            reused.step(rng.uniform(-1, 1, 7))
+        second = reused.reset(episodes[2])
+    finally:
+        reused.close()
+    fresh_env = backend.make_env(0, requirements)
+    try:
+        fresh = fresh_env.reset(episodes[2])
+    finally:
+        fresh_env.close()
+    for role in ("main", "wrist"):
+        np.testing.assert_array_equal(second.images[role], fresh.images[role])
+    np.testing.assert_allclose(second.state, fresh.state, atol=1e-9)
