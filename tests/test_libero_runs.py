@@ -118,3 +118,28 @@ def test_reused_env_starts_each_episode_like_a_fresh_one():
     for role in ("main", "wrist"):
         np.testing.assert_array_equal(second.images[role], fresh.images[role])
     np.testing.assert_allclose(second.state, fresh.state, atol=1e-9)
+
+
+def test_corrupt_asset_is_one_line_naming_doctor(tmp_path):
+    """An asset folder with one damaged file (a truncated object model) stops the run before any episode."""
+    from qdepth_bench.envs import libero_assets
+
+    source, _ = libero_assets.find_assets()
+    if source is None:
+        pytest.skip("LIBERO assets are not installed")
+    farm = tmp_path / "assets"
+    damaged = "stable_hope_objects/alphabet_soup/alphabet_soup.xml"  # libero_object task 0's object
+    for rel in libero_assets.read_manifest(libero_assets.manifest_path()):
+        (farm / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel == damaged:
+            (farm / rel).write_bytes((source / rel).read_bytes()[:200])
+        else:
+            (farm / rel).symlink_to(source / rel)
+    db = tmp_path / "r.sqlite"
+    result = run_cli_subprocess("run", "libero_object", "--policy", "noop", "--tasks", "0", "--episodes", "1",
+                                *SHORT, "--db", str(db), cwd=tmp_path,
+                                env={libero_assets.ASSETS_ENV: str(farm)})
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "qdepth-bench doctor" in errors[0], result.stderr
+    assert episode_rows(db) == []
