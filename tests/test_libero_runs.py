@@ -28,6 +28,14 @@ def episode_rows(db: Path) -> list[tuple]:
         conn.close()
 
 
+def recorded(db: Path) -> int:
+    """Episodes recorded so far by a run in progress (0 before the database and its schema exist)."""
+    try:
+        return len(episode_rows(db)) if db.exists() else 0
+    except sqlite3.OperationalError:  # the file exists, its tables are not created yet
+        return 0
+
+
 def test_run_twice_records_each_episode_once(tmp_path):
     db = tmp_path / "r.sqlite"
     args = ["run", "libero_object", "--policy", "random", "--tasks", "0", "--episodes", "2", *SHORT,
@@ -59,7 +67,7 @@ def test_killed_run_resumes_only_missing_episodes(tmp_path):
     exe = Path(sys.executable).with_name("qdepth-bench")
     proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
-    while time.time() < deadline and (not db.exists() or len(episode_rows(db)) < 2):
+    while time.time() < deadline and recorded(db) < 2:
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
