@@ -6,7 +6,9 @@ run exits 130 after saying how many episodes are safely recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shlex
 import sys
 from datetime import datetime
@@ -17,6 +19,7 @@ from typing import Annotated, Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -25,10 +28,11 @@ from . import __version__
 from .errors import UserError
 from .reference import reference_rows
 from .registry import make_backend, make_policy, parse_key_values, policy_entries, suite_registry
-from .report.render import to_csv, to_latex, to_markdown, to_rich
+from .report.render import to_csv, to_html, to_latex, to_markdown, to_rich
 from .report.tables import build_tables
+from .rollout.engine import EngineOptions, execute
 from .rollout.episode import EpisodeResult
-from .rollout.runner import execute, plan_run
+from .rollout.runner import plan_run
 from .store import DB_ENV, Store
 
 # Piped output (files, CI logs) gets wide tables instead of rich's 80-column default.
@@ -57,11 +61,32 @@ DbOption = Annotated[Optional[Path], typer.Option("--db", help=f"results databas
                                                   "results/qdepth-bench.sqlite)")]
 
 
+CheckpointOption = Annotated[Optional[Path], typer.Option(help="checkpoint folder (same as --policy-arg checkpoint=)")]
+
+
+def policy_options(policy_arg: list[str] | None, checkpoint: Path | None) -> dict[str, str]:
+    """`--policy-arg` pairs, with `--checkpoint` as the `checkpoint` option."""
+    options = parse_key_values(policy_arg or [])
+    if checkpoint is not None:
+        options["checkpoint"] = str(checkpoint)
+    return options
+
+
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+#: One env worker per core (each simulator step is single-threaded work), capped for memory.
+DEFAULT_WORKERS = max(1, min(os.cpu_count() or 1, 8))
+
+
 class TableFormat(str, Enum):
     rich = "rich"
     markdown = "markdown"
     csv = "csv"
     latex = "latex"
+    html = "html"
 
 
 def open_store(db: Path | None) -> Store:
@@ -77,68 +102,108 @@ def run(
     suite: Annotated[str, typer.Argument(help="suite or group: libero, libero_object, ... (see `suites`)")],
     policy: Annotated[str, typer.Option("--policy", "-p", help="registered name, module:Class or policy YAML")],
     policy_arg: Annotated[Optional[list[str]], typer.Option("--policy-arg", "-a", help="policy option key=value")] = None,
+    checkpoint: CheckpointOption = None,
     tasks: Annotated[Optional[str], typer.Option(help="task ids, e.g. 0,1 or 0-4 (default: all)")] = None,
     episodes: Annotated[Optional[int], typer.Option(help="episodes per task (default: the protocol's trials)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="env seed (default: the protocol's; others are non-standard)")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="override the protocol's max policy steps")] = None,
+    replan_steps: Annotated[Optional[int], typer.Option(help="actions executed open-loop per policy call "
+                                                              "(default: the protocol's)")] = None,
+    workers: Annotated[int, typer.Option(help="env worker processes (default: one per CPU core, at most 8)")] = DEFAULT_WORKERS,
+    executor: Annotated[Executor, typer.Option(case_sensitive=False, help="where env workers run")] = Executor.local,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address for --executor ray (default: "
+                                                            "start a local instance; 'auto': this machine's cluster)")] = None,
+    episode_timeout: Annotated[float, typer.Option(help="seconds a worker may spend on one episode before it is "
+                                                        "restarted and the episode recorded as an error")] = 900.0,
     video: Annotated[Optional[Path], typer.Option(help="write an mp4 per episode under this folder")] = None,
     db: DbOption = None,
 ) -> None:
     """Evaluate a policy on a suite; re-running the same command resumes it."""
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {workers}).")
     store = open_store(db)
     specs = suite_registry().resolve(suite)
-    agent = make_policy(policy, parse_key_values(policy_arg or []))
-    command = shlex.join(["qdepth-bench", *sys.argv[1:]])
-    overrides = {k: v for k, v in (("env_seed", seed), ("max_steps", max_steps)) if v is not None}
-    if max_steps is not None and max_steps < 1:
-        raise UserError(f"--max-steps must be at least 1 (got {max_steps}).")
+    agent = make_policy(policy, policy_options(policy_arg, checkpoint))
+    overrides = {k: v for k, v in (("env_seed", seed), ("max_steps", max_steps), ("replan_steps", replan_steps))
+                 if v is not None}
+    for flag, value in (("--max-steps", max_steps), ("--replan-steps", replan_steps)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1 (got {value}).")
+    engine = EngineOptions(workers=workers, executor=executor.value, ray_address=ray_address,
+                           episode_timeout_s=episode_timeout, video_dir=video)
     try:
-        for spec in specs:
-            spec = spec.with_overrides(overrides)
-            backend = make_backend(spec)
-            plan = plan_run(store, spec, backend, agent, tasks, episodes, command)
-            done = len(plan.episodes) - len(plan.pending)
-            console.print(f"[bold]{spec.name}[/bold] · policy [bold]{agent.name}[/bold] · run {plan.run_id} · "
-                          f"{len(plan.episodes)} episodes ({done} already recorded)"
-                          + ("" if spec.is_standard() else " · [yellow]non-standard protocol[/yellow]"))
-            _execute_with_progress(store, plan, video)
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted: finished episodes are saved in {store.path}; "
-                          "run the same command again to continue.")
-        raise typer.Exit(130) from None
+        _evaluate(store, specs, agent, tasks, episodes, overrides, engine)
     finally:
         agent.close()
     _print_views(build_tables(store, suite), TableFormat.rich)
 
 
-def _execute_with_progress(store: Store, plan, video: Path | None) -> None:
-    counts = {"success": 0, "failure": 0, "error": 0, "steps": 0}
+def _evaluate(store: Store, specs, agent, tasks: str | None, episodes: int | None, overrides: dict,
+              engine: EngineOptions) -> None:
+    """Plan and execute one policy on each suite, with a header line and a progress bar per suite."""
+    command = shlex.join(["qdepth-bench", *sys.argv[1:]])
+    try:
+        for spec in specs:
+            spec = spec.with_overrides(overrides)
+            plan = plan_run(store, spec, make_backend(spec), agent, tasks, episodes, command)
+            done = len(plan.episodes) - len(plan.pending)
+            console.print(f"[bold]{spec.name}[/bold] · policy [bold]{agent.name}[/bold] · run {plan.run_id} · "
+                          f"{len(plan.episodes)} episodes ({done} already recorded)"
+                          + ("" if spec.is_standard() else " · [yellow]non-standard protocol[/yellow]"))
+            options = dataclasses.replace(engine, workers=min(engine.workers, max(len(plan.pending), 1)),
+                                          log_path=store.path.parent / "logs" / f"{plan.run_id}.log")
+            _execute_with_progress(store, plan, options)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: finished episodes are saved in {store.path}; "
+                          "run the same command again to continue.")
+        raise typer.Exit(130) from None
+
+
+def _execute_with_progress(store: Store, plan, options: EngineOptions) -> None:
+    counts = {"success": 0, "failure": 0, "error": 0, "retry": 0, "steps": 0}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console, transient=False) as progress:
         bar = progress.add_task(plan.spec.name, total=len(plan.pending), stats="")
 
         def on_episode(result: EpisodeResult) -> None:
-            counts[result.status] += 1
+            counts["retry" if result.will_retry else result.status] += 1
             counts["steps"] += result.steps
             scored = counts["success"] + counts["failure"]
             rate = f"{100 * counts['success'] / scored:.1f}%" if scored else "–"
             elapsed = progress.tasks[0].elapsed or 1e-9
-            progress.update(bar, advance=1, stats=f"success {rate} · errors {counts['error']} · "
-                                                  f"{counts['steps'] / elapsed:.1f} steps/s")
+            progress.update(bar, advance=0 if result.will_retry else 1,
+                            stats=f"success {rate} · errors {counts['error']} · retried {counts['retry']} · "
+                                  f"{counts['steps'] / elapsed:.1f} env steps/s")
             if result.status == "error":
-                progress.console.print(f"[red]episode {result.episode.key} error:[/red] {result.error}")
+                again = " (will run it again)" if result.will_retry else ""
+                progress.console.print(f"[red]episode {result.episode.key} error{again}:[/red] {escape(result.error)}",
+                                       markup=True, highlight=False)
 
-        execute(store, plan, video, on_episode)
+        execute(store, plan, options, on_episode)
 
 
-def _print_views(views, fmt: TableFormat) -> None:
-    if fmt is TableFormat.rich:
+def _print_views(views, fmt: TableFormat, out: Path | None = None) -> None:
+    """Print table views (or write them to `out`) in one format."""
+    if fmt is TableFormat.rich and out is None:
         for table in to_rich(views):
             console.print(table)
-    else:
-        render = {TableFormat.markdown: to_markdown, TableFormat.csv: to_csv, TableFormat.latex: to_latex}[fmt]
-        sys.stdout.write(render(views))
+        return
+    render = {TableFormat.markdown: to_markdown, TableFormat.csv: to_csv, TableFormat.latex: to_latex,
+              TableFormat.html: to_html, TableFormat.rich: to_markdown}[fmt]
+    _write(render(views), out)
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}; choose another --out.") from None
+    err_console.print(f"wrote {out}")
 
 
 @app.command()
@@ -153,15 +218,99 @@ def table(
     """Success rates per suite/task with n and 95% Wilson intervals, beside the paper's published numbers."""
     store = open_store(db)
     views = build_tables(store, suite, _split(policies), _split(run_ids), reference)
-    if not views:
+    if not any(r.kind == "ours" for v in views for r in v.rows):
         err_console.print(f"no results in {store.path}" + (f" for {suite}" if suite else "")
+                          + ("; showing the published rows only" if views else "")
                           + "; record some with `qdepth-bench run SUITE --policy NAME`.")
-        return
-    _print_views(views, fmt)
+    if views:
+        _print_views(views, fmt)
 
 
 def _split(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+@app.command()
+def ablation(
+    name: Annotated[str, typer.Argument(help="ablation id (results/ablations/<id>.yaml), e.g. table6")],
+    reference: Annotated[bool, typer.Option("--reference/--no-reference", help="show the published ablation")] = True,
+    run_missing: Annotated[bool, typer.Option("--run", help="first run the variants that have no results")] = False,
+    tasks: Annotated[Optional[str], typer.Option(help="with --run: task ids (default: all)")] = None,
+    episodes: Annotated[Optional[int], typer.Option(help="with --run: episodes per task (default: the protocol's)")] = None,
+    workers: Annotated[int, typer.Option(help="with --run: env worker processes")] = DEFAULT_WORKERS,
+    fmt: Annotated[TableFormat, typer.Option("--format", "-f", case_sensitive=False)] = TableFormat.rich,
+    out: Annotated[Optional[Path], typer.Option(help="write to this file instead of printing")] = None,
+    db: DbOption = None,
+) -> None:
+    """An ablation table (components, per-task success, change vs the full model, paired tests)."""
+    from .report.ablation import ablation_spec, build_ablation, missing_variants
+    from .report.render import ablation_to_csv, ablation_to_latex, ablation_to_markdown, ablation_to_rich
+
+    spec = ablation_spec(name)
+    store = open_store(db)
+    if run_missing:
+        for variant in missing_variants(store, spec):
+            agent = make_policy(variant.policy, {k: str(v) for k, v in variant.policy_args.items()})
+            try:
+                _evaluate(store, suite_registry().resolve(spec.suite), agent, tasks, episodes, {},
+                          EngineOptions(workers=workers))
+            finally:
+                agent.close()
+    views = build_ablation(store, spec, reference)
+    if not views:
+        err_console.print(f"no results in {store.path} for the variants of {spec.id} on {spec.suite} "
+                          f"({', '.join(v.policy for v in spec.variants)}); record them with --run or "
+                          "`qdepth-bench run`.")
+        return
+    if fmt is TableFormat.rich and out is None:
+        for table in ablation_to_rich(views):
+            console.print(table)
+        return
+    if fmt is TableFormat.html:
+        raise UserError("ablation tables render as rich, markdown, csv or latex; use one of those.")
+    render = {TableFormat.markdown: ablation_to_markdown, TableFormat.csv: ablation_to_csv,
+              TableFormat.latex: ablation_to_latex, TableFormat.rich: ablation_to_markdown}[fmt]
+    _write(render(views), out)
+
+
+@app.command()
+def leaderboard(
+    fmt: Annotated[TableFormat, typer.Option("--format", "-f", case_sensitive=False)] = TableFormat.rich,
+    out: Annotated[Optional[Path], typer.Option(help="write to this file (e.g. leaderboard.html) instead of printing")] = None,
+    db: DbOption = None,
+) -> None:
+    """Every policy on every suite it has results for, ranked, with the paper's published rows marked."""
+    from .report.leaderboard import build_leaderboard
+
+    store = open_store(db)
+    views = build_leaderboard(store)
+    if not any(r.kind == "ours" for v in views for r in v.rows):
+        err_console.print(f"no runs in {store.path} yet: showing the published rows only; add yours with "
+                          "`qdepth-bench run SUITE --policy NAME`.")
+    _print_views(views, fmt, out)
+
+
+@app.command()
+def figure(
+    kind: Annotated[str, typer.Argument(help="success: per-task success bars with 95% intervals")],
+    suite: Annotated[str, typer.Argument(help="suite to plot")],
+    policies: Annotated[Optional[str], typer.Option(help="comma-separated policy names (default: all)")] = None,
+    out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("results/figures/success.png"),
+    db: DbOption = None,
+) -> None:
+    """Figures as PNG (matplotlib) from the database."""
+    from .report.figures import success_figure
+
+    if kind != "success":
+        raise UserError(f"unknown figure '{kind}': success.")
+    store = open_store(db)
+    views = build_tables(store, suite, _split(policies), reference=False)
+    path = success_figure(views[0] if views else None, out, suite)
+    if path is None:
+        err_console.print(f"no results for {suite} in {store.path} to plot; record some with "
+                          f"`qdepth-bench run {suite} --policy NAME`.")
+        return
+    err_console.print(f"wrote {path}")
 
 
 @app.command()
@@ -238,6 +387,39 @@ def runs_delete(run_id: Annotated[str, typer.Argument(help="run id or unique pre
         raise typer.Exit(1)
     n = store.delete_run(record["run_id"])
     console.print(f"deleted run {record['run_id']} and its {n} episodes.")
+
+
+@app.command()
+def serve(
+    policy: Annotated[str, typer.Option("--policy", "-p", help="registered name, module:Class or policy YAML")],
+    policy_arg: Annotated[Optional[list[str]], typer.Option("--policy-arg", "-a", help="policy option key=value")] = None,
+    checkpoint: CheckpointOption = None,
+    host: Annotated[str, typer.Option(help="interface to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    suite: Annotated[str, typer.Option(help="suite whose task conventions openpi clients get (they send no task)")] = "libero_object",
+    max_request_mb: Annotated[int, typer.Option(help="largest request accepted, in MiB")] = 64,
+) -> None:
+    """Serve a policy over openpi's websocket protocol (for `--policy remote` and openpi clients)."""
+    import asyncio
+
+    from .remote.server import PolicyServer
+
+    specs = suite_registry().resolve(suite)
+    default_task = make_backend(specs[0]).task_info(0)
+    agent = make_policy(policy, policy_options(policy_arg, checkpoint))
+    server = PolicyServer(agent, default_task, max_request_mb << 20)
+    identity = agent.identity()
+    console.print(f"serving [bold]{agent.name}[/bold] (config {identity.config_hash}"
+                  f"{', weights ' + identity.checkpoint_hash if identity.checkpoint_hash else ''}) on "
+                  f"ws://{host}:{port}  · health: http://{host}:{port}/healthz · Ctrl-C stops", highlight=False)
+    try:
+        asyncio.run(server.serve(host, port))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port.") from None
+    except KeyboardInterrupt:
+        err_console.print("server stopped.")
+    finally:
+        agent.close()
 
 
 @app.command()

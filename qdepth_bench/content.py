@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import UserError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_FOLDERS = ("policies", "suites", "training", "results/reference")
+_FOLDERS = ("policies", "suites", "training", "results/reference", "results/ablations")
 
 
 def builtin_root() -> Path:

@@ -70,6 +70,21 @@ class ObservationBatch:
     def __len__(self) -> int:
         return len(self.keys)
 
+    @classmethod
+    def concat(cls, batches: list[ObservationBatch]) -> ObservationBatch:
+        """Stack the rows of several batches (one per env worker) into one batch for a single policy call."""
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        return cls(
+            keys=[k for b in batches for k in b.keys],
+            images={role: np.concatenate([b.images[role] for b in batches]) for role in first.images},
+            state=np.concatenate([b.state for b in batches]),
+            instructions=[t for b in batches for t in b.instructions],
+            depth={role: np.concatenate([b.depth[role] for b in batches]) for role in first.depth},
+            privileged=[p for b in batches for p in b.privileged],
+        )
+
 
 @dataclass(frozen=True)
 class PolicyRequirements:

@@ -34,6 +34,8 @@ class ReferenceTable:
     group: str
     columns: tuple[ReferenceColumn, ...]
     path: Path
+    #: a comparison of methods (ranked in the leaderboard), not an ablation or a real-robot study
+    leaderboard: bool = True
 
 
 @lru_cache(maxsize=1)
@@ -47,7 +49,8 @@ def reference_tables() -> tuple[ReferenceTable, ...]:
         for t in read_yaml(index).get("tables", []):
             columns = tuple(ReferenceColumn(label, str(c["suite"]), str(c.get("task", "")))
                             for label, c in t["columns"].items())
-            tables.append(ReferenceTable(t["id"], t["title"], t["group"], columns, folder / t["file"]))
+            tables.append(ReferenceTable(t["id"], t["title"], t["group"], columns, folder / t["file"],
+                                         bool(t.get("leaderboard", True))))
     return tuple(tables)
 
 

@@ -2,12 +2,14 @@
 # Sets up a fresh Debian 12 machine for qdepth-bench: the system libraries the simulators render with, a
 # virtualenv in .venv, the CPU torch first, then the package with its extras, every pip call held to
 # constraints.txt. Safe to run again: what is already there is kept.
-#   QDEPTH_EXTRAS   extras to install (default: libero,dev)
+#   QDEPTH_EXTRAS   extras to install (default: libero,model,dev; the tests use libero,model,ray,dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${QDEPTH_EXTRAS:-libero,dev}"
+extras="${QDEPTH_EXTRAS:-libero,model,dev}"
 
 apt_packages=(libegl1 libgl1 libgles2 libosmesa6 libglu1-mesa)
+# the tests open the HTML leaderboard in a headless browser
+case ",${extras}," in *,dev,*) apt_packages+=(chromium) ;; esac
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -32,6 +34,13 @@ case ",${extras}," in
     # libero 0.1.1 declares torchvision, robomimic, wandb, ...: none of it is needed to run the benchmark.
     .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('libero') is None)" \
       || "${pip[@]}" -c constraints.txt --no-deps libero==0.1.1
+    ;;
+esac
+case ",${extras}," in
+  *,dev,*)
+    # openpi's own client, for the test that our server speaks its protocol. It pins numpy<2, which this
+    # project does not need: install it without its dependencies (websockets and msgpack come with us).
+    .venv/bin/python -c "import openpi_client" 2>/dev/null || "${pip[@]}" --no-deps openpi-client==0.1.2
     ;;
 esac
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

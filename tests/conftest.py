@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,15 @@ def cli(db_path: Path):
         return runner.invoke(app, argv, catch_exceptions=False)
 
     return invoke
+
+
+def db_rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of one query on a results database written by a run."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 def run_cli_subprocess(*args: str, cwd: Path, timeout: float = 900,

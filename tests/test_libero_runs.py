@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli_subprocess
+from conftest import db_rows, run_cli_subprocess
 
 pytestmark = pytest.mark.slow
 
@@ -20,12 +20,8 @@ SHORT = ["--max-steps", "8"]
 
 
 def episode_rows(db: Path) -> list[tuple]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("select run_id, task_id, episode_index, status, steps from episodes "
-                            "order by task_id, episode_index").fetchall()
-    finally:
-        conn.close()
+    return db_rows(db, "select run_id, task_id, episode_index, status, steps from episodes "
+                       "order by task_id, episode_index")
 
 
 def recorded(db: Path) -> int:

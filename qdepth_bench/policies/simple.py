@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,8 +54,12 @@ class RandomPolicy(Policy):
 
 @dataclass
 class NoopConfig:
+    """`call_seconds` makes every call cost that much time whatever the batch size, like a model on a
+    GPU: what the engine's batching benchmark measures against."""
+
     chunk_size: int = 5
     cameras: tuple[str, ...] = ("main",)
+    call_seconds: float = 0.0
 
 
 class NoopPolicy(Policy):
@@ -74,4 +79,6 @@ class NoopPolicy(Policy):
         self._noop[episode.key] = np.asarray(episode.task.noop_action, dtype=np.float32)
 
     def act(self, batch: ObservationBatch) -> np.ndarray:
+        if self.config.call_seconds > 0:
+            time.sleep(self.config.call_seconds)
         return np.stack([np.tile(self._noop[k], (self.config.chunk_size, 1)) for k in batch.keys])

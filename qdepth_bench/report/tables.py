@@ -3,8 +3,8 @@
 A table view has columns that each measure one suite (or one task of a suite, or the average of the other
 columns) and rows that are either published (from `reference_results`) or ours (aggregated from episodes).
 Our cells carry n, the error count and a 95% Wilson interval; errors are never counted as failures.
-By default each policy row uses the most recent run of that policy on each suite; explicit run ids pick
-runs instead.
+By default each policy row uses the latest finished run of that policy on each suite (the latest started
+one when none has finished); explicit run ids pick runs instead.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Row:
     run_ids: tuple[str, ...] = ()
     standard_protocol: bool = True
     cells: dict[str, Cell] = field(default_factory=dict)
+    rank: int | None = None  # set by the leaderboard
 
 
 @dataclass
@@ -80,11 +81,12 @@ def _average(cells: list[Cell]) -> Cell:
 
 
 def _select_runs(episodes: pd.DataFrame, explicit: bool) -> pd.DataFrame:
-    """Keep, per (policy row, suite), the episodes of the most recently started run."""
+    """Keep, per (policy row, suite), the episodes of the latest finished run (or, if none has finished,
+    the most recently started one)."""
     if explicit or episodes.empty:
         return episodes
-    latest = (episodes.sort_values("run_started_at")
-              .groupby(["row_key", "suite"], sort=False)["run_id"].last())
+    order = episodes.assign(finished=episodes["run_status"] == "finished").sort_values(["finished", "run_started_at"])
+    latest = order.groupby(["row_key", "suite"], sort=False)["run_id"].last()
     return episodes[episodes["run_id"].isin(set(latest.values))]
 
 
@@ -223,5 +225,6 @@ def table_records(views: list[TableView]) -> list[dict]:
                     "ci_low": None if cell.ci_low is None or math.isnan(cell.ci_low) else round(cell.ci_low, 4),
                     "ci_high": None if cell.ci_high is None or math.isnan(cell.ci_high) else round(cell.ci_high, 4),
                     "standard_protocol": row.standard_protocol, "run_ids": json.dumps(list(row.run_ids)),
+                    "rank": row.rank,
                 })
     return records

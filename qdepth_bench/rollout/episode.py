@@ -1,20 +1,25 @@
-"""One episode: reset the env to its spec, ask the policy for chunks, execute them open-loop, stop at
-success or the step limit."""
+"""One episode, driven a chunk at a time: reset the env to its spec, execute each action chunk open-loop,
+stop at success, at the env's own end, or at the step limit.
+
+The policy is not called here: the worker that owns the env hands each observation back to the engine,
+which batches observations of many workers into one policy call and returns each its chunk.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..policy import EpisodeContext, ObservationBatch, Policy
+from ..policy import ObservationBatch
 from ..suite import EpisodeSpec, Env
 
 
 @dataclass
 class EpisodeResult:
+    """How one episode ended. Picklable: it travels from an env worker to the engine."""
+
     episode: EpisodeSpec
     task_name: str
     status: str  # success | failure | error
@@ -22,7 +27,9 @@ class EpisodeResult:
     wall_time_s: float = 0.0
     error: str = ""
     partial_success: float | None = None
-    frames: list[np.ndarray] = field(default_factory=list)
+    video_path: str = ""
+    #: the engine will run this episode again (an error with attempts left)
+    will_retry: bool = False
 
 
 def check_chunk(actions: np.ndarray, batch: int, action_dim: int) -> np.ndarray:
@@ -35,35 +42,38 @@ def check_chunk(actions: np.ndarray, batch: int, action_dim: int) -> np.ndarray:
     return actions
 
 
-def run_episode(env: Env, policy: Policy, episode: EpisodeSpec, max_steps: int, replan_steps: int,
-                record_frames: bool = False, check_stop: Callable[[], None] = lambda: None) -> EpisodeResult:
-    """Run one episode to success or `max_steps` policy steps; chunks run open-loop for `replan_steps`.
+class EpisodeRunner:
+    """The state of one running episode on one env: steps taken, frames kept for a video, the outcome."""
 
-    `check_stop` is called before every step and may raise KeyboardInterrupt to abandon the episode.
-    """
-    start = time.perf_counter()
-    task = env.task
-    policy.reset(EpisodeContext(episode.key, task, episode.seed))
-    obs: ObservationBatch = env.reset(episode)
-    check_stop()
-    result = EpisodeResult(episode, task.task_name, "failure")
-    if record_frames:
-        result.frames.append(env.frame())
-    plan: list[np.ndarray] = []
-    while result.steps < max_steps:
-        check_stop()
-        if not plan:
-            chunk = check_chunk(policy.act(obs), 1, task.action_dim)[0]
-            plan = list(chunk[:replan_steps])
-        step = env.step(plan.pop(0))
-        result.steps += 1
-        obs = step.observation
-        if record_frames:
-            result.frames.append(env.frame())
-        if step.success:
-            result.status = "success"
-            break
-        if step.done:
-            break
-    result.wall_time_s = time.perf_counter() - start
-    return result
+    def __init__(self, env: Env, episode: EpisodeSpec, max_steps: int, record_frames: bool = False) -> None:
+        self.env = env
+        self.max_steps = max_steps
+        self.record_frames = record_frames
+        self.frames: list[np.ndarray] = []
+        self.result = EpisodeResult(episode, env.task.task_name, "failure")
+        self._start = time.perf_counter()
+        self.finished = False
+
+    def start(self) -> ObservationBatch:
+        """Reset the env to the episode's initial state; returns the first observation."""
+        obs = self.env.reset(self.result.episode)
+        if self.record_frames:
+            self.frames.append(self.env.frame())
+        return obs
+
+    def run_chunk(self, actions: np.ndarray) -> ObservationBatch | None:
+        """Execute the chunk's actions in order; the next observation, or None once the episode is over."""
+        obs = None
+        for action in actions:
+            step = self.env.step(action)
+            self.result.steps += 1
+            obs = step.observation
+            if self.record_frames:
+                self.frames.append(self.env.frame())
+            if step.success:
+                self.result.status = "success"
+            if step.success or step.done or self.result.steps >= self.max_steps:
+                self.finished = True
+                break
+        self.result.wall_time_s = time.perf_counter() - self._start
+        return None if self.finished else obs

@@ -1,26 +1,20 @@
-"""Plan a run (which episodes of which tasks, which are already recorded) and execute it into the store.
+"""Plan a run: its identity in the store, and which of the requested episodes still need running.
 
 The run key is the policy identity + suite + protocol hash + seed; the store's run id is its hash, so
-repeating a command resumes it: recorded successes and failures are skipped, errors are retried up to
-`MAX_ATTEMPTS` times. Each finished episode is committed before the next starts.
+repeating a command resumes it: recorded successes and failures are skipped, errors are run again until
+an episode has had `MAX_ATTEMPTS` attempts. `engine.execute` runs the plan.
 """
 
 from __future__ import annotations
 
 import json
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..errors import UserError
 from ..policy import Policy
 from ..provenance import git_commit, host, package_versions
 from ..store import Store
-from ..suite import Backend, EpisodeSpec, Env, SuiteSpec
-from .episode import EpisodeResult, run_episode
-from .interrupt import GracefulInterrupt
-from .videos import video_path, write_video
+from ..suite import Backend, EpisodeSpec, SuiteSpec
 
 MAX_ATTEMPTS = 3
 
@@ -99,71 +93,3 @@ def plan_run(store: Store, spec: SuiteSpec, backend: Backend, policy: Policy, ta
             pending.append(ep)
             attempts[(ep.task_id, ep.episode_index)] = tries
     return RunPlan(run_id, spec, backend, policy, record, episodes, pending, attempts)
-
-
-def _error_text(exc: BaseException) -> str:
-    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return last[:2000]
-
-
-def execute(store: Store, plan: RunPlan, video_dir: Path | None = None,
-            on_episode: Callable[[EpisodeResult], None] | None = None) -> None:
-    """Run the plan's pending episodes one task at a time (one env per task), recording each at once.
-
-    A simulator or policy exception fails only its episode (recorded as an error, env rebuilt); Ctrl-C
-    marks the run interrupted and re-raises, with every finished episode already committed.
-    """
-    spec, policy = plan.spec, plan.policy
-    max_steps, replan = int(spec.protocol["max_steps"]), int(spec.protocol["replan_steps"])
-    requirements = policy.requirements
-    store.start_run(plan.record)
-    status = "failed"
-    env: Env | None = None
-    with GracefulInterrupt() as stop:
-        try:
-            for episode in plan.pending:
-                stop.check()
-                if env is not None and env.task.task_id != episode.task_id:
-                    env.close()
-                    env = None
-                try:
-                    if env is None:
-                        env = plan.backend.make_env(episode.task_id, requirements)
-                    result = run_episode(env, policy, episode, max_steps, replan,
-                                         record_frames=video_dir is not None, check_stop=stop.check)
-                except (UserError, KeyboardInterrupt):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - recorded as this episode's error, the run goes on
-                    task_name = env.task.task_name if env else ""
-                    result = EpisodeResult(episode, task_name, "error", error=_error_text(exc))
-                    if env is not None:
-                        env.close()
-                    env = None
-                _record(store, plan, result, video_dir)
-                if on_episode is not None:
-                    on_episode(result)
-            status = "finished"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        finally:
-            if env is not None:
-                env.close()
-            store.finish_run(plan.run_id, status)
-
-
-def _record(store: Store, plan: RunPlan, result: EpisodeResult, video_dir: Path | None) -> None:
-    """Write one episode (and its video) to the store."""
-    episode, spec = result.episode, plan.spec
-    video = ""
-    if video_dir is not None and result.frames:
-        path = video_path(video_dir, plan.run_id, spec.name, episode.task_id, episode.episode_index, result.status)
-        video = str(write_video(path, result.frames, int(spec.protocol["control_hz"])))
-    store.record_episode({
-        "run_id": plan.run_id, "suite": spec.name, "task_id": episode.task_id, "task_name": result.task_name,
-        "episode_index": episode.episode_index, "variant": episode.variant, "seed": episode.seed,
-        "status": result.status, "success": None if result.status == "error" else int(result.status == "success"),
-        "partial_success": result.partial_success, "steps": result.steps,
-        "wall_time_s": round(result.wall_time_s, 4), "error": result.error, "video_path": video,
-        "attempts": plan.attempts.get((episode.task_id, episode.episode_index), 0) + 1,
-    })

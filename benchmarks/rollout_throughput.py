@@ -1,0 +1,152 @@
+"""Rollout engine throughput against a plain sequential loop, and how much batching saves policy calls.
+
+Side by side in one run, on the same suite, tasks and episodes with the `noop` policy:
+  1. the reference: one process, one env per task, `env.reset` then `env.step` in a plain Python loop
+     (and the same loop with the software renderer held to one core, for context);
+  2. the engine with 1 env worker;
+  3. the engine with N env workers.
+Each prints env steps/s (setup included: env construction, worker start) and its ratio to the reference.
+Then, with `noop` made to cost a fixed time per call (`call_seconds`, like a model on a GPU), the engine
+with 1 and with N workers: policy calls per env step and the ratio, which batching should bring close to N.
+It also checks that 1 and N workers record the same per-episode outcomes.
+
+    python benchmarks/rollout_throughput.py [--suite libero_object] [--tasks 0,1] [--episodes 2]
+        [--max-steps 280] [--workers 2] [--call-seconds 0.25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qdepth_bench.registry import make_backend, make_policy, suite_registry
+from qdepth_bench.rollout.engine import EngineOptions, EngineStats, execute
+from qdepth_bench.rollout.runner import parse_tasks, plan_run
+from qdepth_bench.store import Store
+
+
+def plain_loop(spec, task_ids: list[int], episodes: int) -> tuple[int, float]:
+    """The reference: what a sequential evaluation script does, with no engine at all."""
+    backend = make_backend(spec)
+    policy = make_policy("noop")
+    noop = np.asarray(spec.protocol["noop_action"], dtype=np.float64)
+    max_steps, steps = int(spec.protocol["max_steps"]), 0
+    start = time.perf_counter()
+    for task_id in task_ids:
+        env = backend.make_env(task_id, policy.requirements)
+        for episode in backend.episodes([task_id], episodes, int(spec.protocol["env_seed"])):
+            env.reset(episode)
+            for _ in range(max_steps):
+                steps += 1
+                if env.step(noop).done:
+                    break
+        env.close()
+    return steps, time.perf_counter() - start
+
+
+def _plain_loop_child(spec, task_ids: list[int], episodes: int, out) -> None:
+    out.put(plain_loop(spec, task_ids, episodes))
+
+
+def plain_loop_one_core(spec, task_ids: list[int], episodes: int) -> tuple[int, float]:
+    """The reference again in a fresh process whose renderer uses no extra threads (LP_NUM_THREADS=0).
+
+    Mesa's llvmpipe renders each frame with a thread per core, so the plain loop above already keeps more
+    than one core busy; this row shows what one core alone does.
+    """
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    previous = os.environ.get("LP_NUM_THREADS")
+    os.environ["LP_NUM_THREADS"] = "0"
+    try:
+        child = ctx.Process(target=_plain_loop_child, args=(spec, task_ids, episodes, out))
+        child.start()
+    finally:
+        if previous is None:
+            del os.environ["LP_NUM_THREADS"]
+        else:
+            os.environ["LP_NUM_THREADS"] = previous
+    result = out.get()
+    child.join()
+    return result
+
+
+def engine_run(spec, tasks: str, episodes: int, workers: int, folder: Path,
+               call_seconds: float = 0.0) -> tuple[EngineStats, list[tuple]]:
+    """One fresh run of the engine into its own database; its stats and per-episode outcomes."""
+    store = Store(folder / f"w{workers}-c{call_seconds}.sqlite")
+    policy = make_policy("noop", {"call_seconds": str(call_seconds)})
+    plan = plan_run(store, spec, make_backend(spec), policy, tasks, episodes, "benchmark")
+    stats = execute(store, plan, EngineOptions(workers=workers))
+    rows = [tuple(r) for r in store.db.execute(
+        "select task_id, episode_index, seed, status, steps from episodes order by task_id, episode_index").fetchall()]
+    return stats, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="libero_object")
+    parser.add_argument("--tasks", default="0,1")
+    parser.add_argument("--episodes", type=int, default=2, help="episodes per task")
+    parser.add_argument("--max-steps", type=int, default=None, help="default: the protocol's")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--call-seconds", type=float, default=0.25, help="policy cost per call (batching part)")
+    parser.add_argument("--batching-max-steps", type=int, default=60)
+    parser.add_argument("--only", choices=["throughput", "batching"], default=None, help="run one part")
+    args = parser.parse_args()
+
+    base = suite_registry().suites[args.suite]
+    spec = base.with_overrides({"max_steps": args.max_steps}) if args.max_steps else base
+    task_ids = parse_tasks(args.tasks, spec.n_tasks, spec.name)
+    n = args.workers
+    print(f"{spec.name} tasks {task_ids}, {args.episodes} episodes each, max {spec.protocol['max_steps']} steps, "
+          f"replan {spec.protocol['replan_steps']}, noop policy, {os.cpu_count()} cores, "
+          f"LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS', 'unset')}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if args.only != "batching":
+            throughput(spec, args.tasks, task_ids, args.episodes, n, folder)
+        if args.only != "throughput":
+            batching(spec, args.tasks, args.episodes, n, args.batching_max_steps, args.call_seconds, folder)
+
+
+def throughput(spec, tasks: str, task_ids: list[int], episodes: int, n: int, folder: Path) -> None:
+    """Plain loop vs engine(1) vs engine(n) with the free noop policy, and a check that results agree."""
+    steps, wall = plain_loop(spec, task_ids, episodes)
+    reference = steps / wall
+    print(f"  plain loop            {reference:7.2f} env steps/s  ({steps} steps in {wall:.1f} s)  the reference")
+    steps1, wall1 = plain_loop_one_core(spec, task_ids, episodes)
+    print(f"  plain loop, one core  {steps1 / wall1:7.2f} env steps/s  ({steps1} steps in {wall1:.1f} s)  "
+          f"{steps1 / wall1 / reference:5.2f}x plain (renderer without its own threads)")
+    one, rows_one = engine_run(spec, tasks, episodes, 1, folder)
+    print(f"  engine, 1 worker      {one.steps_per_s:7.2f} env steps/s  ({one.env_steps} steps in {one.wall_s:.1f} s)"
+          f"  {one.steps_per_s / reference:5.2f}x plain  (target >= 0.9x)")
+    many, rows_many = engine_run(spec, tasks, episodes, n, folder)
+    print(f"  engine, {n} workers     {many.steps_per_s:7.2f} env steps/s  ({many.env_steps} steps in "
+          f"{many.wall_s:.1f} s)  {many.steps_per_s / reference:5.2f}x plain, "
+          f"{many.steps_per_s / (steps1 / wall1):5.2f}x one-core loop  (target >= {0.9 * n:.1f}x plain)")
+    print(f"  same per-episode outcomes with 1 and {n} workers: {'yes' if rows_one == rows_many else 'NO'}")
+
+
+def batching(spec, tasks: str, episodes: int, n: int, max_steps: int, call_seconds: float, folder: Path) -> None:
+    """Policy calls per env step with 1 and n workers when every call costs `call_seconds`."""
+    short = spec.with_overrides({"max_steps": max_steps})
+    print(f"batching: noop costing {call_seconds} s per call, max {max_steps} steps")
+    b_one, _ = engine_run(short, tasks, episodes, 1, folder, call_seconds)
+    b_many, _ = engine_run(short, tasks, episodes, n, folder, call_seconds)
+    for label, s in (("1 worker ", b_one), (f"{n} workers", b_many)):
+        print(f"  engine, {label}     {s.calls_per_step:6.3f} policy calls per env step, "
+              f"{s.policy_rows / max(s.policy_calls, 1):4.2f} rows per call, {s.steps_per_s:6.2f} env steps/s")
+    print(f"  calls per step cut by {b_one.calls_per_step / max(b_many.calls_per_step, 1e-9):4.2f}x with {n} "
+          f"workers (ideal {n}x); throughput {b_many.steps_per_s / b_one.steps_per_s:4.2f}x")
+
+
+if __name__ == "__main__":
+    main()

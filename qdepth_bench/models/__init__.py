@@ -1,0 +1,1 @@
+"""Model implementations behind the policies (QDepth-VLA and its variants)."""

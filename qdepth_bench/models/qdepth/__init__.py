@@ -1,0 +1,1 @@
+"""QDepth-VLA: configuration, attention masks, mixture-of-transformers layers, depth heads, checkpoints."""

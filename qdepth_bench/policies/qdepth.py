@@ -1,0 +1,84 @@
+"""QDepth-VLA and its ablation variants (and open-pi0) behind the common policy interface.
+
+The policy loads a checkpoint folder (see `models/qdepth/checkpoint.py`): the variant recorded in it must
+be the one registered under this policy's name, so a table row can never mix variants. Noise for the flow
+integration is drawn per episode from the episode seed, so actions do not depend on how episodes are
+batched across env workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from ..policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
+
+
+@dataclass
+class QDepthPolicyConfig:
+    """`checkpoint`: a checkpoint folder. `variant`: the registered variant this policy must be.
+    `num_steps`: Euler steps of the flow integration (None: the checkpoint's, 10 in the paper)."""
+
+    checkpoint: str = ""
+    variant: str = "qdepth"
+    device: str = "cpu"
+    num_steps: int | None = None
+
+
+class QDepthPolicy(Policy):
+    Config = QDepthPolicyConfig
+
+    def __init__(self, config: QDepthPolicyConfig, name: str = "qdepth") -> None:
+        super().__init__(config, name)
+        import torch
+
+        from ..models.qdepth.checkpoint import load_checkpoint
+
+        if not config.checkpoint:
+            raise UserError(f"policy {name} needs a checkpoint: --policy-arg checkpoint=FOLDER (a folder written "
+                            "by `qdepth-bench train policy`).")
+        if not Path(config.checkpoint).exists():
+            raise UserError(f"checkpoint folder {config.checkpoint} does not exist; check --policy-arg checkpoint=.")
+        self._torch = torch
+        self.loaded = load_checkpoint(Path(config.checkpoint), config.device)
+        if self.loaded.variant != config.variant:
+            raise UserError(f"{config.checkpoint} holds a '{self.loaded.variant}' model, not '{config.variant}'; "
+                            f"use --policy {self.loaded.variant} with it.")
+        self.model = self.loaded.model
+        if config.num_steps is not None:
+            self.model.config = self.model.config.replace(num_integration_steps=config.num_steps)
+        self._noise: dict[str, torch.Generator] = {}
+
+    @property
+    def requirements(self) -> PolicyRequirements:
+        c = self.model.config
+        return PolicyRequirements(cameras=("main",), image_size=c.vision.image_size, chunk_size=c.chunk_size,
+                                  action_dim=c.action_dim)
+
+    def checkpoint_hash(self) -> str | None:
+        return self.loaded.weights_hash
+
+    def reset(self, episode: EpisodeContext) -> None:
+        self._noise[episode.key] = self._torch.Generator().manual_seed(episode.seed)
+
+    def act(self, batch: ObservationBatch) -> np.ndarray:
+        from ..models.qdepth.model import Batch
+
+        torch, c, stats = self._torch, self.model.config, self.loaded.stats
+        if batch.state.shape[1] != c.state_dim:
+            raise UserError(f"the suite gives {batch.state.shape[1]}-dim proprio state but this checkpoint was "
+                            f"trained on {c.state_dim}-dim state; use a checkpoint trained for this suite.")
+        device = self.config.device
+        images = torch.from_numpy(batch.images["main"]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        tokens, token_mask = self.loaded.tokenizer(batch.instructions)
+        state = torch.from_numpy(stats.normalize_state(batch.state)).float().to(device)
+        noise = torch.stack([torch.randn(c.chunk_size, c.action_dim, generator=self._noise[k]) for k in batch.keys])
+        inputs = Batch(images, torch.from_numpy(tokens).to(device), torch.from_numpy(token_mask).to(device), state)
+        actions = self.model.sample_actions(inputs, noise=noise.to(device)).cpu().numpy()
+        return stats.unnormalize_actions(actions).astype(np.float32)
+
+    def close(self) -> None:
+        self._noise.clear()

@@ -1,0 +1,46 @@
+"""The wire format of openpi's policy servers: msgpack, with numpy arrays as maps of raw bytes.
+
+An array travels as {b"__ndarray__": True, b"data": bytes, b"dtype": dtype string, b"shape": shape} and a
+numpy scalar as {b"__npgeneric__": True, b"data": value, b"dtype": dtype string}, so openpi's own client
+and server read what we write and the reverse. Object, void and complex arrays are refused: they would
+need pickle, which must never run on data from the network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import numpy as np
+
+REFUSED_KINDS = ("V", "O", "c")
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in REFUSED_KINDS:
+        raise ValueError(f"arrays of dtype {obj.dtype} cannot be sent")
+    if isinstance(obj, np.ndarray):
+        return {b"__ndarray__": True, b"data": np.ascontiguousarray(obj).tobytes(), b"dtype": obj.dtype.str,
+                b"shape": list(obj.shape)}
+    if isinstance(obj, np.generic):
+        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
+    return obj
+
+
+def _decode(obj: dict) -> Any:
+    if b"__ndarray__" in obj:
+        dtype = np.dtype(obj[b"dtype"])
+        if dtype.kind in REFUSED_KINDS:
+            raise ValueError(f"arrays of dtype {dtype} are not accepted")
+        return np.frombuffer(obj[b"data"], dtype=dtype).reshape(obj[b"shape"])
+    if b"__npgeneric__" in obj:
+        return np.dtype(obj[b"dtype"]).type(obj[b"data"])
+    return obj
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, default=_encode)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, object_hook=_decode)

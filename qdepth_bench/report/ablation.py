@@ -1,0 +1,208 @@
+"""Ablation reports: variants of a model, which component each removes, per-task success, the change
+against the full model, and a paired test of each variant against the full model.
+
+An ablation is data (`results/ablations/<id>.yaml`): the suite and its task columns, the components, the
+full model's policy, and each variant's policy, label, removed components and (optionally) its row in a
+published table. The published rows print exactly as the paper prints them (values and deltas of its
+averages); our rows come from the latest finished run of each variant's policy on the suite.
+
+The paired test matches episodes by (task, initial state): both policies faced the same scene, so only
+the episodes where exactly one of them succeeded say anything about a difference (exact McNemar).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..content import content_dirs
+from ..errors import UserError
+from ..registry import read_yaml
+from ..store import Store
+from .stats import mcnemar_exact
+from .tables import Cell, _cell, _episodes
+
+
+@dataclass(frozen=True)
+class Variant:
+    policy: str
+    label: str
+    removes: tuple[str, ...] = ()
+    reference_method: str = ""
+    policy_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    id: str
+    title: str
+    suite: str
+    columns: dict[str, str]  # label -> task id or task name
+    components: tuple[str, ...]
+    full: str
+    variants: tuple[Variant, ...]
+    reference_table: str = ""
+
+
+def _spec(data: dict[str, Any], source: str) -> AblationSpec:
+    try:
+        variants = tuple(Variant(v["policy"], v["label"], tuple(v.get("removes", ())), v.get("reference_method", ""),
+                                 dict(v.get("policy_args", {}))) for v in data["variants"])
+        spec = AblationSpec(str(data["id"]), str(data["title"]), str(data["suite"]),
+                            {str(k): str(v) for k, v in data["columns"].items()}, tuple(data["components"]),
+                            str(data["full"]), variants, str(data.get("reference_table", "")))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{source}: missing or malformed field {exc}; see results/ablations/table6.yaml.") from None
+    if spec.full not in {v.policy for v in spec.variants}:
+        raise UserError(f"{source}: the full model '{spec.full}' must be one of its variants.")
+    unknown = {c for v in variants for c in v.removes} - set(spec.components)
+    if unknown:
+        raise UserError(f"{source}: variants remove unknown components {sorted(unknown)}.")
+    return spec
+
+
+def ablation_specs() -> dict[str, AblationSpec]:
+    specs = {}
+    for folder in content_dirs("results/ablations"):
+        for path in sorted(folder.glob("*.yaml")):
+            spec = _spec(read_yaml(path), str(path))
+            specs[spec.id] = spec
+    return specs
+
+
+def ablation_spec(name: str) -> AblationSpec:
+    specs = ablation_specs()
+    if name not in specs:
+        close = difflib.get_close_matches(name, list(specs), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise UserError(f"unknown ablation '{name}'.{hint} Known: {', '.join(sorted(specs)) or 'none'} "
+                        "(results/ablations/*.yaml).")
+    return specs[name]
+
+
+@dataclass
+class AblationRow:
+    variant: Variant
+    cells: dict[str, Cell]
+    average: Cell
+    delta: float | None = None  # average minus the full model's, in points
+    p_value: float | None = None  # paired test against the full model (ours only)
+    discordant: tuple[int, int] | None = None  # (only full succeeded, only variant succeeded)
+    run_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class AblationView:
+    spec: AblationSpec
+    source: str  # "published" or "ours"
+    rows: list[AblationRow]
+
+    @property
+    def title(self) -> str:
+        return f"{self.spec.title} — {'as published' if self.source == 'published' else 'our runs'}"
+
+
+def _with_deltas(spec: AblationSpec, rows: list[AblationRow]) -> list[AblationRow]:
+    full = next((r for r in rows if r.variant.policy == spec.full), None)
+    for row in rows:
+        if full is not None and full.average.rate is not None and row.average.rate is not None:
+            row.delta = round(row.average.rate - full.average.rate, 6)
+    return rows
+
+
+def published_ablation(spec: AblationSpec, references: pd.DataFrame) -> AblationView | None:
+    """The paper's ablation rows with their printed averages and the deltas between those averages."""
+    if not spec.reference_table:
+        return None
+    part = references[references["table_id"] == spec.reference_table]
+    rows = []
+    for variant in spec.variants:
+        mine = part[part["method"] == variant.reference_method]
+        if mine.empty:
+            continue
+        values = dict(zip(mine["column_label"], mine["success_rate"].astype(float), strict=True))
+        cells = {label: Cell(values.get(label)) for label in spec.columns}
+        rows.append(AblationRow(variant, cells, Cell(values.get("Avg"))))
+    return AblationView(spec, "published", _with_deltas(spec, rows)) if rows else None
+
+
+def _task_episodes(episodes: pd.DataFrame, task: str) -> pd.DataFrame:
+    return episodes[(episodes["task_id"].astype(str) == task) | (episodes["task_name"] == task)]
+
+
+def measured_ablation(store: Store, spec: AblationSpec) -> AblationView | None:
+    """Our rows: the latest finished run of each variant's policy on the suite, with paired tests."""
+    frame = _episodes(store, None, None)
+    frame = frame[frame["suite"] == spec.suite]
+    by_policy = {v.policy: _latest_identity(frame[frame["policy_name"] == v.policy]) for v in spec.variants}
+    full_episodes = by_policy[spec.full]
+    rows = []
+    for variant in spec.variants:
+        episodes = by_policy[variant.policy]
+        if episodes.empty:
+            continue
+        cells = {label: _cell(_task_episodes(episodes, task)) for label, task in spec.columns.items()}
+        rates = [c.rate for c in cells.values()]
+        average = Cell(sum(rates) / len(rates) if None not in rates else None,
+                       sum(c.n for c in cells.values()), sum(c.successes for c in cells.values()),
+                       sum(c.errors for c in cells.values()))
+        row = AblationRow(variant, cells, average, run_ids=tuple(sorted(episodes["run_id"].unique())))
+        if variant.policy != spec.full and not full_episodes.empty:
+            row.discordant, row.p_value = paired_test(full_episodes, episodes)
+        rows.append(row)
+    return AblationView(spec, "ours", _with_deltas(spec, rows)) if rows else None
+
+
+def _latest_identity(episodes: pd.DataFrame) -> pd.DataFrame:
+    """One policy name may have several identities (checkpoints); keep the most recently run one."""
+    if episodes.empty:
+        return episodes
+    latest = episodes.sort_values("run_started_at")["row_key"].iloc[-1]
+    return episodes[episodes["row_key"] == latest]
+
+
+def paired_test(full: pd.DataFrame, variant: pd.DataFrame) -> tuple[tuple[int, int], float]:
+    """Exact McNemar over the episodes both ran (same task and initial state), errors left out."""
+    keys = ["task_id", "episode_index"]
+    scored = lambda f: f[f["status"] != "error"][[*keys, "status"]]  # noqa: E731
+    pairs = scored(full).merge(scored(variant), on=keys, suffixes=("_full", "_variant"))
+    full_ok, variant_ok = pairs["status_full"] == "success", pairs["status_variant"] == "success"
+    only_full, only_variant = int((full_ok & ~variant_ok).sum()), int((~full_ok & variant_ok).sum())
+    return (only_full, only_variant), mcnemar_exact(only_full, only_variant)
+
+
+def missing_variants(store: Store, spec: AblationSpec) -> list[Variant]:
+    """Variants with no recorded episode on the ablation's suite."""
+    frame = store.episodes_frame()
+    have = set(frame.loc[frame["suite"] == spec.suite, "policy_name"])
+    return [v for v in spec.variants if v.policy not in have]
+
+
+def build_ablation(store: Store, spec: AblationSpec, reference: bool = True) -> list[AblationView]:
+    views = [published_ablation(spec, store.references_frame()) if reference else None,
+             measured_ablation(store, spec)]
+    return [v for v in views if v is not None]
+
+
+def ablation_records(views: list[AblationView]) -> list[dict[str, Any]]:
+    """One flat record per (view, variant): marks, per-column rates, average, delta, test."""
+    records = []
+    for view in views:
+        for row in view.rows:
+            record: dict[str, Any] = {"ablation": view.spec.id, "source": view.source, "variant": row.variant.label,
+                                      "policy": row.variant.policy}
+            for component in view.spec.components:
+                record[component] = component not in row.variant.removes
+            for label, cell in row.cells.items():
+                record[label] = None if cell.rate is None else round(cell.rate, 4)
+                if view.source == "ours":
+                    record[f"{label} n"] = cell.n
+            record["Avg"] = None if row.average.rate is None else round(row.average.rate, 4)
+            record["delta"] = row.delta
+            record["p_value"] = None if row.p_value is None else round(row.p_value, 6)
+            record["discordant"] = "" if row.discordant is None else f"{row.discordant[0]}/{row.discordant[1]}"
+            records.append(record)
+    return records

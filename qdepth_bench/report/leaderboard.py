@@ -1,0 +1,34 @@
+"""The leaderboard: every policy over every suite it has results for, ranked, beside the paper's
+published rows (marked as such).
+
+It is the comparison tables (the paper's Tables 2-4 layouts, plus one table per suite the paper does not
+cover) with rows ranked by their last column: the average over the table's suites or tasks, or the suite
+itself. A row without that number (results for only some of the columns) is listed after the ranked
+rows, unranked, so a partial evaluation is never ranked against complete ones.
+"""
+
+from __future__ import annotations
+
+from ..reference import reference_tables
+from ..store import Store
+from .tables import TableView, build_tables
+
+
+def rank_rows(view: TableView) -> TableView:
+    """Sort a view's rows by its last column (descending) and number them (ties share a rank); rows
+    without that number go last, unranked."""
+    key = view.columns[-1].label
+    rated = [r for r in view.rows if r.cells.get(key) is not None and r.cells[key].rate is not None]
+    unrated = [r for r in view.rows if r not in rated]
+    rated.sort(key=lambda r: -r.cells[key].rate)
+    for position, row in enumerate(rated, start=1):  # ties share the better rank (1, 1, 3, ...)
+        previous = rated[position - 2] if position > 1 else None
+        same = previous is not None and round(previous.cells[key].rate, 6) == round(row.cells[key].rate, 6)
+        row.rank = previous.rank if same else position
+    return TableView(view.id, view.title, view.columns, rated + unrated)
+
+
+def build_leaderboard(store: Store) -> list[TableView]:
+    """Ranked comparison tables over everything in the database and the paper's comparison tables."""
+    hidden = {t.id for t in reference_tables() if not t.leaderboard}
+    return [rank_rows(view) for view in build_tables(store, None, reference=True) if view.id not in hidden]

@@ -1,0 +1,27 @@
+"""Policies that exist only to exercise failure paths of the engine (loaded as `helpers_policies:Name`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qdepth_bench.policy import ObservationBatch, Policy, PolicyRequirements
+
+
+@dataclass
+class RaisingConfig:
+    message: str = "model exploded"
+
+
+class RaisingPolicy(Policy):
+    """A policy whose model raises on every call, as a bad checkpoint or a shape bug would."""
+
+    Config = RaisingConfig
+
+    @property
+    def requirements(self) -> PolicyRequirements:
+        return PolicyRequirements()
+
+    def act(self, batch: ObservationBatch) -> np.ndarray:
+        raise RuntimeError(self.config.message)
