@@ -56,6 +56,12 @@ app = typer.Typer(cls=_UserErrorsAsOneLine, add_completion=False, no_args_is_hel
                   help="Benchmark vision-language-action policies on LIBERO and SIMPLER; tables and leaderboards.")
 runs_app = typer.Typer(cls=_UserErrorsAsOneLine, no_args_is_help=True, help="List, show or delete recorded runs.")
 app.add_typer(runs_app, name="runs")
+depth_app = typer.Typer(cls=_UserErrorsAsOneLine, no_args_is_help=True,
+                        help="Annotate demonstrations with depth, and encode it into VQ-VAE codes.")
+app.add_typer(depth_app, name="depth")
+train_app = typer.Typer(cls=_UserErrorsAsOneLine, no_args_is_help=True,
+                        help="Train the depth VQ-VAE or co-train a policy from a recipe (training/*.yaml).")
+app.add_typer(train_app, name="train")
 
 DbOption = Annotated[Optional[Path], typer.Option("--db", help=f"results database (default: ${DB_ENV} or "
                                                   "results/qdepth-bench.sqlite)")]
@@ -420,6 +426,102 @@ def serve(
         err_console.print("server stopped.")
     finally:
         agent.close()
+
+
+class DepthSource(str, Enum):
+    sim = "sim"
+    model = "model"
+
+
+@depth_app.command("annotate")
+def depth_annotate(
+    datasets: Annotated[list[Path], typer.Argument(help="LIBERO HDF5 files (or LeRobot folders with --source model)")],
+    source: Annotated[DepthSource, typer.Option(help="sim: restore recorded states and render depth; "
+                                                     "model: a monocular estimator")] = DepthSource.sim,
+    model: Annotated[Optional[Path], typer.Option(help="with --source model: a local depth-estimation model folder")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="with --source sim: the LIBERO suite of the demos "
+                                                      "(default: found from the file's BDDL name)")] = None,
+) -> None:
+    """Depth for every frame, cached beside each dataset (re-running skips what is done)."""
+    from .data import depth as depth_cache
+
+    for dataset in datasets:
+        if not dataset.exists():
+            raise UserError(f"{dataset} does not exist.")
+        if source is DepthSource.sim:
+            frames = depth_cache.sim_frames(dataset, suite)
+        else:
+            if model is None:
+                raise UserError("--source model needs --model FOLDER (a Depth Anything model saved locally).")
+            frames = depth_cache.model_frames(_episode_reader(dataset), model)
+        counts = depth_cache.annotate(dataset, frames, source.value,
+                                      lambda demo, n: console.print(f"  {demo}: {n} frames", highlight=False))
+        console.print(f"{dataset}: annotated {counts['annotated']} demos ({counts['frames']} frames), skipped "
+                      f"{counts['skipped']} already done -> {depth_cache.cache_path(dataset)}", highlight=False)
+
+
+def _episode_reader(dataset: Path):  # type: ignore[no-untyped-def]
+    if dataset.is_dir():
+        from .data.lerobot import read_episodes as read_lerobot
+
+        return lambda: read_lerobot(dataset)
+    from .data.libero_hdf5 import read_episodes as read_hdf5
+
+    return lambda: read_hdf5(dataset, cameras=("main",))
+
+
+@depth_app.command("encode")
+def depth_encode(
+    datasets: Annotated[list[Path], typer.Argument(help="annotated datasets")],
+    vqvae: Annotated[Path, typer.Option(help="folder of a trained depth VQ-VAE")],
+) -> None:
+    """Turn annotated depth into VQ-VAE code indices (the depth expert's targets)."""
+    from .train.vqvae import encode_dataset
+
+    for dataset in datasets:
+        n = encode_dataset(dataset, vqvae)
+        console.print(f"{dataset}: encoded {n} frames (frames already encoded by this VQ-VAE skipped)", highlight=False)
+
+
+def _recipe(recipe: Path, overrides: list[str] | None, kind: str):  # type: ignore[no-untyped-def]
+    from .train.recipe import load_recipe
+
+    loaded = load_recipe(recipe, parse_key_values(overrides or []))
+    if loaded.kind != kind:
+        raise UserError(f"{recipe} is a {loaded.kind} recipe; use `qdepth-bench train {loaded.kind}`.")
+    return loaded
+
+
+def _print_log(row: dict) -> None:
+    console.print("  " + "  ".join(f"{k} {v}" for k, v in row.items()), highlight=False)
+
+
+@train_app.command("vqvae")
+def train_vqvae_command(
+    recipe: Annotated[Path, typer.Option(help="training/<name>.yaml with kind: vqvae")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a recipe value: train.steps=100")] = None,
+) -> None:
+    """Train the depth VQ-VAE (K=256 codes of dimension 160 on a 16x16 grid) on annotated depth."""
+    from .train.vqvae import train_vqvae
+
+    loaded = _recipe(recipe, set_, "vqvae")
+    out = train_vqvae(loaded, _print_log)
+    console.print(f"VQ-VAE written to {out}: {(out / 'evaluation.json').read_text()}", highlight=False)
+
+
+@train_app.command("policy")
+def train_policy_command(
+    recipe: Annotated[Path, typer.Option(help="training/<name>.yaml with kind: policy")],
+    resume: Annotated[bool, typer.Option(help="continue from the recipe's last checkpoint")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a recipe value: train.steps=100")] = None,
+) -> None:
+    """Co-train QDepth-VLA (or a variant, or pi0) from a recipe; torchrun for several processes."""
+    from .train.policy import train_policy
+
+    loaded = _recipe(recipe, set_, "policy")
+    out = train_policy(loaded, resume, _print_log)
+    console.print(f"checkpoint written to {out}; evaluate it with `qdepth-bench run SUITE --policy "
+                  f"{loaded.model.get('variant', 'qdepth')} --checkpoint {out}`", highlight=False)
 
 
 @app.command()

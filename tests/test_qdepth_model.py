@@ -171,7 +171,7 @@ def test_checkpoint_round_trip_and_policy(tmp_path):
     torch.manual_seed(0)
     model = QDepthVLA(build_config("tiny"))
     stats = NormStats.identity(8, 7)
-    folder = save_checkpoint(tmp_path / "ckpt", model, stats, "qdepth")
+    folder = save_checkpoint(tmp_path / "ckpt", model.config, model.state_dict(), stats, "qdepth")
     loaded = load_checkpoint(folder)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[key], value)
@@ -226,7 +226,7 @@ def test_backbone_folder_loads_paligemma_weights_and_tokenizer(tmp_path):
 
     ids, mask = make_tokenizer(model.config, folder)(["pick up the soup"])
     assert ids.shape == (1, 20) and mask.sum() >= 4
-    saved = save_checkpoint(tmp_path / "ckpt", model, NormStats.identity(8, 7), "qdepth",
+    saved = save_checkpoint(tmp_path / "ckpt", model.config, model.state_dict(), NormStats.identity(8, 7), "qdepth",
                             tokenizer=make_tokenizer(model.config, folder))
     assert json.loads((saved / "config.json").read_text())["model"]["tokenizer"] == "folder"
     assert load_checkpoint(saved).tokenizer(["pick up the soup"])[0].tolist() == ids.tolist()

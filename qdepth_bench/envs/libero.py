@@ -89,10 +89,24 @@ def preprocess_image(image: np.ndarray, size: int, rotation_deg: int) -> np.ndar
     return np.ascontiguousarray(image, dtype=np.uint8)
 
 
+def resize_depth(depth: np.ndarray, size: int, rotation_deg: int) -> np.ndarray:
+    """Rotate a depth map like the frames and resize it to size x size (bilinear, float32)."""
+    if rotation_deg == 180:
+        depth = depth[::-1, ::-1]
+    if depth.shape[0] != size or depth.shape[1] != size:
+        depth = np.asarray(Image.fromarray(np.ascontiguousarray(depth, dtype=np.float32)).resize((size, size),
+                                                                                                  Image.BILINEAR))
+    return np.ascontiguousarray(depth, dtype=np.float32)
+
+
 def proprio_state(obs: dict[str, np.ndarray]) -> np.ndarray:
     """eef position (3) + eef axis-angle (3) + gripper joint positions (2)."""
     return np.concatenate([obs["robot0_eef_pos"], quat_to_axis_angle(obs["robot0_eef_quat"]),
                            obs["robot0_gripper_qpos"]]).astype(np.float32)
+
+
+#: camera role -> the observation name LIBERO's demonstration files use
+CAMERA_KEYS = {"main": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
 
 
 class LiberoEnv(Env):
@@ -115,21 +129,53 @@ class LiberoEnv(Env):
         size = int(protocol["render_size"])
         # Soft resets (no model rebuild: ~0.1 s instead of ~1.8 s); `reset` clears the one piece of state a
         # soft reset keeps, so the first observation equals that of a freshly built env (tested).
+        self.depth = requirements.depth
         self.env = OffScreenRenderEnv(bddl_file_name=bddl_file, camera_heights=size, camera_widths=size,
-                                      camera_names=list(self.cameras.values()), hard_reset=False)
+                                      camera_names=list(self.cameras.values()), hard_reset=False,
+                                      camera_depths=self.depth)
         self._key = ""
         self._last: ObservationBatch | None = None
 
     def _observation(self, obs: dict[str, np.ndarray]) -> ObservationBatch:
+        self.raw_observation = obs
         images = {
             role: preprocess_image(obs[f"{camera}_image"], self.policy_image_size,
                                    int(self.protocol["image_rotation_deg"]))[None]
             for role, camera in self.cameras.items()
         }
         privileged = [self._privileged(obs)] if self.privileged else []
+        depth = {role: self._metric_depth(obs[f"{camera}_depth"])[None] for role, camera in self.cameras.items()
+                 } if self.depth else {}
         self._last = ObservationBatch([self._key], images, proprio_state(obs)[None], [self.task.instruction],
-                                      privileged=privileged)
+                                      depth=depth, privileged=privileged)
         return self._last
+
+    def _metric_depth(self, buffer: np.ndarray) -> np.ndarray:
+        """OpenGL depth buffer (H, W, 1) in [0, 1] -> metres, rotated and resized like the images.
+
+        MuJoCo's near and far clipping planes are fractions of the model's extent; the buffer is the usual
+        non-linear z, so d = near / (1 - z (1 - near / far)).
+        """
+        model = self.env.sim.model
+        extent = model.stat.extent
+        near, far = model.vis.map.znear * extent, model.vis.map.zfar * extent
+        metres = near / (1.0 - buffer[..., 0].astype(np.float64) * (1.0 - near / far))
+        return resize_depth(metres, self.policy_image_size, int(self.protocol["image_rotation_deg"]))
+
+    def demo_frame(self) -> dict[str, np.ndarray]:
+        """The last observation in LIBERO's dataset layout (frames as rendered) with the simulator state:
+        one row of a demonstration file."""
+        obs = self.raw_observation
+        row = {f"obs/{CAMERA_KEYS[role]}": obs[f"{camera}_image"] for role, camera in self.cameras.items()}
+        row.update({"obs/ee_pos": obs["robot0_eef_pos"], "obs/ee_ori": quat_to_axis_angle(obs["robot0_eef_quat"]),
+                    "obs/gripper_states": obs["robot0_gripper_qpos"], "obs/joint_states": obs["robot0_joint_pos"],
+                    "states": self.env.sim.get_state().flatten()})
+        return row
+
+    def restore(self, sim_state: np.ndarray) -> ObservationBatch:
+        """Put the simulator in a recorded state (a flattened MuJoCo state) and observe it: how demonstrations
+        are re-rendered, e.g. for their ground-truth depth."""
+        return self._observation(self.env.set_init_state(np.asarray(sim_state)))
 
     def _privileged(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
         """Object positions, narrow grasp axes and the finger axis, for scripted experts only."""
@@ -211,6 +257,11 @@ class LiberoBackend(Backend):
         if not 0 <= task_id < self.suite.n_tasks:
             raise UserError(f"{self.spec.name} has tasks 0..{self.suite.n_tasks - 1}; got task {task_id}.")
         return self.suite.get_task(task_id)
+
+    def task_id_of_bddl(self, bddl_file: str) -> int | None:
+        """The task whose BDDL file has this name (demonstration files record it), or None."""
+        name = Path(bddl_file).name
+        return next((i for i in range(self.suite.n_tasks) if self.suite.get_task(i).bddl_file == name), None)
 
     def task_info(self, task_id: int) -> TaskInfo:
         task = self._task(task_id)

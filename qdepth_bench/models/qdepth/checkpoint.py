@@ -68,16 +68,17 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_checkpoint(folder: Path, model: QDepthVLA, stats: NormStats, variant: str,
-                    tokenizer: HashWordTokenizer | FolderTokenizer | None = None, extra: dict | None = None) -> Path:
+def save_checkpoint(folder: Path, config: QDepthConfig, state: dict[str, torch.Tensor], stats: NormStats,
+                    variant: str, tokenizer: HashWordTokenizer | FolderTokenizer | None = None,
+                    extra: dict | None = None) -> Path:
     """Write config, weights and statistics (and a backbone's tokenizer files); returns the folder."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(_untie(state), str(folder / WEIGHTS_FILE))
-    meta = {"variant": variant, "model": model.config.to_dict(), **(extra or {})}
-    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    weights = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    save_file(_untie(weights), str(folder / WEIGHTS_FILE))
+    meta = {"variant": variant, "model": config.to_dict(), **(extra or {})}
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     (folder / STATS_FILE).write_text(json.dumps(dataclasses.asdict(stats), indent=2))
     if isinstance(tokenizer, FolderTokenizer):
         tokenizer.tokenizer.save_pretrained(str(folder))

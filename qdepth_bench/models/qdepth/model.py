@@ -168,6 +168,10 @@ class QDepthVLA(nn.Module):
             result["depth"] = self.depth_head.loss(hidden, target)
         return result
 
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The training losses (so DDP/FSDP wrappers, which hook `forward`, synchronise gradients)."""
+        return self.losses(batch)
+
     def _depth_hidden(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         """Outputs at the depth positions: the depth expert's, or the VLM's image-token outputs."""
         if self.depth_expert_index is not None:

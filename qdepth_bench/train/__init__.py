@@ -1,0 +1,1 @@
+"""Training: the depth VQ-VAE and co-training of QDepth-VLA (and its variants) from named recipes."""

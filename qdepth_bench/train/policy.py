@@ -1,0 +1,132 @@
+"""`qdepth-bench train policy --recipe training/<name>.yaml`: co-training of QDepth-VLA (paper 3.4).
+
+Total loss = flow matching + lambda_t * depth loss, lambda_t = lambda_0 * gamma^t; AdamW with the paper's
+lr, linear warm-up then cosine; gradient accumulation up to the global batch; a checkpoint every
+`checkpoint_every` steps and at the end (weights + optimizer + step, so `--resume` continues exactly);
+one log row per `log_every` steps in `<out>/log.csv`. Under torchrun the model is sharded with FSDP on GPUs
+(DDP on CPUs) and each process draws its own samples.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..models.qdepth.checkpoint import NormStats, load_checkpoint, make_tokenizer, model_with_backbone, save_checkpoint
+from ..models.qdepth.config import build_config
+from ..models.qdepth.model import Batch, QDepthVLA
+from .data import SampleSource, dataset_dims, norm_stats, read_dataset
+from .loop import MetricsLog, distributed_setup, full_state_dict, warmup_cosine, wrap_for_training
+from .recipe import Recipe
+from .vqvae import load_vqvae
+
+FIELDS = ["step", "lr", "total", "flow", "depth", "depth_weight", "grad_norm", "samples_per_s", "elapsed_s"]
+CHECKPOINT, TRAINER_STATE = "checkpoint", "trainer_state.pt"
+
+
+def _build_model(recipe: Recipe, state_dim: int, action_dim: int) -> tuple[QDepthVLA, str]:
+    variant = recipe.model.get("variant", "qdepth")
+    overrides = {**recipe.model.get("overrides", {}), "state_dim": state_dim, "action_dim": action_dim}
+    try:
+        if recipe.backbone:
+            model = model_with_backbone(Path(recipe.backbone), variant, **overrides)
+        else:
+            model = QDepthVLA(build_config(recipe.model.get("size", "tiny"), variant, **overrides))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"recipe {recipe.name}: bad model settings ({exc}).") from None
+    if model.config.has_depth and model.config.depth_target == "tokens":
+        if not recipe.vqvae:
+            raise UserError(f"recipe {recipe.name}: variant {variant} predicts depth tokens; set `vqvae:` to a "
+                            "trained VQ-VAE folder.")
+        vqvae, _ = load_vqvae(Path(recipe.vqvae))
+        model.depth_head.set_codebook(vqvae.codebook.detach())
+    return model, variant
+
+
+def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> Path:
+    """Run (or resume) a co-training recipe; returns the checkpoint folder."""
+    dist_info = distributed_setup()
+    settings = recipe.train
+    torch.manual_seed(settings.seed)
+    episodes = read_dataset(recipe)
+    state_dim, action_dim = dataset_dims(episodes)
+    checkpoint_dir = recipe.out / CHECKPOINT
+    start_step = 0
+    if resume and (recipe.out / TRAINER_STATE).is_file():
+        loaded = load_checkpoint(checkpoint_dir)
+        model, variant, stats = loaded.model.train(), loaded.variant, loaded.stats
+        trainer_state = torch.load(recipe.out / TRAINER_STATE, weights_only=False)
+        start_step = trainer_state["step"]
+    else:
+        if resume:
+            raise UserError(f"nothing to resume in {recipe.out}; run without --resume to start.")
+        model, variant = _build_model(recipe, state_dim, action_dim)
+        stats, trainer_state = norm_stats(episodes), None
+    tokenizer = make_tokenizer(model.config, Path(recipe.backbone) if recipe.backbone else None)
+    samples = SampleSource(episodes, model.config, stats, tokenizer, settings.seed, dist_info.rank)
+    model.to(dist_info.device)
+    wrapped = wrap_for_training(model, dist_info)
+    optimizer = torch.optim.AdamW([p for p in wrapped.parameters() if p.requires_grad], lr=settings.lr,
+                                  weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, settings.warmup_steps, settings.cosine_cycle))
+    if trainer_state is not None:
+        optimizer.load_state_dict(trainer_state["optimizer"])
+        scheduler.load_state_dict(trainer_state["scheduler"])
+    log = MetricsLog(recipe.out, FIELDS) if dist_info.main else None
+    accumulation, started = settings.accumulation, time.perf_counter()
+    for step in range(start_step, settings.steps):
+        sums = {"total": 0.0, "flow": 0.0, "depth": 0.0}
+        for micro in range(accumulation):
+            batch = samples.batch(step * dist_info.world, micro, settings.batch_size)
+            batch = Batch(**{k: v.to(dist_info.device) if torch.is_tensor(v) else v for k, v in vars(batch).items()})
+            losses = wrapped(batch)
+            total = model.total_loss(losses, step)
+            (total / accumulation).backward()
+            sums["total"] += float(total) / accumulation
+            for key in ("flow", "depth"):
+                if key in losses:
+                    sums[key] += float(losses[key]) / accumulation
+        grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if log is not None and (step % settings.log_every == 0 or done == settings.steps):
+            elapsed = time.perf_counter() - started
+            row = {"step": step, "lr": scheduler.get_last_lr()[0], **{k: round(v, 6) for k, v in sums.items()},
+                   "depth_weight": model.depth_weight(step) if model.config.has_depth else 0.0,
+                   "grad_norm": round(float(grad_norm), 4),
+                   "samples_per_s": round((done - start_step) * settings.batch_size * accumulation * dist_info.world
+                                          / elapsed, 3),
+                   "elapsed_s": round(elapsed, 2)}
+            log.write(row)
+            if on_log is not None:
+                on_log(row)
+        if done % settings.checkpoint_every == 0 or done == settings.steps:
+            _save(recipe, wrapped, model, stats, variant, tokenizer, optimizer, scheduler, done, dist_info.main)
+    return checkpoint_dir
+
+
+def _save(recipe: Recipe, wrapped, model: QDepthVLA, stats: NormStats, variant: str, tokenizer,  # type: ignore[no-untyped-def]
+          optimizer, scheduler, step: int, main: bool) -> None:
+    """Checkpoint (policy-loadable) + trainer state; written to a temporary name first, then swapped in."""
+    state = full_state_dict(wrapped, model)
+    if not main:
+        return
+    partial = recipe.out / (CHECKPOINT + ".partial")
+    weights = {k.removeprefix("module.").removeprefix("_fsdp_wrapped_module."): v for k, v in state.items()}
+    save_checkpoint(partial, model.config, weights, stats, variant, tokenizer, extra={"recipe": recipe.source, "step": step})
+    final = recipe.out / CHECKPOINT
+    if final.exists():
+        shutil.rmtree(final)
+    partial.rename(final)
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+               recipe.out / TRAINER_STATE)
+    (recipe.out / "recipe.json").write_text(json.dumps(recipe.source, indent=2, default=str))

@@ -1,0 +1,96 @@
+"""Named training recipes (`training/<name>.yaml`): what to train, on which data, how long, with what.
+
+A recipe is data, recorded with every checkpoint it produces, so a checkpoint always says how it was made.
+Fields (defaults are the paper's optimisation setup, section 3.4.4):
+
+  kind: policy | vqvae
+  model: {size: tiny|medium|full, variant: qdepth|pi0|..., overrides: {field: value}}   (policy)
+  backbone: PaliGemma folder for real weights (full size), else none
+  data: {format: libero_hdf5|lerobot|rlds, paths: [glob...], cameras: [main], keys: {...}, layout: bridge}
+  vqvae: folder of a trained depth VQ-VAE (its codebook scores the depth tokens)   (policy)
+  train: {steps, batch_size, global_batch, lr, weight_decay, warmup_steps, cosine_cycle, seed,
+          log_every, checkpoint_every, workers}
+  out: folder for checkpoints, logs and the recipe copy
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..registry import read_yaml
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int = 1000
+    batch_size: int = 8
+    global_batch: int = 0  # 0: = batch_size; a multiple of it: gradient accumulation (per process)
+    lr: float = 5e-5
+    weight_decay: float = 1e-10
+    warmup_steps: int = 200
+    cosine_cycle: int = 10_000_000
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    max_grad_norm: float = 1.0
+
+    @property
+    def accumulation(self) -> int:
+        if not self.global_batch:
+            return 1
+        if self.global_batch % self.batch_size:
+            raise UserError(f"train.global_batch {self.global_batch} must be a multiple of batch_size {self.batch_size}.")
+        return self.global_batch // self.batch_size
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    kind: str
+    out: Path
+    data: dict[str, Any]
+    train: TrainSettings
+    model: dict[str, Any] = field(default_factory=dict)
+    backbone: str | None = None
+    vqvae: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def data_paths(self) -> list[Path]:
+        paths: list[Path] = []
+        for pattern in self.data.get("paths", []):
+            matches = sorted(glob.glob(str(pattern)))
+            if not matches:
+                raise UserError(f"recipe {self.name}: no files match data path '{pattern}'; generate or download "
+                                "the data first (see training/README.md).")
+            paths += [Path(m) for m in matches]
+        if not paths:
+            raise UserError(f"recipe {self.name}: data.paths is empty.")
+        return paths
+
+
+def load_recipe(path: Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read a recipe; `overrides` are dotted keys from the command line (train.steps=10, out=...)."""
+    if not Path(path).is_file():
+        raise UserError(f"recipe {path} does not exist; the recipes are in training/*.yaml.")
+    data = read_yaml(Path(path))
+    for key, value in (overrides or {}).items():
+        target = data
+        *parents, last = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[last] = value
+    try:
+        train = TrainSettings(**{k: type(getattr(TrainSettings, k))(v) for k, v in data.get("train", {}).items()})
+    except (TypeError, AttributeError, ValueError) as exc:
+        raise UserError(f"recipe {path}: bad train settings ({exc}); see training/README.md.") from None
+    kind = data.get("kind", "policy")
+    if kind not in ("policy", "vqvae"):
+        raise UserError(f"recipe {path}: kind must be policy or vqvae (got {kind!r}).")
+    if "out" not in data or "data" not in data:
+        raise UserError(f"recipe {path}: needs `out` and `data` (see training/README.md).")
+    return Recipe(data.get("name", Path(path).stem), kind, Path(data["out"]), data["data"], train,
+                  data.get("model", {}), data.get("backbone"), data.get("vqvae"), data)
