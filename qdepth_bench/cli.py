@@ -59,6 +59,9 @@ app.add_typer(runs_app, name="runs")
 depth_app = typer.Typer(cls=_UserErrorsAsOneLine, no_args_is_help=True,
                         help="Annotate demonstrations with depth, and encode it into VQ-VAE codes.")
 app.add_typer(depth_app, name="depth")
+data_app = typer.Typer(cls=_UserErrorsAsOneLine, no_args_is_help=True,
+                       help="Generate demonstration datasets with a (scripted) policy.")
+app.add_typer(data_app, name="data")
 train_app = typer.Typer(cls=_UserErrorsAsOneLine, no_args_is_help=True,
                         help="Train the depth VQ-VAE or co-train a policy from a recipe (training/*.yaml).")
 app.add_typer(train_app, name="train")
@@ -298,20 +301,32 @@ def leaderboard(
 
 @app.command()
 def figure(
-    kind: Annotated[str, typer.Argument(help="success: per-task success bars with 95% intervals")],
-    suite: Annotated[str, typer.Argument(help="suite to plot")],
-    policies: Annotated[Optional[str], typer.Option(help="comma-separated policy names (default: all)")] = None,
-    out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("results/figures/success.png"),
+    kind: Annotated[str, typer.Argument(help="success: per-task success bars with 95% intervals; depth: the "
+                                             "paper's Fig. 3 (RGB / ground truth / depth from predicted tokens)")],
+    suite: Annotated[Optional[str], typer.Argument(help="success: the suite to plot")] = None,
+    policies: Annotated[Optional[str], typer.Option(help="success: comma-separated policy names (default: all)")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="depth: a QDepth-VLA checkpoint folder")] = None,
+    vqvae: Annotated[Optional[Path], typer.Option(help="depth: the VQ-VAE folder (default: the checkpoint recipe's)")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="depth: an annotated LIBERO HDF5 file")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="PNG file to write")] = None,
     db: DbOption = None,
 ) -> None:
-    """Figures as PNG (matplotlib) from the database."""
-    from .report.figures import success_figure
+    """Figures as PNG (matplotlib): success bars from the database, or the depth reconstruction figure."""
+    from .report.figures import depth_figure, success_figure
 
+    if kind == "depth":
+        if checkpoint is None or data is None:
+            raise UserError("figure depth needs --checkpoint FOLDER and --data FILE.hdf5 (annotated with depth).")
+        path = depth_figure(checkpoint, vqvae, data, out or Path("results/figures/depth.png"))
+        err_console.print(f"wrote {path}")
+        return
     if kind != "success":
-        raise UserError(f"unknown figure '{kind}': success.")
+        raise UserError(f"unknown figure '{kind}': success or depth.")
+    if suite is None:
+        raise UserError("figure success needs a SUITE, e.g. `qdepth-bench figure success libero_object`.")
     store = open_store(db)
     views = build_tables(store, suite, _split(policies), reference=False)
-    path = success_figure(views[0] if views else None, out, suite)
+    path = success_figure(views[0] if views else None, out or Path(f"results/figures/{suite}_success.png"), suite)
     if path is None:
         err_console.print(f"no results for {suite} in {store.path} to plot; record some with "
                           f"`qdepth-bench run {suite} --policy NAME`.")
@@ -426,6 +441,56 @@ def serve(
         err_console.print("server stopped.")
     finally:
         agent.close()
+
+
+@data_app.command("generate")
+def data_generate(
+    suite: Annotated[str, typer.Argument(help="a LIBERO suite, e.g. libero_object")],
+    policy: Annotated[str, typer.Option("--policy", "-p", help="the demonstrator (e.g. scripted)")] = "scripted",
+    episodes_per_task: Annotated[int, typer.Option(help="successful demonstrations to keep per task")] = 20,
+    tasks: Annotated[Optional[str], typer.Option(help="task ids, e.g. 0-4 (default: all)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: data/<suite>_<policy>)")] = None,
+    workers: Annotated[int, typer.Option(help="env worker processes")] = DEFAULT_WORKERS,
+    policy_arg: Annotated[Optional[list[str]], typer.Option("--policy-arg", "-a", help="policy option key=value")] = None,
+) -> None:
+    """Roll out a demonstrator from fresh initial states (never the evaluation's), keep the successes, and
+    write one LIBERO-format HDF5 per task with frames, proprio, actions and simulator states."""
+    from .data.generate import generate
+
+    specs = suite_registry().resolve(suite)
+    if len(specs) != 1 or specs[0].family != "libero":
+        raise UserError(f"data generate takes one LIBERO suite (e.g. libero_object), not '{suite}'.")
+    spec = specs[0]
+    out = out or Path("data") / f"{spec.name}_{policy}"
+    agent = make_policy(policy, parse_key_values(policy_arg or []))
+    backend = make_backend(spec)
+    command = shlex.join(["qdepth-bench", *sys.argv[1:]])
+    progress: dict[str, int] = {"success": 0, "failure": 0, "error": 0}
+
+    def on_plan(plan) -> None:  # type: ignore[no-untyped-def]
+        console.print(f"{spec.name} · {agent.name} · {len(plan.pending)} attempts to run "
+                      f"({len(plan.episodes) - len(plan.pending)} already done) -> {out}", highlight=False)
+
+    def on_episode(result: EpisodeResult) -> None:
+        if not result.will_retry:
+            progress[result.status] += 1
+        console.print(f"  {result.episode.key} {result.status} ({result.steps} steps)"
+                      + (f": {result.error}" if result.error else ""), highlight=False)
+
+    try:
+        counts = generate(spec, backend, agent, tasks, episodes_per_task, out, workers, command,
+                          on_plan=on_plan, on_episode=on_episode)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: finished attempts are kept in {out}; run the same command to continue.")
+        raise typer.Exit(130) from None
+    finally:
+        agent.close()
+    for task_id, n in counts.items():
+        console.print(f"task {task_id}: {n}/{episodes_per_task} demonstrations", highlight=False)
+    short = [t for t, n in counts.items() if n < episodes_per_task]
+    if short:
+        err_console.print(f"tasks {short} have fewer demonstrations than asked: the demonstrator rarely succeeds "
+                          "there; their files hold what succeeded.")
 
 
 class DepthSource(str, Enum):

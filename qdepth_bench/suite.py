@@ -108,6 +108,10 @@ class Env(ABC):
         """The main camera image of the last observation as the policy sees it (for videos)."""
         raise NotImplementedError
 
+    def demo_frame(self) -> dict[str, np.ndarray]:
+        """The last observation as one row of the suite's demonstration-file layout (for data generation)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot record demonstrations")
+
     def close(self) -> None:
         """Free the simulator."""
 

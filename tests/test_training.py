@@ -235,6 +235,11 @@ def test_co_training_checkpoints_resumes_and_loads_as_a_policy(demo_file, tmp_pa
                                         ["pick up the soup"]))
     assert chunk.shape == (1, 4, 7) and np.isfinite(chunk).all()
 
+    figure = run_cli_subprocess("figure", "depth", "--checkpoint", str(tmp_path / "qdepth" / "checkpoint"),
+                                "--data", str(demo_file), "--out", str(tmp_path / "depth.png"), cwd=tmp_path)
+    assert figure.returncode == 0, figure.stderr
+    assert (tmp_path / "depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
     pi0 = co_training_recipe(tmp_path, demo_file, "pi0", None, steps=2)
     result = run_cli_subprocess("train", "policy", "--recipe", str(pi0), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -211,6 +211,8 @@ class LiberoEnv(Env):
         return np.array(axes[:2, narrow])
 
     def reset(self, episode: EpisodeSpec) -> ObservationBatch:
+        if "sample_seed" in episode.variant:
+            return self._reset_sampled(episode)
         index = int(episode.variant["init_state"])
         if not 0 <= index < len(self.init_states):
             raise UserError(f"{self.task.suite} task {self.task.task_id} has {len(self.init_states)} initial "
@@ -226,6 +228,32 @@ class LiberoEnv(Env):
         if self.privileged:
             self._index_privileged_bodies()
         obs = self.env.set_init_state(self.init_states[index])
+        for _ in range(int(self.protocol["settle_steps"])):
+            obs, _, _, _ = self.env.step(self.noop)
+        return self._observation(obs)
+
+    def _reset_sampled(self, episode: EpisodeSpec) -> ObservationBatch:
+        """A fresh draw from the task's initial-state distribution (object placements sampled by LIBERO's
+        own placement regions), for demonstrations that must not reuse the 50 evaluation states.
+
+        The draw is fixed by the episode's `sample_seed`; a draw that coincides with an evaluation state
+        (object positions within 1 mm) is refused, so demonstrations never start where evaluation does.
+        """
+        seed = int(episode.variant["sample_seed"])
+        self._key = episode.key
+        np.random.seed(seed % 2**32)  # robosuite's placement samplers draw from numpy's global generator
+        self.env.seed(seed % 2**32)
+        self.env.reset()
+        for robot in self.env.robots:
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
+        if self.privileged:
+            self._index_privileged_bodies()
+        state = self.env.sim.get_state().flatten()
+        n = min(len(state), self.init_states.shape[1])
+        nearest = np.abs(self.init_states[:, 1:n] - state[1:n]).max(axis=1).min()
+        if nearest < 1e-3:
+            raise RuntimeError(f"sampled initial state {seed} coincides with an evaluation initial state")
+        obs = self.env.set_init_state(state)
         for _ in range(int(self.protocol["settle_steps"])):
             obs, _, _, _ = self.env.step(self.noop)
         return self._observation(obs)
@@ -257,6 +285,9 @@ class LiberoBackend(Backend):
         if not 0 <= task_id < self.suite.n_tasks:
             raise UserError(f"{self.spec.name} has tasks 0..{self.suite.n_tasks - 1}; got task {task_id}.")
         return self.suite.get_task(task_id)
+
+    def bddl_file_of(self, task_id: int) -> str:
+        return self._task(task_id).bddl_file
 
     def task_id_of_bddl(self, bddl_file: str) -> int | None:
         """The task whose BDDL file has this name (demonstration files record it), or None."""

@@ -16,6 +16,7 @@ and run again, up to MAX_ATTEMPTS in all. Ctrl-C stops at a safe point with all 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
@@ -50,6 +51,10 @@ class EngineOptions:
     episode_timeout_s: float = 900.0
     video_dir: Path | None = None
     log_path: Path | None = None
+    #: write each successful episode as a demonstration file here (data generation)
+    demo_dir: Path | None = None
+    #: cameras to render beyond the policy's (demonstration files hold every camera)
+    extra_cameras: tuple[str, ...] = ()
 
 
 @dataclass
@@ -113,7 +118,10 @@ class _RunLog:
 def make_pool(options: EngineOptions, plan: RunPlan) -> WorkerPool:
     """The worker pool of the chosen executor."""
     video = str(options.video_dir) if options.video_dir is not None else None
-    args = (plan.spec, plan.policy.requirements, plan.run_id, video)
+    demos = str(options.demo_dir) if options.demo_dir is not None else None
+    requirements = plan.policy.requirements
+    cameras = tuple(dict.fromkeys((*requirements.cameras, *options.extra_cameras)))
+    args = (plan.spec, dataclasses.replace(requirements, cameras=cameras), plan.run_id, video, demos)
     if options.executor == "local":
         return LocalPool(options.workers, *args)
     if options.executor == "ray":

@@ -45,11 +45,16 @@ def check_chunk(actions: np.ndarray, batch: int, action_dim: int) -> np.ndarray:
 class EpisodeRunner:
     """The state of one running episode on one env: steps taken, frames kept for a video, the outcome."""
 
-    def __init__(self, env: Env, episode: EpisodeSpec, max_steps: int, record_frames: bool = False) -> None:
+    def __init__(self, env: Env, episode: EpisodeSpec, max_steps: int, record_frames: bool = False,
+                 record_demo: bool = False) -> None:
         self.env = env
         self.max_steps = max_steps
         self.record_frames = record_frames
         self.frames: list[np.ndarray] = []
+        #: with `record_demo`, one dataset row (frames as rendered, proprio, simulator state) per step, and its action
+        self.record_demo = record_demo
+        self.demo_rows: list[dict[str, np.ndarray]] = []
+        self.demo_actions: list[np.ndarray] = []
         self.result = EpisodeResult(episode, env.task.task_name, "failure")
         self._start = time.perf_counter()
         self.finished = False
@@ -65,6 +70,9 @@ class EpisodeRunner:
         """Execute the chunk's actions in order; the next observation, or None once the episode is over."""
         obs = None
         for action in actions:
+            if self.record_demo:
+                self.demo_rows.append(self.env.demo_frame())
+                self.demo_actions.append(np.asarray(action, dtype=np.float64))
             step = self.env.step(action)
             self.result.steps += 1
             obs = step.observation

@@ -56,9 +56,9 @@ class LocalPool(WorkerPool):
     """Env workers as spawned processes on this machine (spawn, never fork: GL contexts do not survive fork)."""
 
     def __init__(self, size: int, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str,
-                 video_dir: str | None) -> None:
+                 video_dir: str | None, demo_dir: str | None = None) -> None:
         self.size = size
-        self._args = (spec, requirements, run_id, video_dir, renderer_threads(size))
+        self._args = (spec, requirements, run_id, video_dir, demo_dir, renderer_threads(size))
         self._ctx = mp.get_context("spawn")
         self._procs: list = [None] * size
         self._conns: list = [None] * size

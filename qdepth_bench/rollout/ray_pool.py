@@ -24,10 +24,11 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 class _EnvActor:
     """Ray actor body: one env worker answering the engine's messages one at a time, in order."""
 
-    def __init__(self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, video_dir: str | None) -> None:
+    def __init__(self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, video_dir: str | None,
+                 demo_dir: str | None) -> None:
         from .worker import EnvWorker
 
-        self.worker = EnvWorker(spec, requirements, run_id, video_dir)
+        self.worker = EnvWorker(spec, requirements, run_id, video_dir, demo_dir)
 
     def handle(self, message: tuple) -> tuple | None:
         return self.worker.handle(message)
@@ -37,7 +38,7 @@ class RayPool(WorkerPool):
     """`size` env actors of one CPU each; `poll` waits on their pending replies."""
 
     def __init__(self, size: int, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str,
-                 video_dir: str | None, address: str | None = None) -> None:
+                 video_dir: str | None, demo_dir: str | None = None, address: str | None = None) -> None:
         if ray is None:
             raise UserError("--executor ray needs Ray: install the extra with "
                             "QDEPTH_EXTRAS=libero,model,ray,dev bash scripts/setup.sh (or pip install 'ray>=2.40').")
@@ -51,7 +52,7 @@ class RayPool(WorkerPool):
                                 "start it with `ray start --head` or check --ray-address.") from None
         self.size = size
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_EnvActor)
-        self._args = (spec, requirements, run_id, video_dir)
+        self._args = (spec, requirements, run_id, video_dir, demo_dir)
         self._actors: list[Any] = [self._actor_class.remote(*self._args) for _ in range(size)]
         self._pending: dict[Any, int] = {}
 

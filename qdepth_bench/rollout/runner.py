@@ -8,6 +8,7 @@ an episode has had `MAX_ATTEMPTS` attempts. `engine.execute` runs the plan.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import UserError
@@ -58,20 +59,26 @@ def setting_of(policy: Policy) -> str:
 
 
 def plan_run(store: Store, spec: SuiteSpec, backend: Backend, policy: Policy, tasks: str | None,
-             n_episodes: int | None, command: str) -> RunPlan:
-    """Work out the run id and which of the requested episodes still need running."""
+             n_episodes: int | None, command: str, purpose: str = "evaluation",
+             episode_source: Callable[[list[int], int, int], list[EpisodeSpec]] | None = None) -> RunPlan:
+    """Work out the run id and which of the requested episodes still need running.
+
+    `purpose` other than evaluation (e.g. demonstrations) is part of the run key, and `episode_source`
+    replaces the protocol's episodes (then `n_episodes` may exceed the protocol's trials).
+    """
     per_task = spec.episodes_per_task
     if n_episodes is None:
         n_episodes = per_task
     if n_episodes < 1:
         raise UserError(f"--episodes must be at least 1 (got {n_episodes}).")
-    if n_episodes > per_task:
+    if n_episodes > per_task and episode_source is None:
         raise UserError(f"--episodes {n_episodes} exceeds the {per_task} trials per task of {spec.name}.")
     task_ids = parse_tasks(tasks, spec.n_tasks, spec.name)
     backend.check_requirements(policy.requirements)
     identity = policy.identity()
     seed = int(spec.protocol["env_seed"])
-    key = {**identity.as_record(), "suite": spec.name, "protocol_hash": spec.protocol_hash(), "seed": seed}
+    key = {**identity.as_record(), "suite": spec.name, "protocol_hash": spec.protocol_hash(), "seed": seed,
+           **({"purpose": purpose} if purpose != "evaluation" else {})}
     run_id = Store.run_id_for(key)
     record = {
         "run_id": run_id, "run_key": json.dumps(key, sort_keys=True), "suite": spec.name,
@@ -84,7 +91,7 @@ def plan_run(store: Store, spec: SuiteSpec, backend: Backend, policy: Policy, ta
         "package_versions": json.dumps(package_versions(), sort_keys=True), "host": host(),
         "command": command, "episodes_requested": n_episodes * len(task_ids),
     }
-    episodes = backend.episodes(task_ids, n_episodes, seed)
+    episodes = (episode_source or backend.episodes)(task_ids, n_episodes, seed)
     states = store.episode_states(run_id)
     pending, attempts = [], {}
     for ep in episodes:

@@ -17,6 +17,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import UserError
 from ..policy import PolicyRequirements
 from ..registry import make_backend
@@ -34,11 +36,13 @@ class EnvWorker:
     """One simulator, reused across consecutive episodes of the same task and rebuilt when the task changes."""
 
     def __init__(self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str,
-                 video_dir: str | None = None) -> None:
+                 video_dir: str | None = None, demo_dir: str | None = None) -> None:
         self.spec = spec
         self.requirements = requirements
         self.run_id = run_id
         self.video_dir = Path(video_dir) if video_dir else None
+        #: with a demo folder, every successful episode is written there as a one-demo LIBERO-format file
+        self.demo_dir = Path(demo_dir) if demo_dir else None
         self.backend = make_backend(spec)
         self.env: Env | None = None
         self.runner: EpisodeRunner | None = None
@@ -80,7 +84,7 @@ class EnvWorker:
         if self.env is None:
             self.env = self.backend.make_env(episode.task_id, self.requirements)
         self.runner = EpisodeRunner(self.env, episode, int(self.spec.protocol["max_steps"]),
-                                    record_frames=self.video_dir is not None)
+                                    record_frames=self.video_dir is not None, record_demo=self.demo_dir is not None)
         return self.runner.start()
 
     def _finish(self) -> EpisodeResult:
@@ -90,7 +94,19 @@ class EnvWorker:
             path = video_path(self.video_dir, self.run_id, self.spec.name, result.episode.task_id,
                               result.episode.episode_index, result.status)
             result.video_path = str(write_video(path, runner.frames, int(self.spec.protocol["control_hz"])))
+        if self.demo_dir is not None and result.status == "success":
+            self._write_demo(runner)
         return result
+
+    def _write_demo(self, runner: EpisodeRunner) -> None:
+        from ..data.libero_hdf5 import write_episodes
+
+        episode = runner.result.episode
+        demo = {k: np.stack([row[k] for row in runner.demo_rows]) for k in runner.demo_rows[0]}
+        demo["actions"] = np.stack(runner.demo_actions)
+        path = self.demo_dir / f"task{episode.task_id:02d}" / f"demo{episode.episode_index:04d}.hdf5"
+        write_episodes(path, [demo], self.env.task.instruction, self.backend.bddl_file_of(episode.task_id),
+                       {"suite": self.spec.name, "variant": episode.variant, "seed": episode.seed})
 
     def close(self) -> None:
         self.runner = None
@@ -100,7 +116,7 @@ class EnvWorker:
 
 
 def worker_main(conn: Connection, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str,
-                video_dir: str | None, environment: dict[str, str]) -> None:
+                video_dir: str | None, demo_dir: str | None, environment: dict[str, str]) -> None:
     """Entry point of a spawned env worker process.
 
     Ctrl-C is the engine's to handle (it stops the run at a safe point and closes the workers), so the
@@ -108,7 +124,7 @@ def worker_main(conn: Connection, spec: SuiteSpec, requirements: PolicyRequireme
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(environment)
-    worker = EnvWorker(spec, requirements, run_id, video_dir)
+    worker = EnvWorker(spec, requirements, run_id, video_dir, demo_dir)
     try:
         while True:
             try:
