@@ -2,10 +2,10 @@
 # Sets up a fresh Debian 12 machine for qdepth-bench: the system libraries the simulators render with, a
 # virtualenv in .venv, the CPU torch first, then the package with its extras, every pip call held to
 # constraints.txt. Safe to run again: what is already there is kept.
-#   QDEPTH_EXTRAS   extras to install (default: libero,model,dev; the tests use libero,model,ray,dev)
+#   QDEPTH_EXTRAS   extras to install (default: libero,model; the tests use libero,model,ray,dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${QDEPTH_EXTRAS:-libero,model,dev}"
+extras="${QDEPTH_EXTRAS:-libero,model}"
 
 apt_packages=(libegl1 libgl1 libgles2 libosmesa6 libglu1-mesa)
 # the tests open the HTML leaderboard in a headless browser
