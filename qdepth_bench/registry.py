@@ -186,12 +186,13 @@ class SuiteRegistry:
         raise unknown_name("suite", name, self.names())
 
 
-_SUITE_KEYS = {"benchmark", "n_tasks", "label", "max_steps", "aliases", "max_steps_alternatives", "protocol"}
+_SUITE_KEYS = {"benchmark", "n_tasks", "label", "max_steps", "aliases", "max_steps_alternatives", "protocol",
+               "backend", "tasks"}
 
 
 def _family_suites(path: Path) -> tuple[list[SuiteSpec], dict[str, tuple[str, ...]]]:
     data = read_yaml(path)
-    for key in ("family", "backend", "protocol_version", "protocol", "suites"):
+    for key in ("family", "protocol_version", "protocol", "suites"):
         if key not in data:
             raise UserError(f"{path} lacks '{key}'; see suites/libero.yaml for the form of a suite family.")
     specs = []
@@ -203,15 +204,23 @@ def _family_suites(path: Path) -> tuple[list[SuiteSpec], dict[str, tuple[str, ..
         protocol = {**data["protocol"], **values.get("protocol", {})}
         if "max_steps" in values:
             protocol["max_steps"] = values["max_steps"]
+        tasks = list(values.get("tasks", []))
+        if tasks:  # per-task grids (SIMPLER): the runner's caps are the largest task's
+            from .envs.simpler_grid import task_cells
+
+            protocol["max_steps"] = max(int(t["max_steps"]) for t in tasks)
+            protocol["trials_per_task"] = max(len(task_cells(t, protocol.get("grid_mode", "grid"),
+                                                             int(protocol.get("grid_repeats", 1)))) for t in tasks)
+            protocol["tasks"] = tasks
         alternatives = {}
         if "max_steps_alternatives" in values:
             alternatives["max_steps"] = dict(values["max_steps_alternatives"])
         specs.append(SuiteSpec(
-            name=name, family=str(data["family"]), backend=str(data["backend"]),
+            name=name, family=str(data["family"]), backend=str(values.get("backend", data.get("backend", ""))),
             protocol_version=int(data["protocol_version"]), robot=str(data.get("robot", "")),
-            protocol=protocol, n_tasks=int(values.get("n_tasks", 1)), label=str(values.get("label", name)),
+            protocol=protocol, n_tasks=len(tasks) or int(values.get("n_tasks", 1)), label=str(values.get("label", name)),
             aliases=tuple(values.get("aliases", ())), alternatives=alternatives,
-            extra={"benchmark": values.get("benchmark", name), "source": str(path)},
+            extra={"benchmark": values.get("benchmark", name), "source": str(path), "tasks": tasks},
         ))
     groups = {g: tuple(members) for g, members in (data.get("groups") or {}).items()}
     return specs, groups

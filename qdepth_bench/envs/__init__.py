@@ -5,9 +5,11 @@ A new simulator is one module with a `Backend` subclass plus one line here.
 
 BACKENDS: dict[str, str] = {
     "libero": "qdepth_bench.envs.libero:LiberoBackend",
+    "maniskill3": "qdepth_bench.envs.maniskill3:ManiSkill3Backend",
 }
 
 #: What to run when a backend's simulator is not installed.
 INSTALL_HINTS: dict[str, str] = {
     "libero": "bash scripts/setup.sh (installs robosuite 1.4, mujoco 3.2.3, LIBERO and its assets)",
+    "maniskill3": "QDEPTH_EXTRAS=libero,model,simpler bash scripts/setup.sh (mani-skill 3.0.1 and Mesa >= 25 lavapipe)",
 }

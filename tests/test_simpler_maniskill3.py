@@ -1,0 +1,22 @@
+"""Real ManiSkill3 WidowX episodes on CPU (stand-in table where the stage mesh is missing)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import db_rows, run_cli_subprocess
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("mani_skill")
+
+
+@pytest.mark.parametrize("task", [0, 2, 3])  # carrot, spoon, cube stacking
+def test_short_episodes_run_and_record_their_grid_cells(tmp_path, task):
+    db = tmp_path / "r.sqlite"
+    result = run_cli_subprocess("run", "simpler_widowx", "--policy", "random", "--tasks", str(task), "--episodes", "2",
+                                "--max-steps", "4", "--workers", "1", "--db", str(db), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = db_rows(db, "select episode_index, status, steps, variant from episodes order by episode_index")
+    assert [(r[0], r[2]) for r in rows] == [(0, 4), (1, 4)]
+    assert all(r[1] in ("success", "failure") for r in rows)
+    assert '"episode_id": 1' in rows[1][3].replace(":1", ": 1")
