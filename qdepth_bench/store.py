@@ -23,7 +23,7 @@ import sqlite_utils
 from .errors import UserError
 from .hashing import stable_hash
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: episodes.metrics (backend-specific outcomes as JSON)
 META_TABLE = "qdepth_bench_meta"
 DEFAULT_DB = Path("results") / "qdepth-bench.sqlite"
 DB_ENV = "QDEPTH_BENCH_DB"
@@ -40,6 +40,7 @@ EPISODE_COLUMNS: dict[str, type] = {
     "run_id": str, "suite": str, "task_id": int, "task_name": str, "episode_index": int, "variant": str,
     "seed": int, "status": str, "success": int, "partial_success": float, "steps": int,
     "wall_time_s": float, "error": str, "video_path": str, "attempts": int, "finished_at": float,
+    "metrics": str,
 }
 REFERENCE_COLUMNS: dict[str, type] = {
     "source": str, "table_id": str, "table_title": str, "category": str, "method": str, "setting": str,
@@ -115,6 +116,8 @@ class Store:
             self.db["episodes"].create(EPISODE_COLUMNS, pk=("run_id", "task_id", "episode_index"),
                                        foreign_keys=[("run_id", "runs", "run_id")], if_not_exists=True)
             self.db["reference_results"].create(REFERENCE_COLUMNS, if_not_exists=True)
+            if "metrics" not in self.db["episodes"].columns_dict:  # a version-1 database
+                self.db["episodes"].add_column("metrics", str)
             self.db[META_TABLE].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
         self.db["episodes"].create_index(["run_id", "status"], if_not_exists=True)
 

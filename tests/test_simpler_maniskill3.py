@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import db_rows, run_cli_subprocess
@@ -16,7 +18,12 @@ def test_short_episodes_run_and_record_their_grid_cells(tmp_path, task):
     result = run_cli_subprocess("run", "simpler_widowx", "--policy", "random", "--tasks", str(task), "--episodes", "2",
                                 "--max-steps", "4", "--workers", "1", "--db", str(db), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    rows = db_rows(db, "select episode_index, status, steps, variant from episodes order by episode_index")
+    rows = db_rows(db, "select episode_index, status, steps, variant, partial_success, metrics from episodes "
+                       "order by episode_index")
     assert [(r[0], r[2]) for r in rows] == [(0, 4), (1, 4)]
     assert all(r[1] in ("success", "failure") for r in rows)
-    assert '"episode_id": 1' in rows[1][3].replace(":1", ": 1")
+    assert json.loads(rows[1][3])["episode_id"] == 1  # the grid cell is recorded with the episode
+    for row in rows:
+        metrics = json.loads(row[5])
+        assert row[4] in (0.0, 1.0) and metrics["stand_in_table"] is True
+        assert isinstance(metrics["success_simpler_rule"], bool)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from qdepth_bench.store import Store
+from qdepth_bench.store import SCHEMA_VERSION, Store
 
 
 def run_record(run_id: str) -> dict:
@@ -26,7 +26,7 @@ def test_wal_and_schema(tmp_path):
     store = Store(tmp_path / "db.sqlite")
     assert store.db.journal_mode == "wal"
     assert {"runs", "episodes", "reference_results", "qdepth_bench_meta"} <= set(store.db.table_names())
-    assert store.meta("schema_version") == "1"
+    assert store.meta("schema_version") == str(SCHEMA_VERSION)
 
 
 def test_run_id_depends_on_every_key_part():
@@ -73,3 +73,20 @@ def test_reopening_an_existing_database(tmp_path):
     conn = sqlite3.connect(path)
     assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def test_version_1_database_gains_the_metrics_column(tmp_path):
+    import sqlite3
+
+    from qdepth_bench.store import EPISODE_COLUMNS, Store
+
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path)
+    columns = ", ".join(c for c in EPISODE_COLUMNS if c != "metrics")
+    conn.execute(f"create table episodes ({columns}, primary key (run_id, task_id, episode_index))")
+    conn.execute("create table qdepth_bench_meta (key text primary key, value text)")
+    conn.execute("insert into qdepth_bench_meta values ('schema_version', '1')")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    assert "metrics" in store.db["episodes"].columns_dict and store.meta("schema_version") == "2"

@@ -17,6 +17,7 @@ and run again, up to MAX_ATTEMPTS in all. Ctrl-C stops at a safe point with all 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -339,5 +340,5 @@ def record_episode(store: Store, plan: RunPlan, result: EpisodeResult, attempts:
         "status": result.status, "success": None if result.status == "error" else int(result.status == "success"),
         "partial_success": result.partial_success, "steps": result.steps,
         "wall_time_s": round(result.wall_time_s, 4), "error": result.error, "video_path": result.video_path,
-        "attempts": attempts,
+        "attempts": attempts, "metrics": json.dumps(result.metrics, sort_keys=True),
     })

@@ -8,7 +8,7 @@ which batches observations of many workers into one policy call and returns each
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,8 @@ class EpisodeResult:
     video_path: str = ""
     #: the engine will run this episode again (an error with attempts left)
     will_retry: bool = False
+    #: backend-specific outcomes of the last step (e.g. SimplerEnv's success rule, a stand-in table)
+    metrics: dict = field(default_factory=dict)
 
 
 def check_chunk(actions: np.ndarray, batch: int, action_dim: int) -> np.ndarray:
@@ -78,10 +80,14 @@ class EpisodeRunner:
             obs = step.observation
             if self.record_frames:
                 self.frames.append(self.env.frame())
+            if "partial_success" in step.info:
+                self.result.partial_success = max(self.result.partial_success or 0.0, float(step.info["partial_success"]))
             if step.success:
                 self.result.status = "success"
             if step.success or step.done or self.result.steps >= self.max_steps:
                 self.finished = True
+                self.result.metrics = {k: v for k, v in step.info.items()
+                                       if k != "partial_success" and isinstance(v, (bool, int, float, str))}
                 break
         self.result.wall_time_s = time.perf_counter() - self._start
         return None if self.finished else obs
