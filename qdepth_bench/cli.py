@@ -144,7 +144,7 @@ def run(
         _evaluate(store, specs, agent, tasks, episodes, overrides, engine)
     finally:
         agent.close()
-    _print_views(build_tables(store, suite), TableFormat.rich)
+    _print_views(build_tables(store, suite, stand_ins=True), TableFormat.rich)  # what was just run, flagged
 
 
 def _evaluate(store: Store, specs, agent, tasks: str | None, episodes: int | None, overrides: dict,
@@ -221,12 +221,13 @@ def table(
     policies: Annotated[Optional[str], typer.Option(help="comma-separated policy names to show")] = None,
     run_ids: Annotated[Optional[str], typer.Option("--runs", help="comma-separated run ids (default: latest)")] = None,
     reference: Annotated[bool, typer.Option("--reference/--no-reference", help="show the paper's rows")] = True,
+    stand_ins: Annotated[bool, typer.Option("--stand-ins", help="include episodes run with stand-in assets")] = False,
     fmt: Annotated[TableFormat, typer.Option("--format", "-f", case_sensitive=False)] = TableFormat.rich,
     db: DbOption = None,
 ) -> None:
     """Success rates per suite/task with n and 95% Wilson intervals, beside the paper's published numbers."""
     store = open_store(db)
-    views = build_tables(store, suite, _split(policies), _split(run_ids), reference)
+    views = build_tables(store, suite, _split(policies), _split(run_ids), reference, stand_ins)
     if not any(r.kind == "ours" for v in views for r in v.rows):
         err_console.print(f"no results in {store.path}" + (f" for {suite}" if suite else "")
                           + ("; showing the published rows only" if views else "")
@@ -352,6 +353,18 @@ def suites() -> None:
         out.add_row(spec.name, spec.backend, str(spec.n_tasks), str(spec.episodes_per_task),
                     str(spec.n_tasks * spec.episodes_per_task), str(spec.protocol["max_steps"]), ", ".join(spec.aliases))
     console.print(out)
+    gridded = [spec for spec in registry.suites.values() if spec.extra.get("tasks")]
+    if gridded:
+        from .envs.simpler_grid import task_cells
+
+        tasks = Table("suite", "task", "episodes", "max steps", "env ids", title="tasks with episode grids")
+        for spec in gridded:
+            for task in spec.extra["tasks"]:
+                cells = task_cells(task, spec.protocol.get("grid_mode", "grid"), int(spec.protocol.get("grid_repeats", 1)))
+                ids = task.get("env_ids") or {"grid": "env_id per cell"}
+                tasks.add_row(spec.name, task["key"], str(len(cells)), str(task["max_steps"]),
+                              ", ".join(f"{k}: {v}" for k, v in ids.items()))
+        console.print(tasks)
     for group, members in registry.groups.items():
         console.print(f"group [bold]{group}[/bold] = {', '.join(members)}")
 

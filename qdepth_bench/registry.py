@@ -247,6 +247,8 @@ def suite_registry() -> SuiteRegistry:
 def make_backend(spec: SuiteSpec) -> Backend:
     """The simulator backend for a suite; one clear line when its simulator is not installed."""
     if spec.backend not in BACKENDS:
+        if spec.backend in INSTALL_HINTS:
+            raise UserError(f"suite '{spec.name}' needs the {spec.backend} backend: {INSTALL_HINTS[spec.backend]}.")
         raise UserError(f"suite '{spec.name}' names unknown backend '{spec.backend}'. "
                         f"Known: {', '.join(sorted(BACKENDS))}.")
     module_name, _, cls_name = BACKENDS[spec.backend].partition(":")

@@ -14,6 +14,20 @@ missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# SAPIEN (ManiSkill3) renders on CPU with Mesa >= 25 lavapipe; Debian 12's own Mesa is rejected.
+vulkan_ok() { dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -qE '^(2[5-9]|[3-9][0-9])'; }
+case ",${extras}," in
+  *,simpler,*)
+    if ! vulkan_ok; then
+      [ "$(id -u)" -eq 0 ] || { echo "setup: SIMPLER needs mesa-vulkan-drivers >= 25 from bookworm-backports; run as root" >&2; exit 1; }
+      echo "setup: installing mesa-vulkan-drivers from bookworm-backports"
+      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        > /etc/apt/sources.list.d/bookworm-backports.sources
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports mesa-vulkan-drivers >/dev/null
+    fi
+    ;;
+esac
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing system packages ${missing[*]}: run as root or install them with apt-get" >&2

@@ -27,3 +27,17 @@ def test_short_episodes_run_and_record_their_grid_cells(tmp_path, task):
         metrics = json.loads(row[5])
         assert row[4] in (0.0, 1.0) and metrics["stand_in_table"] is True
         assert isinstance(metrics["success_simpler_rule"], bool)
+
+
+def test_scripted_expert_puts_the_carrot_on_the_plate(tmp_path):
+    """All 24 carrot episodes under the protocol's 60 steps (stand-in table): at least half succeed."""
+    db = tmp_path / "r.sqlite"
+    result = run_cli_subprocess("run", "simpler_widowx", "--policy", "scripted-widowx", "--tasks", "0",
+                                "--workers", "2", "--db", str(db), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = db_rows(db, "select status, steps, metrics from episodes")
+    assert len(rows) == 24 and all(steps == 60 for _, steps, _ in rows)  # success is read at the last step
+    successes = sum(status == "success" for status, _, _ in rows)
+    assert successes >= 12, successes
+    simpler_rule = sum(json.loads(m)["success_simpler_rule"] for _, _, m in rows)
+    assert simpler_rule >= 12, simpler_rule

@@ -122,6 +122,7 @@ class ManiSkill3Env(Env):
         # the task's own limit, or a smaller protocol override (--max-steps) for short test runs
         self.max_steps = min(int(task_data["max_steps"]), int(spec.protocol["max_steps"]))
         self.image_size = requirements.image_size
+        self.privileged = requirements.privileged
         self.camera = spec.protocol["cameras"]["main"]
         self.env = gym.make(task_data["env_ids"]["maniskill3"], obs_mode="rgb+segmentation", num_envs=1,
                             sim_backend=sim_backend, render_backend=render_backend)
@@ -147,8 +148,25 @@ class ManiSkill3Env(Env):
         gripper = self.env.unwrapped.agent.robot.get_qpos()[0, -2:].cpu().numpy()
         openness = float(np.clip((gripper.mean() - 0.015) / (0.037 - 0.015), 0.0, 1.0))
         state = np.concatenate([pos, matrix_to_rpy(_quat_wxyz_to_matrix(quat)), [openness]]).astype(np.float32)
-        self._last = ObservationBatch([self._key], {"main": image[None]}, state[None], [self.task.instruction])
+        privileged = [self._privileged(pos)] if self.privileged else []
+        self._last = ObservationBatch([self._key], {"main": image[None]}, state[None], [self.task.instruction],
+                                      privileged=privileged)
         return self._last
+
+    def _privileged(self, ee_pos: np.ndarray) -> dict[str, Any]:
+        """Object positions in the robot base frame, for scripted experts only."""
+        u = self.env.unwrapped
+        base = u.agent.robot.pose
+        rotation = _quat_wxyz_to_matrix(base.q[0].cpu().numpy())
+        origin = base.p[0].cpu().numpy()
+
+        def at_base(actor: Any) -> np.ndarray:
+            return rotation.T @ (actor.pose.p[0].cpu().numpy() - origin)
+
+        source = u.objs[u.source_obj_name]
+        source_yaw = matrix_to_rpy(rotation.T @ _quat_wxyz_to_matrix(source.pose.q[0].cpu().numpy()))[2]
+        return {"source": at_base(source), "source_yaw": float(source_yaw), "target": at_base(u.objs[u.target_obj_name]),
+                "ee": ee_pos, "target_pose": self._arm._target_pose.p[0].cpu().numpy()}
 
     def simpler_rule_success(self) -> bool:
         """SimplerEnv's success: source centre of mass within the target's horizontal half-diagonal + 3 mm

@@ -137,15 +137,34 @@ def _label_rows(episodes: pd.DataFrame) -> pd.DataFrame:
     names = episodes.groupby("policy_name")["row_key"].nunique()
     ambiguous = set(names[names > 1].index)
     episodes["label"] = [
-        f"{name} [{cfg[:6]}]" if name in ambiguous else name
-        for name, cfg in zip(episodes["policy_name"], episodes["policy_config_hash"], strict=True)
+        (f"{name} [{cfg[:6]}]" if name in ambiguous else name) + (f" ({backend})" if backend in SIMULATOR_TAGGED else "")
+        for name, cfg, backend in zip(episodes["policy_name"], episodes["policy_config_hash"], episodes["backend"],
+                                      strict=True)
     ]
     return episodes
 
 
-def _episodes(store: Store, policies: list[str] | None, run_ids: list[str] | None) -> pd.DataFrame:
+#: backends whose numbers differ by simulator (SIMPLER): rows say which one produced them, never pooled
+SIMULATOR_TAGGED = ("maniskill3", "simpler_env")
+
+
+def _without_stand_ins(episodes: pd.DataFrame) -> pd.DataFrame:
+    """Drop episodes run with stand-in assets (e.g. ManiSkill3's table stage replaced by a box)."""
+    if episodes.empty:
+        return episodes
+    stand_in = episodes["metrics"].fillna("").str.contains('"stand_in_table": true', regex=False)
+    return episodes[~stand_in]
+
+
+def _episodes(store: Store, policies: list[str] | None, run_ids: list[str] | None,
+              stand_ins: bool = False) -> pd.DataFrame:
     ids = [store.run(r)["run_id"] for r in run_ids] if run_ids else None
     frame = store.episodes_frame(ids)
+    if not stand_ins:
+        frame = _without_stand_ins(frame)
+    elif not frame.empty:  # shown on request, and marked as not the published protocol
+        stand_in = frame["metrics"].fillna("").str.contains('"stand_in_table": true', regex=False)
+        frame = frame.assign(standard_protocol=frame["standard_protocol"].where(~stand_in, 0))
     if policies:
         known = set(frame["policy_name"])
         unknown = [p for p in policies if p not in known]
@@ -172,9 +191,10 @@ def _group_view(group: str, members: list[str], episodes: pd.DataFrame) -> Table
 
 
 def build_tables(store: Store, suite: str | None = None, policies: list[str] | None = None,
-                 run_ids: list[str] | None = None, reference: bool = True) -> list[TableView]:
-    """The table views for a suite (or group), or for everything when `suite` is None."""
-    episodes = _episodes(store, policies, run_ids)
+                 run_ids: list[str] | None = None, reference: bool = True, stand_ins: bool = False) -> list[TableView]:
+    """The table views for a suite (or group), or for everything when `suite` is None. Episodes run with
+    stand-in assets are left out unless `stand_ins`."""
+    episodes = _episodes(store, policies, run_ids, stand_ins)
     references = store.references_frame()
     paper = reference_tables()
     registry = suite_registry()
