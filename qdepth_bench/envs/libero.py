@@ -211,15 +211,29 @@ class LiberoEnv(Env):
         return np.array(axes[:2, narrow])
 
     def reset(self, episode: EpisodeSpec) -> ObservationBatch:
+        """Start an episode from official initial state `init_state`, or from a fresh draw (`sample_seed`),
+        then run the settle steps."""
         if "sample_seed" in episode.variant:
-            return self._reset_sampled(episode)
-        index = int(episode.variant["init_state"])
-        if not 0 <= index < len(self.init_states):
-            raise UserError(f"{self.task.suite} task {self.task.task_id} has {len(self.init_states)} initial "
-                            f"states; episode {episode.episode_index} asks for state {index}. Use --episodes "
-                            f"{len(self.init_states)} or fewer.")
+            seed = int(episode.variant["sample_seed"]) % 2**32
+            np.random.seed(seed)  # robosuite's placement samplers draw from numpy's global generator
+            self._fresh_episode(episode, seed)
+            state = self._sampled_state(seed)
+        else:
+            index = int(episode.variant["init_state"])
+            if not 0 <= index < len(self.init_states):
+                raise UserError(f"{self.task.suite} task {self.task.task_id} has {len(self.init_states)} initial "
+                                f"states; episode {episode.episode_index} asks for state {index}. Use --episodes "
+                                f"{len(self.init_states)} or fewer.")
+            self._fresh_episode(episode, int(self.protocol["env_seed"]))
+            state = self.init_states[index]
+        obs = self.env.set_init_state(state)
+        for _ in range(int(self.protocol["settle_steps"])):
+            obs, _, _, _ = self.env.step(self.noop)
+        return self._observation(obs)
+
+    def _fresh_episode(self, episode: EpisodeSpec, seed: int) -> None:
         self._key = episode.key
-        self.env.seed(int(self.protocol["env_seed"]))
+        self.env.seed(seed)
         self.env.reset()
         # robosuite's gripper integrates its command into `current_action`; a hard reset makes a new gripper,
         # a soft one keeps the last episode's, which would move the fingers during the settle steps.
@@ -227,36 +241,16 @@ class LiberoEnv(Env):
             robot.gripper.current_action = np.zeros(robot.gripper.dof)
         if self.privileged:
             self._index_privileged_bodies()
-        obs = self.env.set_init_state(self.init_states[index])
-        for _ in range(int(self.protocol["settle_steps"])):
-            obs, _, _, _ = self.env.step(self.noop)
-        return self._observation(obs)
 
-    def _reset_sampled(self, episode: EpisodeSpec) -> ObservationBatch:
-        """A fresh draw from the task's initial-state distribution (object placements sampled by LIBERO's
-        own placement regions), for demonstrations that must not reuse the 50 evaluation states.
-
-        The draw is fixed by the episode's `sample_seed`; a draw that coincides with an evaluation state
-        (object positions within 1 mm) is refused, so demonstrations never start where evaluation does.
-        """
-        seed = int(episode.variant["sample_seed"])
-        self._key = episode.key
-        np.random.seed(seed % 2**32)  # robosuite's placement samplers draw from numpy's global generator
-        self.env.seed(seed % 2**32)
-        self.env.reset()
-        for robot in self.env.robots:
-            robot.gripper.current_action = np.zeros(robot.gripper.dof)
-        if self.privileged:
-            self._index_privileged_bodies()
+    def _sampled_state(self, seed: int) -> np.ndarray:
+        """The state LIBERO's placement regions drew at reset, for demonstrations that must not reuse the
+        50 evaluation states: a draw that coincides with one (object positions within 1 mm) is refused."""
         state = self.env.sim.get_state().flatten()
         n = min(len(state), self.init_states.shape[1])
         nearest = np.abs(self.init_states[:, 1:n] - state[1:n]).max(axis=1).min()
         if nearest < 1e-3:
             raise RuntimeError(f"sampled initial state {seed} coincides with an evaluation initial state")
-        obs = self.env.set_init_state(state)
-        for _ in range(int(self.protocol["settle_steps"])):
-            obs, _, _, _ = self.env.step(self.noop)
-        return self._observation(obs)
+        return state
 
     def step(self, action: np.ndarray) -> StepResult:
         obs, _, done, info = self.env.step(np.asarray(action, dtype=np.float64))

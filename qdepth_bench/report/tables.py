@@ -148,23 +148,21 @@ def _label_rows(episodes: pd.DataFrame) -> pd.DataFrame:
 SIMULATOR_TAGGED = ("maniskill3", "simpler_env")
 
 
-def _without_stand_ins(episodes: pd.DataFrame) -> pd.DataFrame:
-    """Drop episodes run with stand-in assets (e.g. ManiSkill3's table stage replaced by a box)."""
-    if episodes.empty:
-        return episodes
-    stand_in = episodes["metrics"].fillna("").str.contains('"stand_in_table": true', regex=False)
-    return episodes[~stand_in]
+def _stand_ins(episodes: pd.DataFrame) -> pd.Series:
+    """Which episodes ran with stand-in assets (e.g. ManiSkill3's table stage replaced by a box)."""
+    return episodes["metrics"].fillna("").str.contains('"stand_in_table": true', regex=False)
 
 
 def _episodes(store: Store, policies: list[str] | None, run_ids: list[str] | None,
               stand_ins: bool = False) -> pd.DataFrame:
     ids = [store.run(r)["run_id"] for r in run_ids] if run_ids else None
     frame = store.episodes_frame(ids)
-    if not stand_ins:
-        frame = _without_stand_ins(frame)
-    elif not frame.empty:  # shown on request, and marked as not the published protocol
-        stand_in = frame["metrics"].fillna("").str.contains('"stand_in_table": true', regex=False)
-        frame = frame.assign(standard_protocol=frame["standard_protocol"].where(~stand_in, 0))
+    if not frame.empty:
+        stand_in = _stand_ins(frame)
+        if stand_ins:  # shown on request, and marked as not the published protocol
+            frame = frame.assign(standard_protocol=frame["standard_protocol"].where(~stand_in, 0))
+        else:
+            frame = frame[~stand_in]
     if policies:
         known = set(frame["policy_name"])
         unknown = [p for p in policies if p not in known]

@@ -245,15 +245,14 @@ class _Engine:
         if kind == "fatal":
             raise UserError(reply[1])
         if kind == "died":
-            self.pool.restart(i)
+            episode = slot.episode
+            self._restart(i)
             self.deaths_without_result += 1
-            if slot.episode is not None:
-                self._finish(i, EpisodeResult(slot.episode, self.tasks[slot.episode.task_id].task_name, "error",
-                                              error=f"{reply[1]} during the episode; worker restarted"))
+            if episode is not None:
+                self._fail(i, episode, f"{reply[1]} during the episode; worker restarted")
             if self.deaths_without_result >= MAX_STARTUP_DEATHS:
                 raise UserError(f"env workers keep dying before finishing an episode ({reply[1]}); "
                                 "check the simulator with `qdepth-bench doctor`.")
-            slot.task_id = None
             return
         if slot.episode is None:  # an answer for an episode already given up (aborted or timed out)
             return
@@ -288,9 +287,7 @@ class _Engine:
         except Exception as exc:  # noqa: BLE001 - the episodes of this batch fail with the policy's error
             for i in waiting:
                 self.pool.send(i, ("abort",))
-                slot = self.slots[i]
-                self._finish(i, EpisodeResult(slot.episode, self.tasks[slot.episode.task_id].task_name, "error",
-                                              error=f"policy: {error_text(exc)}"))
+                self._fail(i, self.slots[i].episode, f"policy: {error_text(exc)}")
             return
         now = time.perf_counter()
         self.stats.policy_seconds += now - started
@@ -305,11 +302,18 @@ class _Engine:
             if slot.episode is None or slot.worked(now) <= self.options.episode_timeout_s:
                 continue
             episode = slot.episode
-            self.pool.restart(i)
-            slot.task_id = None
-            self._finish(i, EpisodeResult(episode, self.tasks[episode.task_id].task_name, "error",
-                                          error=f"env worker took over {self.options.episode_timeout_s:g} s "
-                                                "on this episode (hung?); worker restarted"))
+            self._restart(i)
+            self._fail(i, episode, f"env worker took over {self.options.episode_timeout_s:g} s on this episode "
+                                   "(hung?); worker restarted")
+
+    def _restart(self, i: int) -> None:
+        """A fresh worker in slot i (it has no env loaded yet)."""
+        self.pool.restart(i)
+        self.slots[i].task_id = None
+
+    def _fail(self, i: int, episode: EpisodeSpec, error: str) -> None:
+        """Record the episode slot i was running as an error (run again while attempts are left)."""
+        self._finish(i, EpisodeResult(episode, self.tasks[episode.task_id].task_name, "error", error=error))
 
     def _finish(self, i: int, result: EpisodeResult) -> None:
         """Record an episode's outcome; an error with attempts left goes back in the queue."""

@@ -1,8 +1,9 @@
 """Ctrl-C that stops a run at a safe point.
 
-Simulator code can swallow KeyboardInterrupt (LIBERO's reset retries inside `finally: continue`), so the
-first SIGINT only sets a flag that the episode loop checks between steps; the unfinished episode is
-dropped and every finished one stays committed. A second SIGINT interrupts at once.
+The first SIGINT only sets a flag that the rollout engine checks on every turn of its loop (env workers
+ignore SIGINT, and simulator code can swallow KeyboardInterrupt: LIBERO's reset retries inside
+`finally: continue`); the engine then closes its workers, unfinished episodes are dropped and every
+finished one stays committed. A second SIGINT interrupts at once.
 """
 
 from __future__ import annotations
