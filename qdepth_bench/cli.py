@@ -114,6 +114,8 @@ def run(
     checkpoint: CheckpointOption = None,
     tasks: Annotated[Optional[str], typer.Option(help="task ids, e.g. 0,1 or 0-4 (default: all)")] = None,
     episodes: Annotated[Optional[int], typer.Option(help="episodes per task (default: the protocol's trials)")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="simulator, for suites with several (simpler_widowx: "
+                                                        "maniskill3 or simpler_env); recorded in the run")] = None,
     seed: Annotated[Optional[int], typer.Option(help="env seed (default: the protocol's; others are non-standard)")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="override the protocol's max policy steps")] = None,
     replan_steps: Annotated[Optional[int], typer.Option(help="actions executed open-loop per policy call "
@@ -131,7 +133,7 @@ def run(
     if workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}).")
     store = open_store(db)
-    specs = suite_registry().resolve(suite)
+    specs = [spec.with_backend(backend) if backend else spec for spec in suite_registry().resolve(suite)]
     agent = make_policy(policy, policy_options(policy_arg, checkpoint))
     overrides = {k: v for k, v in (("env_seed", seed), ("max_steps", max_steps), ("replan_steps", replan_steps))
                  if v is not None}
@@ -350,7 +352,7 @@ def suites() -> None:
     registry = suite_registry()
     out = Table("suite", "backend", "tasks", "episodes/task", "episodes", "max steps", "aliases", title="suites")
     for spec in registry.suites.values():
-        out.add_row(spec.name, spec.backend, str(spec.n_tasks), str(spec.episodes_per_task),
+        out.add_row(spec.name, " or ".join(spec.backends or (spec.backend,)), str(spec.n_tasks), str(spec.episodes_per_task),
                     str(spec.n_tasks * spec.episodes_per_task), str(spec.protocol["max_steps"]), ", ".join(spec.aliases))
     console.print(out)
     gridded = [spec for spec in registry.suites.values() if spec.extra.get("tasks")]
@@ -361,9 +363,10 @@ def suites() -> None:
         for spec in gridded:
             for task in spec.extra["tasks"]:
                 cells = task_cells(task, spec.protocol.get("grid_mode", "grid"), int(spec.protocol.get("grid_repeats", 1)))
-                ids = task.get("env_ids") or {"grid": "env_id per cell"}
+                per_cell = sorted({c["env_id"] for c in cells if "env_id" in c})
+                ids = {k: ", ".join(per_cell) if v == "per_cell" else v for k, v in task["env_ids"].items()}
                 tasks.add_row(spec.name, task["key"], str(len(cells)), str(task["max_steps"]),
-                              ", ".join(f"{k}: {v}" for k, v in ids.items()))
+                              "; ".join(f"{k}: {v}" for k, v in ids.items()))
         console.print(tasks)
     for group, members in registry.groups.items():
         console.print(f"group [bold]{group}[/bold] = {', '.join(members)}")

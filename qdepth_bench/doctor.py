@@ -97,6 +97,41 @@ def asset_checks() -> list[Check]:
     return [Check("LIBERO assets", report.ok, detail, "" if report.ok else libero_assets.FIX, required=False)]
 
 
+def _mesa_vulkan_version() -> str | None:
+    try:
+        proc = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "mesa-vulkan-drivers"], capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.strip() or None
+
+
+def simpler_checks() -> list[Check]:
+    """The SIMPLER backends: mani-skill 3 and Mesa >= 25 lavapipe (WidowX on CPU), its Bridge assets, and
+    SimplerEnv (not on PyPI; the Google-robot tasks need it, and a GPU)."""
+    from .envs import INSTALL_HINTS
+    from .envs.maniskill3 import asset_dir
+
+    extra = "QDEPTH_EXTRAS=libero,model,simpler bash scripts/setup.sh"
+    checks = []
+    version = _version("mani-skill")
+    checks.append(Check("mani-skill", version == "3.0.1", version or "not installed", extra, required=False))
+    mesa = _mesa_vulkan_version()
+    mesa_ok = mesa is not None and int(mesa.split(".")[0].split(":")[-1]) >= 25
+    checks.append(Check("Vulkan (Mesa lavapipe)", mesa_ok, mesa or "mesa-vulkan-drivers not installed",
+                        f"{extra} (installs mesa-vulkan-drivers from bookworm-backports)", required=False))
+    assets = asset_dir()
+    bridge = assets is not None and (assets / "data" / "tasks" / "bridge_v2_real2sim_dataset").is_dir()
+    checks.append(Check("ManiSkill3 Bridge assets", bridge, str(assets) if bridge else "not found",
+                        "export MS_ASSET_DIR=<folder with data/tasks/bridge_v2_real2sim_dataset>", required=False))
+    simpler = _version("simpler_env")
+    checks.append(Check("SimplerEnv", simpler is not None, simpler or "not installed (not on PyPI)",
+                        INSTALL_HINTS["simpler_env"], required=False))
+    return checks
+
+
 def database_check(db: Path | None) -> Check:
     from .store import Store
 
@@ -109,4 +144,4 @@ def database_check(db: Path | None) -> Check:
 
 def run_checks(db: Path | None) -> list[Check]:
     return [Check("python", sys.version_info >= (3, 10), sys.version.split()[0], "use Python >= 3.10"),
-            *package_checks(), *renderer_checks(), *asset_checks(), database_check(db)]
+            *package_checks(), *renderer_checks(), *asset_checks(), *simpler_checks(), database_check(db)]

@@ -187,7 +187,7 @@ class SuiteRegistry:
 
 
 _SUITE_KEYS = {"benchmark", "n_tasks", "label", "max_steps", "aliases", "max_steps_alternatives", "protocol",
-               "backend", "tasks"}
+               "backend", "backends", "tasks"}
 
 
 def _family_suites(path: Path) -> tuple[list[SuiteSpec], dict[str, tuple[str, ...]]]:
@@ -215,8 +215,10 @@ def _family_suites(path: Path) -> tuple[list[SuiteSpec], dict[str, tuple[str, ..
         alternatives = {}
         if "max_steps_alternatives" in values:
             alternatives["max_steps"] = dict(values["max_steps_alternatives"])
+        backend = str(values.get("backend", data.get("backend", "")))
         specs.append(SuiteSpec(
-            name=name, family=str(data["family"]), backend=str(values.get("backend", data.get("backend", ""))),
+            name=name, family=str(data["family"]), backend=backend,
+            backends=tuple(values.get("backends", [backend])),
             protocol_version=int(data["protocol_version"]), robot=str(data.get("robot", "")),
             protocol=protocol, n_tasks=len(tasks) or int(values.get("n_tasks", 1)), label=str(values.get("label", name)),
             aliases=tuple(values.get("aliases", ())), alternatives=alternatives,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
 from .hashing import derive_seed, stable_hash
 from .policy import ObservationBatch, PolicyRequirements, TaskInfo
 
@@ -37,6 +38,8 @@ class SuiteSpec:
     #: protocol values changed from this file's defaults for one run
     overrides: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: every backend that can run this suite (the first is `backend`, the default)
+    backends: tuple[str, ...] = ()
 
     @property
     def episodes_per_task(self) -> int:
@@ -49,6 +52,13 @@ class SuiteSpec:
             raise KeyError(unknown[0])
         return SuiteSpec(**{**self.__dict__, "protocol": {**self.protocol, **overrides},
                             "overrides": {**self.overrides, **overrides}})
+
+    def with_backend(self, backend: str) -> SuiteSpec:
+        """A copy run on another of its simulators; the backend is part of the protocol record."""
+        if backend not in (self.backends or (self.backend,)):
+            raise UserError(f"suite '{self.name}' runs on {', '.join(self.backends or (self.backend,))}, "
+                            f"not '{backend}'; pass one of those to --backend.")
+        return SuiteSpec(**{**self.__dict__, "backend": backend})
 
     def protocol_record(self) -> dict[str, Any]:
         """Everything that makes two runs comparable: backend, version and every protocol constant."""

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 
-from qdepth_bench.envs.simpler_adapters import (StickyGripper, axis_angle_to_matrix, maniskill3_arm_action,
-                                                matrix_to_axis_angle, matrix_to_euler_xyz_intrinsic,
-                                                matrix_to_rpy, rpy_to_axis_angle, rpy_to_matrix, widowx_gripper)
+from qdepth_bench.envs.simpler_adapters import (BRIDGE_TOP_DOWN, StickyGripper, axis_angle_to_matrix, bridge_proprio,
+                                                google_proprio, maniskill3_arm_action, matrix_to_axis_angle,
+                                                matrix_to_euler_xyz_intrinsic, matrix_to_rpy, quat_wxyz_to_matrix,
+                                                robot_base_quat, rpy_to_axis_angle, rpy_to_matrix, widowx_gripper)
 
 
 def test_roll_pitch_yaw_to_axis_angle_by_hand():
@@ -63,3 +64,30 @@ def test_grippers():
     assert sticky(1.0) == -1.0  # the hold is over: open (-1) starts a new hold
     assert [sticky(0.0) for _ in range(14)] == [-1.0] * 14
     assert sticky(0.0) == 1.0
+
+
+def test_bridge_proprio_is_relative_to_a_top_down_gripper():
+    # the top-down gripper (tool x axis pointing down) is the Bridge frame's zero orientation
+    top_down = [math.cos(math.pi / 4), 0, math.sin(math.pi / 4), 0]  # wxyz: +90 degrees about y
+    state = bridge_proprio([0.3, 0.0, 0.1], top_down, 0.8)
+    np.testing.assert_allclose(state, [0.3, 0.0, 0.1, 0, 0, 0, 0.8], atol=1e-6)
+    # the same gripper turned 90 degrees about the vertical: yaw pi/2 in the Bridge frame
+    turned = rpy_to_matrix([0, 0, math.pi / 2]) @ BRIDGE_TOP_DOWN
+    w = math.sqrt(1 + np.trace(turned)) / 2
+    quat = [w, (turned[2, 1] - turned[1, 2]) / (4 * w), (turned[0, 2] - turned[2, 0]) / (4 * w),
+            (turned[1, 0] - turned[0, 1]) / (4 * w)]
+    np.testing.assert_allclose(bridge_proprio([0, 0, 0], quat, 1.0)[3:6], [0, 0, math.pi / 2], atol=1e-6)
+
+
+def test_google_proprio_orders_the_quaternion_xyzw():
+    state = google_proprio([0.5, -0.1, 0.9], [0.9, 0.1, 0.2, 0.3], 0.25)
+    np.testing.assert_allclose(state, [0.5, -0.1, 0.9, 0.1, 0.2, 0.3, 0.9, 0.25], atol=1e-6)
+
+
+def test_robot_base_quaternion_composes_the_yaw_with_a_half_turn():
+    np.testing.assert_allclose(robot_base_quat(0.0), [0, 0, 0, 1], atol=1e-12)  # SimplerEnv's centre (w=0, z=1)
+    # yaw -0.09 (move near) then the half turn: a rotation of pi - 0.09 about z
+    q = robot_base_quat(-0.09)
+    angle = 2 * math.atan2(q[3], q[0])
+    assert abs(abs(angle) - (math.pi - 0.09)) < 1e-9 or abs(abs(angle) - (math.pi + 0.09)) < 1e-9
+    np.testing.assert_allclose(quat_wxyz_to_matrix(q), rpy_to_matrix([0, 0, math.pi - 0.09]), atol=1e-12)

@@ -41,3 +41,16 @@ def test_scripted_expert_puts_the_carrot_on_the_plate(tmp_path):
     assert successes >= 12, successes
     simpler_rule = sum(json.loads(m)["success_simpler_rule"] for _, _, m in rows)
     assert simpler_rule >= 12, simpler_rule
+
+
+def test_missing_eggplant_mesh_is_one_line_naming_the_file(tmp_path):
+    from qdepth_bench.envs.maniskill3 import asset_dir
+
+    mesh = asset_dir() / "data/tasks/bridge_v2_real2sim_dataset/custom/models/eggplant/textured.glb"
+    if mesh.exists():
+        pytest.skip("these ManiSkill3 assets carry the eggplant's visual mesh")
+    result = run_cli_subprocess("run", "simpler_widowx", "--policy", "random", "--tasks", "1", "--episodes", "1",
+                                "--max-steps", "2", "--workers", "1", "--db", str(tmp_path / "r.sqlite"), cwd=tmp_path)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "textured.glb" in last and "MS_ASSET_DIR" in last

@@ -14,6 +14,7 @@ protocol and tables leave them out unless asked.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from PIL import Image
 from ..content import builtin_root
 from ..errors import UserError
 from ..policy import ObservationBatch, PolicyRequirements, TaskInfo
-from ..suite import Backend, EpisodeSpec, Env, StepResult, SuiteSpec
-from .simpler_adapters import maniskill3_arm_action, matrix_to_rpy, rpy_to_axis_angle, widowx_gripper
-from .simpler_grid import task_cells
+from ..suite import EpisodeSpec, Env, StepResult, SuiteSpec
+from .simpler_adapters import (bridge_proprio, maniskill3_arm_action, matrix_to_rpy, quat_wxyz_to_matrix,
+                               rpy_to_axis_angle, widowx_gripper)
+from .simpler_base import SimplerBackend
 
 #: height of the Bridge scene's table top (the plate rests at 0.8695 with a ~5 mm half height)
 TABLE_TOP_Z = 0.865
@@ -37,13 +39,6 @@ def asset_dir() -> Path | None:
         return Path(configured)
     shared = builtin_root().parent / "shared" / "assets" / "maniskill"
     return shared if shared.is_dir() else None
-
-
-def _quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = (float(v) for v in q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
 
 class _StandInStage:
@@ -147,7 +142,7 @@ class ManiSkill3Env(Env):
         pos, quat = self._ee_at_base()
         gripper = self.env.unwrapped.agent.robot.get_qpos()[0, -2:].cpu().numpy()
         openness = float(np.clip((gripper.mean() - 0.015) / (0.037 - 0.015), 0.0, 1.0))
-        state = np.concatenate([pos, matrix_to_rpy(_quat_wxyz_to_matrix(quat)), [openness]]).astype(np.float32)
+        state = bridge_proprio(pos, quat, openness)
         privileged = [self._privileged(pos)] if self.privileged else []
         self._last = ObservationBatch([self._key], {"main": image[None]}, state[None], [self.task.instruction],
                                       privileged=privileged)
@@ -157,14 +152,14 @@ class ManiSkill3Env(Env):
         """Object positions in the robot base frame, for scripted experts only."""
         u = self.env.unwrapped
         base = u.agent.robot.pose
-        rotation = _quat_wxyz_to_matrix(base.q[0].cpu().numpy())
+        rotation = quat_wxyz_to_matrix(base.q[0].cpu().numpy())
         origin = base.p[0].cpu().numpy()
 
         def at_base(actor: Any) -> np.ndarray:
             return rotation.T @ (actor.pose.p[0].cpu().numpy() - origin)
 
         source = u.objs[u.source_obj_name]
-        source_yaw = matrix_to_rpy(rotation.T @ _quat_wxyz_to_matrix(source.pose.q[0].cpu().numpy()))[2]
+        source_yaw = matrix_to_rpy(rotation.T @ quat_wxyz_to_matrix(source.pose.q[0].cpu().numpy()))[2]
         return {"source": at_base(source), "source_yaw": float(source_yaw), "target": at_base(u.objs[u.target_obj_name]),
                 "ee": ee_pos, "target_pose": self._arm._target_pose.p[0].cpu().numpy()}
 
@@ -222,9 +217,11 @@ class ManiSkill3Env(Env):
         self.env.close()
 
 
-class ManiSkill3Backend(Backend):
+class ManiSkill3Backend(SimplerBackend):
     """The WidowX SIMPLER tasks on ManiSkill3 (physx_cpu + sapien_cpu here; `QDEPTH_BENCH_MS3_SIM=physx_cuda`
     and `QDEPTH_BENCH_MS3_RENDER=sapien_cuda` on a GPU machine)."""
+
+    name = "maniskill3"
 
     def __init__(self, spec: SuiteSpec) -> None:
         super().__init__(spec)
@@ -238,23 +235,6 @@ class ManiSkill3Backend(Backend):
         except ImportError as exc:
             raise UserError(f"the maniskill3 backend needs mani-skill 3.0.1 ({exc}); run "
                             "QDEPTH_EXTRAS=libero,model,simpler bash scripts/setup.sh.") from None
-        self.tasks: list[dict[str, Any]] = spec.extra["tasks"]
-
-    def task_info(self, task_id: int) -> TaskInfo:
-        task = self.tasks[task_id]
-        p = self.spec.protocol
-        return TaskInfo(self.spec.name, task_id, task["key"], task["instruction"], p["robot"], tuple(p["action_low"]),
-                        tuple(p["action_high"]), tuple(p["noop_action"]), p["state_layout"])
-
-    def episodes(self, task_ids: list[int], n_episodes: int, run_seed: int) -> list[EpisodeSpec]:
-        from ..suite import episode_seed
-
-        out = []
-        for t in task_ids:
-            cells = task_cells(self.tasks[t], self.spec.protocol["grid_mode"], int(self.spec.protocol["grid_repeats"]))
-            out += [EpisodeSpec(self.spec.name, t, i, episode_seed(run_seed, self.spec.name, t, i), cell)
-                    for i, cell in enumerate(cells[:n_episodes])]
-        return out
 
     def make_env(self, task_id: int, requirements: PolicyRequirements) -> ManiSkill3Env:
         try:
@@ -262,5 +242,10 @@ class ManiSkill3Backend(Backend):
                                  os.environ.get("QDEPTH_BENCH_MS3_SIM", "physx_cpu"),
                                  os.environ.get("QDEPTH_BENCH_MS3_RENDER", "sapien_cpu"))
         except Exception as exc:  # noqa: BLE001 - a simulator that cannot be built is a setup problem
+            missing = re.search(r"No such file or directory \[([^\]]+)\]", str(exc))
+            if missing:  # e.g. the eggplant's visual mesh, which ../shared/assets does not carry
+                raise UserError(f"{self.spec.name} task {task_id} needs {missing.group(1)}, which the ManiSkill3 "
+                                f"assets in {os.environ['MS_ASSET_DIR']} lack; point MS_ASSET_DIR at the full set "
+                                "(python -m mani_skill.utils.download_asset bridge_v2_real2sim).") from exc
             raise UserError(f"cannot build ManiSkill3 env for {self.spec.name} task {task_id} ({type(exc).__name__}: "
                             f"{exc}); SAPIEN on CPU needs Mesa >= 25 lavapipe: run `qdepth-bench doctor`.") from exc

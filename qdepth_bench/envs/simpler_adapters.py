@@ -91,6 +91,38 @@ def maniskill3_arm_action(delta_pos: np.ndarray, axis_angle: np.ndarray, target_
     return np.concatenate([np.asarray(delta_pos) + shift, matrix_to_euler_xyz_intrinsic(rotation)])
 
 
+def quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w, x, y, z), SAPIEN's order -> rotation matrix."""
+    w, x, y, z = (float(v) for v in q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+#: Bridge end-effector orientations are relative to a top-down gripper, not to the robot base: the
+#: orientation R is reported as the roll/pitch/yaw of R @ BRIDGE_TOP_DOWN.T (bridge_data_robot's default
+#: rotation; open-pi-zero converts SimplerEnv's state the same way).
+BRIDGE_TOP_DOWN = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+
+
+def bridge_proprio(pos: np.ndarray, quat_wxyz: np.ndarray, openness: float) -> np.ndarray:
+    """WidowX proprio: eef position (3) + roll/pitch/yaw in the Bridge frame (3) + gripper openness (1)."""
+    rpy = matrix_to_rpy(quat_wxyz_to_matrix(quat_wxyz) @ BRIDGE_TOP_DOWN.T)
+    return np.concatenate([np.asarray(pos, dtype=np.float64), rpy, [openness]]).astype(np.float32)
+
+
+def google_proprio(pos: np.ndarray, quat_wxyz: np.ndarray, closedness: float) -> np.ndarray:
+    """Google-robot proprio: eef position (3) + quaternion in x, y, z, w order (4) + gripper closedness (1)."""
+    quat_xyzw = np.roll(np.asarray(quat_wxyz, dtype=np.float64), -1)
+    return np.concatenate([np.asarray(pos, dtype=np.float64), quat_xyzw, [closedness]]).astype(np.float32)
+
+
+def robot_base_quat(yaw: float) -> np.ndarray:
+    """SimplerEnv's robot base orientation for a grid yaw: the yaw about z composed with its centre quaternion
+    (0, 0, 0, 1), a half turn about z; as (w, x, y, z)."""
+    return np.array([-math.sin(yaw / 2), 0.0, 0.0, math.cos(yaw / 2)])
+
+
 def widowx_gripper(action: float) -> float:
     """Bridge policies: > 0.5 means open (+1), otherwise close (-1)."""
     return 1.0 if action > 0.5 else -1.0
