@@ -199,7 +199,7 @@ def test_checkpoint_round_trip_and_policy(tmp_path):
     with pytest.raises(UserError, match="corrupt"):
         load_checkpoint(folder)
     with pytest.raises(UserError, match="needs a checkpoint"):
-        make_policy("qdepth")
+        make_policy("qdepth-causal")  # no checkpoint ships for the ablation variants
 
 
 def test_backbone_folder_loads_paligemma_weights_and_tokenizer(tmp_path):
@@ -230,3 +230,24 @@ def test_backbone_folder_loads_paligemma_weights_and_tokenizer(tmp_path):
                             tokenizer=make_tokenizer(model.config, folder))
     assert json.loads((saved / "config.json").read_text())["model"]["tokenizer"] == "folder"
     assert load_checkpoint(saved).tokenizer(["pick up the soup"])[0].tolist() == ids.tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["qdepth", "pi0"])
+def test_shipped_checkpoint_is_the_default_and_says_so(tmp_path, policy):
+    """The README's main command: `run libero_object --policy qdepth` with no checkpoint loads the small model
+    that ships in policies/checkpoints/, announces it, and records its weights' hash with the run."""
+    from conftest import db_rows, run_cli_subprocess
+
+    from qdepth_bench.content import builtin_root
+
+    shipped = load_checkpoint(builtin_root() / "policies" / "checkpoints" / f"{policy}-tiny-libero-object")
+    assert shipped.variant == policy and shipped.model.config.size == "tiny"
+    db = tmp_path / "r.sqlite"
+    result = run_cli_subprocess("run", "libero_object", "--policy", policy, "--tasks", "0", "--episodes", "1",
+                                "--max-steps", "8", "--workers", "1", "--db", str(db), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "not the paper's weights; pass --checkpoint FOLDER" in result.stderr
+    assert db_rows(db, "select policy_checkpoint_hash from runs") == [(shipped.weights_hash,)]
+    [(status, steps)] = db_rows(db, "select status, steps from episodes")
+    assert status in ("success", "failure") and 1 <= steps <= 8

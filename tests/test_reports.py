@@ -156,3 +156,28 @@ def test_empty_and_unknown_inputs_say_so(tmp_path):
         assert result.returncode == code, (args, result.stderr)
         assert text in result.stderr, (args, result.stderr)
     assert not (tmp_path / "f.png").exists()
+
+
+def test_measured_tiny_ablation_comes_from_the_shipped_checkpoints(tmp_path):
+    """results/measured/libero-object-tiny.sqlite holds the evaluation behind the README's numbers: every
+    episode of the standard protocol on the trained tasks, by exactly the checkpoints that ship."""
+    from qdepth_bench.content import builtin_root
+    from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
+
+    root = builtin_root()
+    db = root / "results" / "measured" / "libero-object-tiny.sqlite"
+    copy = tmp_path / db.name  # rendering loads reference rows into the database: leave the committed file alone
+    shutil.copy(db, copy)
+    for policy in ("qdepth", "pi0"):
+        shipped = load_checkpoint(root / "policies" / "checkpoints" / f"{policy}-tiny-libero-object")
+        runs = db_rows(copy, "select run_id, policy_checkpoint_hash, standard_protocol from runs where policy_name = ?",
+                       (policy,))
+        assert [(h, std) for _, h, std in runs] == [(shipped.weights_hash, 1)]
+        counts = db_rows(copy, "select task_id, count(*), min(episode_index), max(episode_index) from episodes "
+                               "where run_id = ? and status in ('success', 'failure') group by task_id", (runs[0][0],))
+        assert counts == [(0, 50, 0, 49), (3, 50, 0, 49)]
+    result = run_cli_subprocess("ablation", "libero-object-tiny", "--format", "csv", "--db", str(copy), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {r["variant"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
+    assert set(rows) == {"QDepth-VLA (tiny)", "open-pi0 (tiny, no depth branch)"}
+    assert 0.0 <= float(rows["open-pi0 (tiny, no depth branch)"]["p_value"]) <= 1.0

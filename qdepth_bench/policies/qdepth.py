@@ -8,21 +8,26 @@ batched across env workers.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..content import builtin_root
 from ..errors import UserError
 from ..policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
 
 
 @dataclass
 class QDepthPolicyConfig:
-    """`checkpoint`: a checkpoint folder. `variant`: the registered variant this policy must be.
-    `num_steps`: Euler steps of the flow integration (None: the checkpoint's, 10 in the paper)."""
+    """`checkpoint`: a checkpoint folder. `default_checkpoint`: the folder (relative to the checkout) used when
+    no checkpoint is given: the small model trained here that ships with the project. `variant`: the registered
+    variant this policy must be. `num_steps`: Euler steps of the flow integration (None: the checkpoint's, 10
+    in the paper)."""
 
     checkpoint: str = ""
+    default_checkpoint: str = ""
     variant: str = "qdepth"
     device: str = "cpu"
     num_steps: int | None = None
@@ -37,20 +42,30 @@ class QDepthPolicy(Policy):
 
         from ..models.qdepth.checkpoint import load_checkpoint
 
-        if not config.checkpoint:
-            raise UserError(f"policy {name} needs a checkpoint: --policy-arg checkpoint=FOLDER (a folder written "
-                            "by `qdepth-bench train policy`).")
-        if not Path(config.checkpoint).exists():
-            raise UserError(f"checkpoint folder {config.checkpoint} does not exist; check --policy-arg checkpoint=.")
+        folder = Path(config.checkpoint) if config.checkpoint else self._shipped(config, name)
+        if not folder.exists():
+            raise UserError(f"checkpoint folder {folder} does not exist; check --checkpoint.")
         self._torch = torch
-        self.loaded = load_checkpoint(Path(config.checkpoint), config.device)
+        self.loaded = load_checkpoint(folder, config.device)
         if self.loaded.variant != config.variant:
-            raise UserError(f"{config.checkpoint} holds a '{self.loaded.variant}' model, not '{config.variant}'; "
+            raise UserError(f"{folder} holds a '{self.loaded.variant}' model, not '{config.variant}'; "
                             f"use --policy {self.loaded.variant} with it.")
         self.model = self.loaded.model
         if config.num_steps is not None:
             self.model.config = self.model.config.replace(num_integration_steps=config.num_steps)
         self._noise: dict[str, torch.Generator] = {}
+
+    @staticmethod
+    def _shipped(config: QDepthPolicyConfig, name: str) -> Path:
+        """The small checkpoint that ships with the project, announced so nobody mistakes it for the paper's."""
+        if not config.default_checkpoint:
+            raise UserError(f"policy {name} needs a checkpoint: --checkpoint FOLDER (a folder written by "
+                            "`qdepth-bench train policy`).")
+        folder = builtin_root() / config.default_checkpoint
+        print(f"{name}: no --checkpoint given, using {config.default_checkpoint}: a small model (tiny size, trained "
+              "from scratch on this project's scripted LIBERO-Object demos, tasks 0 and 3, see training/README.md), "
+              "not the paper's weights; pass --checkpoint FOLDER for real weights.", file=sys.stderr)
+        return folder
 
     @property
     def requirements(self) -> PolicyRequirements:

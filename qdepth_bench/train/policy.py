@@ -89,10 +89,10 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
             losses = wrapped(batch)
             total = model.total_loss(losses, step)
             (total / accumulation).backward()
-            sums["total"] += float(total) / accumulation
+            sums["total"] += float(total.detach()) / accumulation
             for key in ("flow", "depth"):
                 if key in losses:
-                    sums[key] += float(losses[key]) / accumulation
+                    sums[key] += float(losses[key].detach()) / accumulation
         grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.max_grad_norm)
         optimizer.step()
         scheduler.step()
