@@ -352,7 +352,7 @@ def suites() -> None:
     registry = suite_registry()
     out = Table("suite", "backend", "tasks", "episodes/task", "episodes", "max steps", "aliases", title="suites")
     for spec in registry.suites.values():
-        out.add_row(spec.name, " or ".join(spec.backends or (spec.backend,)), str(spec.n_tasks), str(spec.episodes_per_task),
+        out.add_row(spec.name, " or ".join(spec.backend_choices), str(spec.n_tasks), str(spec.episodes_per_task),
                     str(spec.n_tasks * spec.episodes_per_task), str(spec.protocol["max_steps"]), ", ".join(spec.aliases))
     console.print(out)
     gridded = [spec for spec in registry.suites.values() if spec.extra.get("tasks")]

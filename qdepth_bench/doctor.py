@@ -112,7 +112,7 @@ def simpler_checks() -> list[Check]:
     """The SIMPLER backends: mani-skill 3 and Mesa >= 25 lavapipe (WidowX on CPU), its Bridge assets, and
     SimplerEnv (not on PyPI; the Google-robot tasks need it, and a GPU)."""
     from .envs import INSTALL_HINTS
-    from .envs.maniskill3 import asset_dir
+    from .envs.maniskill3 import bridge_asset_dir
 
     extra = "QDEPTH_EXTRAS=libero,model,simpler bash scripts/setup.sh"
     checks = []
@@ -122,9 +122,8 @@ def simpler_checks() -> list[Check]:
     mesa_ok = mesa is not None and int(mesa.split(".")[0].split(":")[-1]) >= 25
     checks.append(Check("Vulkan (Mesa lavapipe)", mesa_ok, mesa or "mesa-vulkan-drivers not installed",
                         f"{extra} (installs mesa-vulkan-drivers from bookworm-backports)", required=False))
-    assets = asset_dir()
-    bridge = assets is not None and (assets / "data" / "tasks" / "bridge_v2_real2sim_dataset").is_dir()
-    checks.append(Check("ManiSkill3 Bridge assets", bridge, str(assets) if bridge else "not found",
+    assets = bridge_asset_dir()
+    checks.append(Check("ManiSkill3 Bridge assets", assets is not None, str(assets) if assets else "not found",
                         "export MS_ASSET_DIR=<folder with data/tasks/bridge_v2_real2sim_dataset>", required=False))
     simpler = _version("simpler_env")
     checks.append(Check("SimplerEnv", simpler is not None, simpler or "not installed (not on PyPI)",

@@ -53,10 +53,14 @@ class SuiteSpec:
         return SuiteSpec(**{**self.__dict__, "protocol": {**self.protocol, **overrides},
                             "overrides": {**self.overrides, **overrides}})
 
+    @property
+    def backend_choices(self) -> tuple[str, ...]:
+        return self.backends or (self.backend,)
+
     def with_backend(self, backend: str) -> SuiteSpec:
         """A copy run on another of its simulators; the backend is part of the protocol record."""
-        if backend not in (self.backends or (self.backend,)):
-            raise UserError(f"suite '{self.name}' runs on {', '.join(self.backends or (self.backend,))}, "
+        if backend not in self.backend_choices:
+            raise UserError(f"suite '{self.name}' runs on {', '.join(self.backend_choices)}, "
                             f"not '{backend}'; pass one of those to --backend.")
         return SuiteSpec(**{**self.__dict__, "backend": backend})
 

@@ -41,6 +41,14 @@ def asset_dir() -> Path | None:
     return shared if shared.is_dir() else None
 
 
+def bridge_asset_dir() -> Path | None:
+    """`asset_dir()` when it holds the Bridge task assets, else None."""
+    assets = asset_dir()
+    if assets is None or not (assets / "data" / "tasks" / "bridge_v2_real2sim_dataset").is_dir():
+        return None
+    return assets
+
+
 class _StandInStage:
     """Wraps the actor builder of the Bridge "arena": if the stage mesh file is missing, build a box table."""
 
@@ -225,8 +233,8 @@ class ManiSkill3Backend(SimplerBackend):
 
     def __init__(self, spec: SuiteSpec) -> None:
         super().__init__(spec)
-        assets = asset_dir()
-        if assets is None or not (assets / "data" / "tasks" / "bridge_v2_real2sim_dataset").is_dir():
+        assets = bridge_asset_dir()
+        if assets is None:
             raise UserError("ManiSkill3's Bridge assets are missing: set MS_ASSET_DIR to a folder holding "
                             "data/tasks/bridge_v2_real2sim_dataset and data/robots/widowx (../shared/assets/maniskill).")
         os.environ["MS_ASSET_DIR"] = str(assets)

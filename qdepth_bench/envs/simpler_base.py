@@ -25,7 +25,7 @@ class SimplerBackend(Backend):
         unsupported = [t["key"] for t in self.tasks if self.name not in t.get("env_ids", {})]
         if unsupported:
             raise UserError(f"suite '{spec.name}' task '{unsupported[0]}' has no {self.name} env id; "
-                            f"choose another --backend ({', '.join(spec.backends)}).")
+                            f"choose another --backend ({', '.join(spec.backend_choices)}).")
 
     def task_info(self, task_id: int) -> TaskInfo:
         task = self.tasks[task_id]
