@@ -90,6 +90,11 @@ class Executor(str, Enum):
 DEFAULT_WORKERS = max(1, min(os.cpu_count() or 1, 8))
 
 
+class GridMode(str, Enum):
+    grid = "grid"
+    prepackaged = "prepackaged"
+
+
 class TableFormat(str, Enum):
     rich = "rich"
     markdown = "markdown"
@@ -117,6 +122,10 @@ def run(
     backend: Annotated[Optional[str], typer.Option(help="simulator, for suites with several (simpler_widowx: "
                                                         "maniskill3 or simpler_env); recorded in the run")] = None,
     seed: Annotated[Optional[int], typer.Option(help="env seed (default: the protocol's; others are non-standard)")] = None,
+    grid_mode: Annotated[Optional[GridMode], typer.Option(case_sensitive=False, help="SIMPLER: the published grid "
+                         "of episodes, or SimplerEnv's prepackaged draws from the env's RNG (non-standard)")] = None,
+    grid_repeats: Annotated[Optional[int], typer.Option(help="SIMPLER, with --grid-mode prepackaged: draws per grid "
+                            "cell (SimplerEnv's maintainers advise 3 for the Bridge tasks)")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="override the protocol's max policy steps")] = None,
     replan_steps: Annotated[Optional[int], typer.Option(help="actions executed open-loop per policy call "
                                                               "(default: the protocol's)")] = None,
@@ -132,30 +141,30 @@ def run(
     """Evaluate a policy on a suite; re-running the same command resumes it."""
     if workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}).")
-    store = open_store(db)
-    specs = [spec.with_backend(backend) if backend else spec for spec in suite_registry().resolve(suite)]
-    agent = make_policy(policy, policy_options(policy_arg, checkpoint))
-    overrides = {k: v for k, v in (("env_seed", seed), ("max_steps", max_steps), ("replan_steps", replan_steps))
-                 if v is not None}
-    for flag, value in (("--max-steps", max_steps), ("--replan-steps", replan_steps)):
+    for flag, value in (("--max-steps", max_steps), ("--replan-steps", replan_steps), ("--grid-repeats", grid_repeats)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1 (got {value}).")
+    overrides = {k: v for k, v in (("env_seed", seed), ("max_steps", max_steps), ("replan_steps", replan_steps),
+                                   ("grid_mode", grid_mode and grid_mode.value), ("grid_repeats", grid_repeats))
+                 if v is not None}
+    specs = [(spec.with_backend(backend) if backend else spec).with_overrides(overrides)
+             for spec in suite_registry().resolve(suite)]
+    store = open_store(db)
+    agent = make_policy(policy, policy_options(policy_arg, checkpoint))
     engine = EngineOptions(workers=workers, executor=executor.value, ray_address=ray_address,
                            episode_timeout_s=episode_timeout, video_dir=video)
     try:
-        _evaluate(store, specs, agent, tasks, episodes, overrides, engine)
+        _evaluate(store, specs, agent, tasks, episodes, engine)
     finally:
         agent.close()
     _print_views(build_tables(store, suite, stand_ins=True), TableFormat.rich)  # what was just run, flagged
 
 
-def _evaluate(store: Store, specs, agent, tasks: str | None, episodes: int | None, overrides: dict,
-              engine: EngineOptions) -> None:
+def _evaluate(store: Store, specs, agent, tasks: str | None, episodes: int | None, engine: EngineOptions) -> None:
     """Plan and execute one policy on each suite, with a header line and a progress bar per suite."""
     command = shlex.join(["qdepth-bench", *sys.argv[1:]])
     try:
         for spec in specs:
-            spec = spec.with_overrides(overrides)
             plan = plan_run(store, spec, make_backend(spec), agent, tasks, episodes, command)
             done = len(plan.episodes) - len(plan.pending)
             console.print(f"[bold]{spec.name}[/bold] · policy [bold]{agent.name}[/bold] · run {plan.run_id} · "
@@ -264,7 +273,7 @@ def ablation(
         for variant in missing_variants(store, spec):
             agent = make_policy(variant.policy, {k: str(v) for k, v in variant.policy_args.items()})
             try:
-                _evaluate(store, suite_registry().resolve(spec.suite), agent, tasks, episodes, {},
+                _evaluate(store, suite_registry().resolve(spec.suite), agent, tasks, episodes,
                           EngineOptions(workers=workers))
             finally:
                 agent.close()
@@ -352,8 +361,10 @@ def suites() -> None:
     registry = suite_registry()
     out = Table("suite", "backend", "tasks", "episodes/task", "episodes", "max steps", "aliases", title="suites")
     for spec in registry.suites.values():
-        out.add_row(spec.name, " or ".join(spec.backend_choices), str(spec.n_tasks), str(spec.episodes_per_task),
-                    str(spec.n_tasks * spec.episodes_per_task), str(spec.protocol["max_steps"]), ", ".join(spec.aliases))
+        counts = spec.task_episode_counts()
+        steps = sorted({int(t["max_steps"]) for t in spec.extra.get("tasks", [])}) or [int(spec.protocol["max_steps"])]
+        out.add_row(spec.name, " or ".join(spec.backend_choices), str(spec.n_tasks), _span(counts), str(sum(counts)),
+                    _span(steps), ", ".join(spec.aliases))
     console.print(out)
     gridded = [spec for spec in registry.suites.values() if spec.extra.get("tasks")]
     if gridded:
@@ -370,6 +381,11 @@ def suites() -> None:
         console.print(tasks)
     for group, members in registry.groups.items():
         console.print(f"group [bold]{group}[/bold] = {', '.join(members)}")
+
+
+def _span(values: list[int]) -> str:
+    """`24` when every task has the same number, `108-300` when they differ."""
+    return str(min(values)) if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
 
 def _when(ts: float | None) -> str:

@@ -206,12 +206,11 @@ def _family_suites(path: Path) -> tuple[list[SuiteSpec], dict[str, tuple[str, ..
             protocol["max_steps"] = values["max_steps"]
         tasks = list(values.get("tasks", []))
         if tasks:  # per-task grids (SIMPLER): the runner's caps are the largest task's
-            from .envs.simpler_grid import task_cells
+            from .envs.simpler_grid import grid_episode_counts
 
             protocol["max_steps"] = max(int(t["max_steps"]) for t in tasks)
-            protocol["trials_per_task"] = max(len(task_cells(t, protocol.get("grid_mode", "grid"),
-                                                             int(protocol.get("grid_repeats", 1)))) for t in tasks)
             protocol["tasks"] = tasks
+            protocol["trials_per_task"] = max(grid_episode_counts(protocol))
         alternatives = {}
         if "max_steps_alternatives" in values:
             alternatives["max_steps"] = dict(values["max_steps_alternatives"])

@@ -45,13 +45,29 @@ class SuiteSpec:
     def episodes_per_task(self) -> int:
         return int(self.protocol["trials_per_task"])
 
+    def task_episode_counts(self) -> list[int]:
+        """Episodes of each task: its grid cells where tasks have episode grids (SIMPLER), else the trials."""
+        if not self.protocol.get("tasks"):
+            return [self.episodes_per_task] * self.n_tasks
+        from .envs.simpler_grid import grid_episode_counts
+
+        return grid_episode_counts(self.protocol)
+
     def with_overrides(self, overrides: dict[str, Any]) -> SuiteSpec:
-        """A copy whose protocol has `overrides` applied (recorded in the run; changes its protocol hash)."""
+        """A copy whose protocol has `overrides` applied (recorded in the run; changes its protocol hash).
+
+        Trials per task of a gridded suite follow its grid mode and repeats, so they are derived again."""
         unknown = sorted(set(overrides) - set(self.protocol))
         if unknown:
-            raise KeyError(unknown[0])
-        return SuiteSpec(**{**self.__dict__, "protocol": {**self.protocol, **overrides},
-                            "overrides": {**self.overrides, **overrides}})
+            raise UserError(f"suite '{self.name}' has no protocol setting '{unknown[0]}' to override; "
+                            f"drop that option for this suite.")
+        overrides = {k: v for k, v in overrides.items() if self.protocol[k] != v}  # a default is no override
+        protocol = {**self.protocol, **overrides}
+        if protocol.get("tasks"):
+            from .envs.simpler_grid import grid_episode_counts
+
+            protocol["trials_per_task"] = max(grid_episode_counts(protocol))
+        return SuiteSpec(**{**self.__dict__, "protocol": protocol, "overrides": {**self.overrides, **overrides}})
 
     @property
     def backend_choices(self) -> tuple[str, ...]:

@@ -120,3 +120,16 @@ def test_db_on_a_filesystem_that_refuses_writes(cli):
     result = cli("table", "--db", "/proc/qdepth-bench.sqlite", db=False)
     assert result.exit_code == 2
     assert "pass another --db path" in one_error_line(result)
+
+
+def test_grid_options_on_a_suite_without_grids(cli):
+    result = cli("run", "libero_object", "--policy", "noop", "--grid-mode", "prepackaged")
+    assert result.exit_code == 2
+    assert "'libero_object' has no protocol setting 'grid_mode'" in one_error_line(result)
+
+
+def test_suites_lists_grid_episode_totals(cli):
+    result = cli("suites", db=False)
+    assert result.exit_code == 0
+    google = next(line for line in result.stdout.splitlines() if line.startswith("│ simpler_google "))
+    assert [cell.strip() for cell in google.split("│")[3:7]] == ["4", "108-300", "864", "80-200"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from qdepth_bench.envs.simpler_grid import expand_grid, task_cells
@@ -38,3 +39,25 @@ def test_prepackaged_mode_counts_repeats():
     cells = task_cells(carrot, mode="prepackaged", repeats=3)
     assert len(cells) == 72 and cells[-1] == {"mode": "prepackaged", "seed": 71}
     assert len(expand_grid({"a": {"values": [1, 2]}, "b": {"range": 3}})) == 6
+
+
+def test_grid_mode_override_derives_trials_and_is_non_standard():
+    from qdepth_bench.registry import suite_registry
+
+    widowx = suite_registry().suites["simpler_widowx"]
+    assert widowx.task_episode_counts() == [24, 24, 24, 24]
+    drawn = widowx.with_overrides({"grid_mode": "prepackaged", "grid_repeats": 3})
+    assert drawn.task_episode_counts() == [72, 72, 72, 72] and drawn.episodes_per_task == 72
+    assert not drawn.is_standard() and drawn.protocol_hash() != widowx.protocol_hash()
+    google = suite_registry().suites["simpler_google"]
+    assert google.task_episode_counts() == [300, 240, 216, 108]
+    same = google.with_overrides({"grid_mode": "grid"})  # the protocol's own value is no override
+    assert same.is_standard() and same.protocol_hash() == google.protocol_hash()
+
+
+def test_repeats_without_prepackaged_mode_are_refused():
+    from qdepth_bench.errors import UserError
+    from qdepth_bench.registry import suite_registry
+
+    with pytest.raises(UserError, match="--grid-mode prepackaged"):
+        suite_registry().suites["simpler_widowx"].with_overrides({"grid_repeats": 3})

@@ -54,3 +54,17 @@ def test_missing_eggplant_mesh_is_one_line_naming_the_file(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "textured.glb" in last and "MS_ASSET_DIR" in last
+
+
+def test_prepackaged_draws_run_and_are_recorded_as_non_standard(tmp_path):
+    """SimplerEnv's other mode: layouts drawn from the env's RNG by recorded seeds, `repeats` per grid cell."""
+    db = tmp_path / "r.sqlite"
+    result = run_cli_subprocess("run", "simpler_widowx", "--policy", "random", "--tasks", "0", "--episodes", "2",
+                                "--max-steps", "2", "--grid-mode", "prepackaged", "--grid-repeats", "3",
+                                "--workers", "1", "--db", str(db), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    variants = [json.loads(v) for (v,) in db_rows(db, "select variant from episodes order by episode_index")]
+    assert variants == [{"mode": "prepackaged", "seed": 0}, {"mode": "prepackaged", "seed": 1}]
+    (protocol, standard), = db_rows(db, "select protocol, standard_protocol from runs")
+    assert json.loads(protocol)["grid_mode"] == "prepackaged" and json.loads(protocol)["trials_per_task"] == 72
+    assert standard == 0

@@ -27,7 +27,7 @@ from ..policy import ObservationBatch, PolicyRequirements, TaskInfo
 from ..suite import EpisodeSpec, Env, StepResult, SuiteSpec
 from .simpler_adapters import (bridge_proprio, maniskill3_arm_action, matrix_to_rpy, quat_wxyz_to_matrix,
                                rpy_to_axis_angle, widowx_gripper)
-from .simpler_base import SimplerBackend
+from .simpler_base import SimplerBackend, reset_seed
 
 #: height of the Bridge scene's table top (the plate rests at 0.8695 with a ~5 mm half height)
 TABLE_TOP_Z = 0.865
@@ -197,7 +197,7 @@ class ManiSkill3Env(Env):
     def reset(self, episode: EpisodeSpec) -> ObservationBatch:
         self._key = episode.key
         options = {"episode_id": int(episode.variant["episode_id"])} if "episode_id" in episode.variant else {}
-        obs, _ = self.env.reset(seed=int(episode.seed) % 2**31, options=options)
+        obs, _ = self.env.reset(seed=reset_seed(episode), options=options)
         self.stand_in = bool(getattr(self.env.unwrapped, "qdepth_stand_in_table", False))
         self.steps = 0
         return self._observation(obs)

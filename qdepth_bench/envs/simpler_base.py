@@ -41,3 +41,11 @@ class SimplerBackend(Backend):
             out += [EpisodeSpec(self.spec.name, t, i, episode_seed(run_seed, self.spec.name, t, i), cell)
                     for i, cell in enumerate(cells[:n_episodes])]
         return out
+
+
+def reset_seed(episode: EpisodeSpec) -> int:
+    """The env seed of one episode: a prepackaged draw is its recorded seed (the env's RNG picks the layout
+    from it, as SimplerEnv does); a grid cell fixes the layout, and the seed is the episode's own."""
+    if episode.variant.get("mode") == "prepackaged":
+        return int(episode.variant["seed"])
+    return int(episode.seed) % 2**31

@@ -26,7 +26,7 @@ from ..suite import EpisodeSpec, Env, StepResult, SuiteSpec
 from . import INSTALL_HINTS
 from .simpler_adapters import (StickyGripper, bridge_proprio, google_proprio, robot_base_quat, rpy_to_axis_angle,
                                widowx_gripper)
-from .simpler_base import SimplerBackend
+from .simpler_base import SimplerBackend, reset_seed
 
 #: SimplerEnv's controller per robot (simpler_env/utils/env/env_builder.py)
 CONTROL_MODES = {
@@ -127,8 +127,7 @@ class SimplerEnvEnv(Env):
         self._key, self.steps = episode.key, 0
         self.sticky.reset()
         env = self._env_for(episode.variant)
-        seed = int(episode.variant["seed"]) if episode.variant["mode"] == "prepackaged" else int(episode.seed) % 2**31
-        obs, _ = env.reset(seed=seed, options=reset_options(self.task_data, episode.variant))
+        obs, _ = env.reset(seed=reset_seed(episode), options=reset_options(self.task_data, episode.variant))
         return self._observation(obs)
 
     def step(self, action: np.ndarray) -> StepResult:

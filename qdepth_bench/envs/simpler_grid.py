@@ -57,7 +57,18 @@ def task_cells(task: dict[str, Any], mode: str = "grid", repeats: int = 1) -> li
     """The episodes of one task: its grid cells, or `repeats` prepackaged episodes per grid cell's seed."""
     cells = expand_grid(task["grid"])
     if mode == "grid":
+        if repeats != 1:
+            raise UserError("grid repeats apply to the prepackaged grid mode only (each grid cell is one "
+                            "fixed episode); add --grid-mode prepackaged or drop --grid-repeats.")
         return [{"mode": "grid", **cell} for cell in cells]
     if mode == "prepackaged":
         return [{"mode": "prepackaged", "seed": i} for i in range(len(cells) * repeats)]
     raise UserError(f"grid mode must be grid or prepackaged (got {mode!r}).")
+
+
+def grid_episode_counts(protocol: dict[str, Any]) -> list[int]:
+    """Episodes of each task of a gridded suite under its protocol's grid mode and repeats."""
+    mode, repeats = protocol.get("grid_mode", "grid"), int(protocol.get("grid_repeats", 1))
+    if repeats < 1:
+        raise UserError(f"grid repeats must be at least 1 (got {repeats}).")
+    return [len(task_cells(task, mode, repeats)) for task in protocol["tasks"]]
