@@ -118,7 +118,8 @@ class Store:
             self.db["reference_results"].create(REFERENCE_COLUMNS, if_not_exists=True)
             if "metrics" not in self.db["episodes"].columns_dict:  # a version-1 database
                 self.db["episodes"].add_column("metrics", str)
-            self.db[META_TABLE].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+            if self.meta("schema_version") != str(SCHEMA_VERSION):  # reading a report leaves the file as it was
+                self.db[META_TABLE].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
         self.db["episodes"].create_index(["run_id", "status"], if_not_exists=True)
 
     def meta(self, key: str) -> str | None:

@@ -90,3 +90,19 @@ def test_version_1_database_gains_the_metrics_column(tmp_path):
     conn.close()
     store = Store(path)
     assert "metrics" in store.db["episodes"].columns_dict and store.meta("schema_version") == "2"
+
+
+def test_reading_a_committed_database_leaves_its_bytes_alone(tmp_path):
+    """Result databases ship in the repository (results/measured/); rendering a report must not rewrite them.
+    Each command is its own process, so its connection closes and the WAL is folded into the file."""
+    import hashlib
+
+    from conftest import run_cli_subprocess
+
+    path = tmp_path / "db.sqlite"
+    for attempt in range(3):  # the first creates the file and loads the paper's rows; the others only read
+        result = run_cli_subprocess("table", "--format", "csv", "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert attempt == 0 or digest == before
+        before = digest
