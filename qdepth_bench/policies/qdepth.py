@@ -2,8 +2,11 @@
 
 The policy loads a checkpoint folder (see `models/qdepth/checkpoint.py`): the variant recorded in it must
 be the one registered under this policy's name, so a table row can never mix variants. Noise for the flow
-integration is drawn per episode from the episode seed, so actions do not depend on how episodes are
-batched across env workers.
+integration is drawn per episode from the episode seed, and by default each row runs through the model on its
+own: a batched matrix product rounds a row differently with other rows beside it (~1e-7 here), and over a
+few hundred closed-loop steps that flips episodes, so a run's outcome would depend on how the engine happened
+to batch the env workers. `batch_invariant=false` batches the rows for throughput (a large model on a GPU
+serving many workers); the option is part of the policy's identity, so such runs are recorded apart.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ class QDepthPolicyConfig:
     """`checkpoint`: a checkpoint folder. `default_checkpoint`: the folder (relative to the checkout) used when
     no checkpoint is given: the small model trained here that ships with the project. `variant`: the registered
     variant this policy must be. `num_steps`: Euler steps of the flow integration (None: the checkpoint's, 10
-    in the paper)."""
+    in the paper). `batch_invariant`: run each row on its own, so its actions are bit-identical whatever
+    episodes share its batch (false: one batched pass, faster with many workers, not bit-reproducible)."""
 
     checkpoint: str = ""
     default_checkpoint: str = ""
     variant: str = "qdepth"
     device: str = "cpu"
     num_steps: int | None = None
+    batch_invariant: bool = True
 
 
 class QDepthPolicy(Policy):
@@ -92,8 +97,9 @@ class QDepthPolicy(Policy):
         state = torch.from_numpy(stats.normalize_state(batch.state)).float().to(device)
         noise = torch.stack([torch.randn(c.chunk_size, c.action_dim, generator=self._noise[k]) for k in batch.keys])
         inputs = Batch(images, torch.from_numpy(tokens).to(device), torch.from_numpy(token_mask).to(device), state)
-        actions = self.model.sample_actions(inputs, noise=noise.to(device)).cpu().numpy()
-        return stats.unnormalize_actions(actions).astype(np.float32)
+        rows = [slice(i, i + 1) for i in range(len(batch))] if self.config.batch_invariant else [slice(None)]
+        actions = torch.cat([self.model.sample_actions(inputs.rows(r), noise=noise[r].to(device)) for r in rows])
+        return stats.unnormalize_actions(actions.cpu().numpy()).astype(np.float32)
 
     def close(self) -> None:
         self._noise.clear()

@@ -10,7 +10,7 @@ steps only run S and A against their cached keys and values.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,11 @@ class Batch:
     actions: torch.Tensor | None = None
     depth_codes: torch.Tensor | None = None
     depth: torch.Tensor | None = None
+
+    def rows(self, index: slice) -> Batch:
+        """The same inputs for a slice of the rows."""
+        return Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                        for f in fields(self)})
 
 
 class QDepthVLA(nn.Module):
