@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -170,9 +171,12 @@ def test_measured_tiny_ablation_comes_from_the_shipped_checkpoints(tmp_path):
     shutil.copy(db, copy)
     for policy in ("qdepth", "pi0"):
         shipped = load_checkpoint(root / "policies" / "checkpoints" / f"{policy}-tiny-libero-object")
-        runs = db_rows(copy, "select run_id, policy_checkpoint_hash, standard_protocol from runs where policy_name = ?",
-                       (policy,))
-        assert [(h, std) for _, h, std in runs] == [(shipped.weights_hash, 1)]
+        runs = db_rows(copy, "select run_id, policy_checkpoint_hash, standard_protocol, policy_config, command from runs "
+                             "where policy_name = ?", (policy,))
+        assert [(h, std) for _, h, std, _, _ in runs] == [(shipped.weights_hash, 1)]
+        config, command = json.loads(runs[0][3]), runs[0][4]
+        # reproducible: each row ran through the model on its own (or one env worker sent one row per call)
+        assert config.get("batch_invariant") is True or "--workers 1" in command, (config, command)
         counts = db_rows(copy, "select task_id, count(*), min(episode_index), max(episode_index) from episodes "
                                "where run_id = ? and status in ('success', 'failure') group by task_id", (runs[0][0],))
         assert counts == [(0, 50, 0, 49), (3, 50, 0, 49)]
