@@ -160,6 +160,15 @@ def run(
     _print_views(build_tables(store, suite, stand_ins=True), TableFormat.rich)  # what was just run, flagged
 
 
+def _execution_note(agent, spec) -> str:
+    """Said up front when the policy's chunks are shorter than the protocol's replan steps (tables mark it)."""
+    chunk, replan = agent.requirements.chunk_size, int(spec.protocol["replan_steps"])
+    if chunk >= replan:
+        return ""
+    return (f" · [yellow]chunks of {chunk} < the protocol's {replan} replan steps: it re-plans every {chunk} "
+            f"(non-standard execution, marked ‡)[/yellow]")
+
+
 def _evaluate(store: Store, specs, agent, tasks: str | None, episodes: int | None, engine: EngineOptions) -> None:
     """Plan and execute one policy on each suite, with a header line and a progress bar per suite."""
     command = shlex.join(["qdepth-bench", *sys.argv[1:]])
@@ -169,7 +178,8 @@ def _evaluate(store: Store, specs, agent, tasks: str | None, episodes: int | Non
             done = len(plan.episodes) - len(plan.pending)
             console.print(f"[bold]{spec.name}[/bold] · policy [bold]{agent.name}[/bold] · run {plan.run_id} · "
                           f"{len(plan.episodes)} episodes ({done} already recorded)"
-                          + ("" if spec.is_standard() else " · [yellow]non-standard protocol[/yellow]"))
+                          + ("" if spec.is_standard() else " · [yellow]non-standard protocol[/yellow]")
+                          + _execution_note(agent, spec))
             options = dataclasses.replace(engine, workers=min(engine.workers, max(len(plan.pending), 1)),
                                           log_path=store.path.parent / "logs" / f"{plan.run_id}.log")
             _execute_with_progress(store, plan, options)
@@ -420,7 +430,8 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id or unique prefi
     store = open_store(db)
     record = store.run(run_id)
     for key in ("run_id", "suite", "backend", "policy_name", "policy_config_hash", "policy_checkpoint_hash",
-                "setting", "protocol_hash", "standard_protocol", "seed", "status", "git_commit", "host", "command"):
+                "setting", "protocol_hash", "standard_protocol", "replan_steps", "actions_per_call", "seed", "status",
+                "git_commit", "host", "command"):
         console.print(f"[bold]{key}[/bold]: {record[key]}")
     console.print(f"[bold]started[/bold]: {_when(record['started_at'])}  [bold]finished[/bold]: "
                   f"{_when(record['finished_at'])}")

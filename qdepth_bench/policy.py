@@ -52,7 +52,8 @@ class EpisodeContext:
 
 @dataclass
 class ObservationBatch:
-    """B observations: camera images by role as uint8 (B, H, W, 3), proprio state (B, D), instructions.
+    """B observations: camera images by role as uint8 (B, H, W, 3), proprio state (B, D) in the simulator's
+    own dtype (float64 on LIBERO: a policy casts after its normalisation, as the reference loops do), instructions.
 
     `keys[i]` is the episode key of row i, so a stateful policy can keep per-episode state across calls.
     `depth` holds (B, H, W) float32 metric depth per camera role, only when the policy asked for it.

@@ -23,7 +23,9 @@ import sqlite_utils
 from .errors import UserError
 from .hashing import stable_hash
 
-SCHEMA_VERSION = 2  # 2: episodes.metrics (backend-specific outcomes as JSON)
+#: 2: episodes.metrics (backend-specific outcomes as JSON); 3: how chunks were executed (runs.replan_steps,
+#: runs.actions_per_call, episodes.policy_calls, episodes.actions_per_call)
+SCHEMA_VERSION = 3
 META_TABLE = "qdepth_bench_meta"
 DEFAULT_DB = Path("results") / "qdepth-bench.sqlite"
 DB_ENV = "QDEPTH_BENCH_DB"
@@ -34,13 +36,13 @@ RUN_COLUMNS: dict[str, type] = {
     "policy_requirements": str, "setting": str, "protocol": str, "protocol_hash": str,
     "protocol_version": int, "standard_protocol": int, "seed": int, "git_commit": str,
     "package_versions": str, "host": str, "command": str, "created_at": float, "started_at": float,
-    "finished_at": float, "status": str, "episodes_requested": int,
+    "finished_at": float, "status": str, "episodes_requested": int, "replan_steps": int, "actions_per_call": int,
 }
 EPISODE_COLUMNS: dict[str, type] = {
     "run_id": str, "suite": str, "task_id": int, "task_name": str, "episode_index": int, "variant": str,
     "seed": int, "status": str, "success": int, "partial_success": float, "steps": int,
     "wall_time_s": float, "error": str, "video_path": str, "attempts": int, "finished_at": float,
-    "metrics": str,
+    "metrics": str, "policy_calls": int, "actions_per_call": int,
 }
 REFERENCE_COLUMNS: dict[str, type] = {
     "source": str, "table_id": str, "table_title": str, "category": str, "method": str, "setting": str,
@@ -116,8 +118,9 @@ class Store:
             self.db["episodes"].create(EPISODE_COLUMNS, pk=("run_id", "task_id", "episode_index"),
                                        foreign_keys=[("run_id", "runs", "run_id")], if_not_exists=True)
             self.db["reference_results"].create(REFERENCE_COLUMNS, if_not_exists=True)
-            if "metrics" not in self.db["episodes"].columns_dict:  # a version-1 database
-                self.db["episodes"].add_column("metrics", str)
+            for table, columns in (("runs", RUN_COLUMNS), ("episodes", EPISODE_COLUMNS)):  # older schemas
+                for name in sorted(set(columns) - set(self.db[table].columns_dict)):
+                    self.db[table].add_column(name, columns[name])
             if self.meta("schema_version") != str(SCHEMA_VERSION):  # reading a report leaves the file as it was
                 self.db[META_TABLE].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
         self.db["episodes"].create_index(["run_id", "status"], if_not_exists=True)
@@ -153,8 +156,11 @@ class Store:
         return run_id
 
     def finish_run(self, run_id: str, status: str) -> None:
+        """Mark the run ended; its `actions_per_call` becomes the fewest actions any of its episodes executed
+        per policy call (what happened, whatever the protocol asked for)."""
+        fewest = self.db.execute("select min(actions_per_call) from episodes where run_id = ?", [run_id]).fetchone()[0]
         with self.db.conn:
-            self.db["runs"].update(run_id, {"status": status, "finished_at": time.time()})
+            self.db["runs"].update(run_id, {"status": status, "finished_at": time.time(), "actions_per_call": fewest})
 
     def run(self, run_id: str) -> dict[str, Any]:
         matches = list(self.db.query("select * from runs where run_id like ?", [run_id + "%"]))
@@ -203,7 +209,7 @@ class Store:
     def episodes_frame(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Episodes joined with their run's policy, setting and protocol flags, as a DataFrame."""
         sql = ("select e.*, r.policy_name, r.policy_config_hash, r.policy_checkpoint_hash, r.setting, "
-               "r.standard_protocol, r.protocol_hash, r.backend, "
+               "r.standard_protocol, r.protocol_hash, r.backend, r.replan_steps, "
                "r.status as run_status, r.started_at as run_started_at from episodes e join runs r using (run_id)")
         params: list[Any] = []
         if run_ids is not None:
@@ -213,7 +219,7 @@ class Store:
         return pd.DataFrame(list(self.db.query(sql, params)),
                             columns=[*EPISODE_COLUMNS, "policy_name", "policy_config_hash",
                                      "policy_checkpoint_hash", "setting", "standard_protocol", "protocol_hash",
-                                     "backend", "run_status", "run_started_at"])
+                                     "backend", "replan_steps", "run_status", "run_started_at"])
 
     # ---------------------------------------------------------------------------------------- references
 

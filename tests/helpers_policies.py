@@ -25,3 +25,18 @@ class RaisingPolicy(Policy):
 
     def act(self, batch: ObservationBatch) -> np.ndarray:
         raise RuntimeError(self.config.message)
+
+
+class StateDtypePolicy(Policy):
+    """Raises unless the proprio state reaches it as float64 (the simulator's dtype); else a no-op."""
+
+    Config = RaisingConfig
+
+    @property
+    def requirements(self) -> PolicyRequirements:
+        return PolicyRequirements()
+
+    def act(self, batch: ObservationBatch) -> np.ndarray:
+        if batch.state.dtype != np.float64:
+            raise TypeError(f"state arrived as {batch.state.dtype}")
+        return np.zeros((len(batch), 1, 7), dtype=np.float32)

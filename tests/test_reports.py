@@ -92,6 +92,61 @@ def test_html_leaderboard_opens_in_headless_chromium(runs_db, tmp_path):
     print(f"leaderboard screenshot: {shot}")
 
 
+@pytest.mark.slow
+def test_partial_suite_cells_say_what_they_cover_in_every_format(runs_db):
+    """runs_db holds 2 tasks of libero_object's 10, 2 trials each of the protocol's 50."""
+    mark = "2/10 tasks, 2/50 trials"
+    records = list(csv.DictReader(io.StringIO(cli_out(runs_db, "table", "libero_object", "--format", "csv"))))
+    suite_cells = [r for r in records if r["kind"] == "ours" and r["task"] == ""]
+    assert suite_cells and all((r["tasks_covered"], r["tasks_total"], r["trials_per_task"],
+                                r["protocol_trials_per_task"], r["complete"]) == ("2", "10", "2", "50", "False")
+                               for r in suite_cells)
+    task_cells = [r for r in records if r["kind"] == "ours" and r["task"] == "0"]
+    assert task_cells and all(r["complete"] == "False" and r["tasks_covered"] == "1" for r in task_cells)
+    published = [r for r in records if r["kind"] == "published"]
+    assert published and all(r["complete"] == "" for r in published)
+    for fmt in ("markdown", "latex", "html", "rich"):
+        text = cli_out(runs_db, "table", "libero_object", "--format", fmt)
+        assert mark in text, fmt
+        assert "not a suite score" in text or fmt == "html", fmt
+    page = cli_out(runs_db, "table", "libero_object", "--format", "html")
+    assert '<td class="partial" title="covers 2/10 tasks, 2/50 trials of the protocol' in page
+
+
+@pytest.mark.slow
+def test_partial_rows_are_unranked_and_never_averaged(runs_db):
+    records = list(csv.DictReader(io.StringIO(cli_out(runs_db, "leaderboard", "--format", "csv"))))
+    table2 = [r for r in records if r["table"] == "table2"]
+    ours, published = [r for r in table2 if r["kind"] == "ours"], [r for r in table2 if r["kind"] == "published"]
+    assert ours and all(r["rank"] == "" for r in ours)
+    assert all(r["success_rate"] == "" for r in ours if r["column"] == "Avg")
+    assert any(r["rank"] == "1" for r in published)
+
+
+@pytest.mark.slow
+def test_a_full_run_of_a_toy_suite_has_no_mark(tmp_path):
+    """A one-task LIBERO suite of 2 trials, run in full: its cells cover the protocol and carry no mark."""
+    import yaml
+
+    family = yaml.safe_load((Path(__file__).parents[1] / "suites" / "libero.yaml").read_text())
+    family.update(family="toy", groups={}, suites={"libero_toy": {"benchmark": "libero_object", "n_tasks": 1,
+                                                                  "label": "Toy", "max_steps": 5}})
+    family["protocol"]["trials_per_task"] = 2
+    content = tmp_path / "content"
+    (content / "suites").mkdir(parents=True)
+    (content / "suites" / "toy.yaml").write_text(yaml.safe_dump(family))
+    db, env = tmp_path / "toy.sqlite", {"QDEPTH_BENCH_CONTENT": str(content)}
+    result = run_cli_subprocess("run", "libero_toy", "--policy", "noop", "--workers", "1", "--db", str(db),
+                                cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    result = run_cli_subprocess("table", "libero_toy", "--format", "csv", "--db", str(db), cwd=tmp_path, env=env)
+    ours = [r for r in csv.DictReader(io.StringIO(result.stdout)) if r["kind"] == "ours"]
+    assert ours and all(r["complete"] == "True" and r["trials_per_task"] == "2" for r in ours)
+    markdown = run_cli_subprocess("table", "libero_toy", "--format", "markdown", "--db", str(db), cwd=tmp_path,
+                                  env=env).stdout
+    assert "trials" not in markdown and "tasks," not in markdown and "not a suite score" not in markdown
+
+
 def test_table6_from_the_paper_is_reproduced_exactly(tmp_path):
     db = tmp_path / "empty.sqlite"
     text = cli_out(db, "ablation", "table6", "--format", "csv")
@@ -164,6 +219,7 @@ def test_measured_tiny_ablation_comes_from_the_shipped_checkpoints(tmp_path):
     episode of the standard protocol on the trained tasks, by exactly the checkpoints that ship."""
     from qdepth_bench.content import builtin_root
     from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
+    from qdepth_bench.registry import suite_registry
 
     root = builtin_root()
     db = root / "results" / "measured" / "libero-object-tiny.sqlite"
@@ -171,9 +227,11 @@ def test_measured_tiny_ablation_comes_from_the_shipped_checkpoints(tmp_path):
     shutil.copy(db, copy)
     for policy in ("qdepth", "pi0"):
         shipped = load_checkpoint(root / "policies" / "checkpoints" / f"{policy}-tiny-libero-object")
-        runs = db_rows(copy, "select run_id, policy_checkpoint_hash, standard_protocol, policy_config, command from runs "
-                             "where policy_name = ?", (policy,))
-        assert [(h, std) for _, h, std, _, _ in runs] == [(shipped.weights_hash, 1)]
+        runs = db_rows(copy, "select run_id, policy_checkpoint_hash, standard_protocol, policy_config, command, "
+                             "protocol_hash from runs where policy_name = ?", (policy,))
+        assert [(h, std) for _, h, std, _, _, _ in runs] == [(shipped.weights_hash, 1)]
+        # recorded under the current LIBERO loop: a protocol version bump makes these numbers stale
+        assert runs[0][5] == suite_registry().suites["libero_object"].protocol_hash()
         config, command = json.loads(runs[0][3]), runs[0][4]
         # reproducible: each row ran through the model on its own (or one env worker sent one row per call)
         assert config.get("batch_invariant") is True or "--workers 1" in command, (config, command)

@@ -75,21 +75,23 @@ def test_reopening_an_existing_database(tmp_path):
     conn.close()
 
 
-def test_version_1_database_gains_the_metrics_column(tmp_path):
+def test_version_1_database_gains_the_newer_columns(tmp_path):
     import sqlite3
 
     from qdepth_bench.store import EPISODE_COLUMNS, Store
 
     path = tmp_path / "v1.sqlite"
     conn = sqlite3.connect(path)
-    columns = ", ".join(c for c in EPISODE_COLUMNS if c != "metrics")
+    columns = ", ".join(c for c in EPISODE_COLUMNS if c not in ("metrics", "policy_calls", "actions_per_call"))
     conn.execute(f"create table episodes ({columns}, primary key (run_id, task_id, episode_index))")
     conn.execute("create table qdepth_bench_meta (key text primary key, value text)")
     conn.execute("insert into qdepth_bench_meta values ('schema_version', '1')")
     conn.commit()
     conn.close()
     store = Store(path)
-    assert "metrics" in store.db["episodes"].columns_dict and store.meta("schema_version") == "2"
+    assert {"metrics", "policy_calls", "actions_per_call"} <= set(store.db["episodes"].columns_dict)
+    assert {"replan_steps", "actions_per_call"} <= set(store.db["runs"].columns_dict)
+    assert store.meta("schema_version") == str(SCHEMA_VERSION)
 
 
 def test_reading_a_committed_database_leaves_its_bytes_alone(tmp_path):

@@ -8,8 +8,10 @@ with the 8-value proprio state, until the env reports success or the step limit.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,13 +102,53 @@ def resize_depth(depth: np.ndarray, size: int, rotation_deg: int) -> np.ndarray:
 
 
 def proprio_state(obs: dict[str, np.ndarray]) -> np.ndarray:
-    """eef position (3) + eef axis-angle (3) + gripper joint positions (2)."""
+    """eef position (3) + eef axis-angle (3) + gripper joint positions (2), in the simulator's float64: a
+    policy that wants float32 casts after its own normalisation, as the reference loops do."""
     return np.concatenate([obs["robot0_eef_pos"], quat_to_axis_angle(obs["robot0_eef_quat"]),
-                           obs["robot0_gripper_qpos"]]).astype(np.float32)
+                           obs["robot0_gripper_qpos"]]).astype(np.float64)
 
 
 #: camera role -> the observation name LIBERO's demonstration files use
 CAMERA_KEYS = {"main": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
+
+
+@dataclass(frozen=True)
+class HardResetState:
+    """What LIBERO's hard reset (seed, rebuild the model, reset) leaves behind that a soft reset would not.
+
+    A soft reset draws the placements from a generator that the model rebuild has not advanced, so the
+    pre-episode configuration differs; `set_init_state` then overwrites positions and velocities, but
+    MuJoCo's solver warm start (`qacc_warmstart`), the fixtures' placed body poses and numpy's global
+    generator still carry the difference, and closed-loop episodes drift away from LIBERO's own. This keeps MuJoCo's whole integration state (time, qpos, qvel, act, warm start, controls,
+    applied forces, mocap), the body poses placement writes into the model, and the generator state.
+    """
+
+    seed: int
+    physics: np.ndarray
+    body_pos: np.ndarray
+    body_quat: np.ndarray
+    rng: tuple
+
+    @classmethod
+    def capture(cls, sim: Any, seed: int) -> HardResetState:
+        import mujoco  # after MUJOCO_GL is set
+
+        model, data = sim.model._model, sim.data._data  # noqa: SLF001 - robosuite's handles on MuJoCo's structs
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(model, spec))
+        mujoco.mj_getState(model, data, physics, spec)
+        return cls(seed, physics, model.body_pos.copy(), model.body_quat.copy(), np.random.get_state())
+
+    def restore(self, sim: Any) -> None:
+        import mujoco
+
+        model, data = sim.model._model, sim.data._data  # noqa: SLF001
+        model.body_pos[:] = self.body_pos
+        model.body_quat[:] = self.body_quat
+        # No forward pass here: each one refines the warm start in place, and `set_init_state` runs the one
+        # that follows LIBERO's reset.
+        mujoco.mj_setState(model, data, self.physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        np.random.set_state(self.rng)
 
 
 class LiberoEnv(Env):
@@ -127,14 +169,14 @@ class LiberoEnv(Env):
         self.privileged = requirements.privileged
         self.noop = np.asarray(protocol["noop_action"], dtype=np.float64)
         size = int(protocol["render_size"])
-        # Soft resets (no model rebuild: ~0.1 s instead of ~1.8 s); `reset` clears the one piece of state a
-        # soft reset keeps, so the first observation equals that of a freshly built env (tested).
+        # Built for soft resets; `reset` runs LIBERO's hard reset once per seed and replays what it left.
         self.depth = requirements.depth
         self.env = OffScreenRenderEnv(bddl_file_name=bddl_file, camera_heights=size, camera_widths=size,
                                       camera_names=list(self.cameras.values()), hard_reset=False,
                                       camera_depths=self.depth)
         self._key = ""
         self._last: ObservationBatch | None = None
+        self._hard_reset_state: HardResetState | None = None
 
     def _observation(self, obs: dict[str, np.ndarray]) -> ObservationBatch:
         self.raw_observation = obs
@@ -215,8 +257,7 @@ class LiberoEnv(Env):
         then run the settle steps."""
         if "sample_seed" in episode.variant:
             seed = int(episode.variant["sample_seed"]) % 2**32
-            np.random.seed(seed)  # robosuite's placement samplers draw from numpy's global generator
-            self._fresh_episode(episode, seed)
+            self._fresh_episode(episode, seed)  # robosuite's placement samplers draw from the seeded generator
             state = self._sampled_state(seed)
         else:
             index = int(episode.variant["init_state"])
@@ -232,13 +273,28 @@ class LiberoEnv(Env):
         return self._observation(obs)
 
     def _fresh_episode(self, episode: EpisodeSpec, seed: int) -> None:
+        """Seed and reset as LIBERO's hard reset does, then leave the simulator exactly as that reset would.
+
+        A hard reset rebuilds the MuJoCo model, which is slow; it runs once per env and seed, and what it
+        leaves behind is kept (`HardResetState`). Later episodes with that seed reset softly (robosuite's
+        controller, gripper and observables) and then restore it, so every episode starts bit for bit where
+        LIBERO's own reset of a fresh env starts it (tested; `benchmarks/libero_reset_cost.py` times both)."""
         self._key = episode.key
         self.env.seed(seed)
-        self.env.reset()
-        # robosuite's gripper integrates its command into `current_action`; a hard reset makes a new gripper,
-        # a soft one keeps the last episode's, which would move the fingers during the settle steps.
-        for robot in self.env.robots:
-            robot.gripper.current_action = np.zeros(robot.gripper.dof)
+        if self._hard_reset_state is None or self._hard_reset_state.seed != seed:
+            self.env.env.hard_reset = True
+            try:
+                self.env.reset()
+            finally:
+                self.env.env.hard_reset = False
+            self._hard_reset_state = HardResetState.capture(self.env.sim, seed)
+        else:
+            self.env.reset()
+            # robosuite's gripper integrates its command into `current_action`; a hard reset makes a new
+            # gripper, a soft one keeps the last episode's, which would move the fingers during the settle steps.
+            for robot in self.env.robots:
+                robot.gripper.current_action = np.zeros(robot.gripper.dof)
+            self._hard_reset_state.restore(self.env.sim)
         if self.privileged:
             self._index_privileged_bodies()
 
@@ -254,7 +310,10 @@ class LiberoEnv(Env):
 
     def step(self, action: np.ndarray) -> StepResult:
         obs, _, done, info = self.env.step(np.asarray(action, dtype=np.float64))
-        return StepResult(self._observation(obs), bool(done), bool(done), info)
+        # a digest of the whole MuJoCo state: episodes recorded elsewhere (other workers, order, machine)
+        # compare beyond outcome and step count
+        digest = hashlib.sha1(self.env.sim.get_state().flatten().tobytes()).hexdigest()[:16]
+        return StepResult(self._observation(obs), bool(done), bool(done), {**info, "sim_state_digest": digest})
 
     def frame(self) -> np.ndarray:
         assert self._last is not None, "frame() before reset()"

@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..registry import read_yaml
 from ..store import Store
 from .stats import mcnemar_exact
-from .tables import Cell, _cell, _episodes
+from .tables import Cell, _cell, _episodes, protocol_trials, suite_trials
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,13 @@ class AblationSpec:
     full: str
     variants: tuple[Variant, ...]
     reference_table: str = ""
+
+    @property
+    def subset(self) -> str:
+        """The tasks the ablation declares, against the suite's: its cells are complete for this subset."""
+        trials = suite_trials(self.suite)
+        total = f" of {len(trials)}" if trials else ""
+        return f"(tasks {', '.join(self.columns.values())}: {len(self.columns)}{total} tasks)"
 
 
 def _spec(data: dict[str, Any], source: str) -> AblationSpec:
@@ -102,7 +109,9 @@ class AblationView:
 
     @property
     def title(self) -> str:
-        return f"{self.spec.title} — {'as published' if self.source == 'published' else 'our runs'}"
+        if self.source == "published":
+            return f"{self.spec.title} — as published"
+        return f"{self.spec.title} — our runs on {self.spec.suite} {self.spec.subset}"
 
 
 def _with_deltas(spec: AblationSpec, rows: list[AblationRow]) -> list[AblationRow]:
@@ -139,21 +148,33 @@ def measured_ablation(store: Store, spec: AblationSpec) -> AblationView | None:
     frame = frame[frame["suite"] == spec.suite]
     by_policy = {v.policy: _latest_identity(frame[frame["policy_name"] == v.policy]) for v in spec.variants}
     full_episodes = by_policy[spec.full]
+    trials = suite_trials(spec.suite)
     rows = []
     for variant in spec.variants:
         episodes = by_policy[variant.policy]
         if episodes.empty:
             continue
-        cells = {label: _cell(_task_episodes(episodes, task)) for label, task in spec.columns.items()}
-        rates = [c.rate for c in cells.values()]
-        average = Cell(sum(rates) / len(rates) if None not in rates else None,
-                       sum(c.n for c in cells.values()), sum(c.successes for c in cells.values()),
-                       sum(c.errors for c in cells.values()))
+        cells = {label: _cell(part, protocol_trials(trials, task, part))
+                 for label, task in spec.columns.items() for part in [_task_episodes(episodes, task)]}
+        average = _subset_average(list(cells.values()))
         row = AblationRow(variant, cells, average, run_ids=tuple(sorted(episodes["run_id"].unique())))
         if variant.policy != spec.full and not full_episodes.empty:
             row.discordant, row.p_value = paired_test(full_episodes, episodes)
         rows.append(row)
     return AblationView(spec, "ours", _with_deltas(spec, rows)) if rows else None
+
+
+def _subset_average(cells: list[Cell]) -> Cell:
+    """The mean over the ablation's declared tasks (complete for its own spec), carrying the fewest trials
+    of any of them, so an ablation run short of the protocol's trials still says so."""
+    rates = [c.rate for c in cells]
+    if not cells or None in rates:
+        return Cell(None, sum(c.n for c in cells), sum(c.successes for c in cells), sum(c.errors for c in cells))
+    short = min(cells, key=lambda c: (c.trials_per_task or 0) / (c.protocol_trials or 1))
+    return Cell(sum(rates) / len(rates), sum(c.n for c in cells), sum(c.successes for c in cells),
+                sum(c.errors for c in cells), tasks_covered=len(cells), tasks_total=len(cells),
+                trials_per_task=short.trials_per_task, protocol_trials=short.protocol_trials,
+                unfinished=any(c.unfinished for c in cells))
 
 
 def _latest_identity(episodes: pd.DataFrame) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
-from .tables import TableView
+from .tables import TableView, method_label
 
 
 def success_figure(view: TableView | None, out: Path, suite: str) -> Path | None:
@@ -33,11 +33,23 @@ def success_figure(view: TableView | None, out: Path, suite: str) -> Path | None
         low = np.array([c.ci_low if c is not None and c.ci_low is not None else np.nan for c in cells])
         high = np.array([c.ci_high if c is not None and c.ci_high is not None else np.nan for c in cells])
         errors = np.vstack([np.nan_to_num(rates - low), np.nan_to_num(high - rates)])
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, np.nan_to_num(rates), width, yerr=errors, capsize=3,
-               label=row.method + ("" if row.standard_protocol else " †"))
+        where = x + (i - (len(rows) - 1) / 2) * width
+        bars = ax.bar(where, np.nan_to_num(rates), width, yerr=errors, capsize=3, label=method_label(row))
+        for j, (bar, cell) in enumerate(zip(bars, cells, strict=True)):
+            if cell is not None and cell.errors_only:  # no rate: say so instead of drawing a 0% bar
+                ax.text(where[j], 1, f"err {cell.errors}", ha="center", va="bottom", fontsize=7, rotation=90)
+            elif cell is not None and (cell.partial or cell.unfinished):  # hatched, its coverage written above
+                bar.set_hatch("//")
+                bar.set_alpha(0.6)
+                top = high[j] if not np.isnan(high[j]) else bar.get_height()
+                ax.text(where[j], min(top, 95.0) + 1, cell.coverage or "unfinished", ha="center", va="bottom",
+                        fontsize=6, rotation=90)
     ax.set_xticks(x, [c.label for c in columns], rotation=30, ha="right")
     ax.set_ylim(0, 105)
     ax.set_ylabel("success % (95% Wilson interval)")
+    if any(c is not None and (c.partial or c.unfinished) for r in rows for c in r.cells.values()):
+        ax.set_xlabel("hatched: covers only part of the protocol (tasks or trials written above), or an unfinished run",
+                      fontsize=7)
     ax.set_title(view.title)
     ax.legend(fontsize=8)
     return _save(fig, out)

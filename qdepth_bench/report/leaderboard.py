@@ -3,8 +3,9 @@ published rows (marked as such).
 
 It is the comparison tables (the paper's Tables 2-4 layouts, plus one table per suite the paper does not
 cover) with rows ranked by their last column: the average over the table's suites or tasks, or the suite
-itself. A row without that number (results for only some of the columns) is listed after the ranked
-rows, unranked, so a partial evaluation is never ranked against complete ones.
+itself. A row without that number, or whose number covers only part of the protocol (some tasks, or fewer
+trials), is listed after the ranked rows, unranked, so a partial evaluation is never ranked against
+complete ones.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def rank_rows(view: TableView) -> TableView:
     """Sort a view's rows by its last column (descending) and number them (ties share a rank); rows
     without that number go last, unranked."""
     key = view.columns[-1].label
-    rated = [r for r in view.rows if r.cells.get(key) is not None and r.cells[key].rate is not None]
+    rated = [r for r in view.rows
+             if r.cells.get(key) is not None and r.cells[key].rate is not None and not r.cells[key].partial]
     unrated = [r for r in view.rows if r not in rated]
     rated.sort(key=lambda r: -r.cells[key].rate)
     for position, row in enumerate(rated, start=1):  # ties share the better rank (1, 1, 3, ...)

@@ -14,13 +14,12 @@ import io
 from rich.table import Table
 
 from .ablation import AblationRow, AblationView, ablation_records
-from .tables import Cell, Row, TableView, table_records
+from .tables import Cell, Row, TableView, mark_notes, method_label, table_records
 
 FORMATS = ("rich", "markdown", "csv", "latex", "html")
-NONSTANDARD_NOTE = "† measured under a non-standard protocol (not comparable with published numbers)"
 
 
-def _value(cell: Cell | None, row: Row) -> str:
+def _value(cell: Cell | None) -> str:
     if cell is None:
         return "–"
     if cell.rate is None:
@@ -28,12 +27,22 @@ def _value(cell: Cell | None, row: Row) -> str:
     return f"{cell.rate:.1f}"
 
 
-def _detail(cell: Cell | None, row: Row) -> str:
-    """n, interval and errors of one of our cells ('' for published cells and averages)."""
-    if cell is None or row.kind != "ours" or cell.ci_low is None:
+def _marks(cell: Cell | None, row: Row) -> str:
+    """What one of our cells covers when it is not the whole protocol, and whether its run finished."""
+    if cell is None or row.kind != "ours":
         return ""
-    detail = f"[{cell.ci_low:.1f}, {cell.ci_high:.1f}] n={cell.n}"
-    return detail + (f" err={cell.errors}" if cell.errors else "")
+    return ", ".join(m for m in (cell.coverage, "unfinished" if cell.unfinished else "") if m)
+
+
+def _detail(cell: Cell | None, row: Row) -> str:
+    """Interval, n, errors and marks of one of our cells ('' for published cells)."""
+    if cell is None or row.kind != "ours":
+        return ""
+    detail = f"[{cell.ci_low:.1f}, {cell.ci_high:.1f}] n={cell.n}" if cell.ci_low is not None else ""
+    if cell.errors and cell.rate is not None:
+        detail += f" err={cell.errors}"
+    marks = _marks(cell, row)
+    return f"{detail} · {marks}".strip(" ·") if marks else detail
 
 
 def _cells(view: TableView, row: Row, detail_format: str) -> list[str]:
@@ -42,12 +51,12 @@ def _cells(view: TableView, row: Row, detail_format: str) -> list[str]:
     for column in view.columns:
         cell = row.cells.get(column.label)
         detail = _detail(cell, row)
-        texts.append(_value(cell, row) + (detail_format.format(detail) if detail else ""))
+        texts.append(_value(cell) + (detail_format.format(detail) if detail else ""))
     return texts
 
 
 def _method(row: Row) -> str:
-    return row.method + ("" if row.standard_protocol else " †")
+    return method_label(row)
 
 
 def _source(row: Row) -> str:
@@ -78,8 +87,8 @@ def to_rich(views: list[TableView]) -> list[Table]:
             style = "dim" if row.kind == "published" else None
             table.add_row(*([_rank(row)] if ranked else []), _method(row), row.setting, _source(row),
                           *_cells(view, row, "\n[dim]{}[/dim]"), style=style)
-        if any(not r.standard_protocol for r in view.rows):
-            table.caption = NONSTANDARD_NOTE
+        if mark_notes(view.rows):
+            table.caption = "\n".join(mark_notes(view.rows))
         tables.append(table)
     return tables
 
@@ -99,15 +108,15 @@ def to_markdown(views: list[TableView]) -> str:
             cells = [*([_rank(row)] if ranked else []), _method(row), row.setting, _source(row),
                      *_cells(view, row, " {}")]
             lines.append("| " + " | ".join(map(_md_escape, cells)) + " |")
-        if any(not r.standard_protocol for r in view.rows):
-            lines += ["", NONSTANDARD_NOTE]
+        for note in mark_notes(view.rows):
+            lines += ["", note]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 
 
 _LATEX_SPECIALS = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-                   "π": r"$\pi$", "†": r"$^\dagger$", "–": "--", "Δ": r"$\Delta$", "—": "---"}
+                   "π": r"$\pi$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "–": "--", "Δ": r"$\Delta$", "—": "---"}
 
 
 def latex_escape(text: str) -> str:
@@ -126,13 +135,16 @@ def to_latex(views: list[TableView]) -> str:
             cells = []
             for column in view.columns:
                 cell = row.cells.get(column.label)
-                value = latex_escape(_value(cell, row))
+                value = latex_escape(_value(cell))
                 if row.kind == "ours" and cell is not None and cell.ci_low is not None:
                     value += rf"\,{{\scriptsize[{cell.ci_low:.1f}, {cell.ci_high:.1f}]}}"
+                if _marks(cell, row):
+                    value += rf"\,{{\scriptsize {latex_escape(_marks(cell, row))}}}"
                 cells.append(value)
             lines.append(" & ".join([*([latex_escape(_rank(row))] if ranked else []), latex_escape(_method(row)),
                                      latex_escape(row.setting), _source(row), *cells]) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}"]
+        lines += [f"% {latex_escape(note)}" for note in mark_notes(view.rows)]
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 
@@ -148,7 +160,21 @@ tr.ours { font-weight: 600; }
 .badge { font-size: 0.7rem; padding: 0.1rem 0.4rem; border-radius: 0.6rem; background: #e5e5ea; font-style: normal; }
 tr.ours .badge { background: #d4f0dc; }
 small { color: #777; font-weight: normal; display: block; }
+td.partial { background: #fff6e0; } td.partial small { color: #8a5a00; }
 """
+
+
+def _html_cell(cell: Cell | None, row: Row) -> str:
+    """One td: the value, then interval and n; a partial or unfinished cell is marked visibly and says why
+    in its tooltip."""
+    esc = html.escape
+    detail = _detail(cell, row)
+    body = esc(_value(cell)) + (f"<small>{esc(detail)}</small>" if detail else "")
+    if not _marks(cell, row):
+        return f"<td>{body}</td>"
+    reasons = ([f"covers {cell.coverage} of the protocol: not a suite score, not averaged, not ranked"]
+               if cell.coverage else []) + (["from a run that did not finish"] if cell.unfinished else [])
+    return f'<td class="partial" title="{esc("; ".join(reasons))}">{body}</td>'
 
 
 def to_html(views: list[TableView], title: str = "qdepth-bench leaderboard", note: str = "") -> str:
@@ -165,17 +191,12 @@ def to_html(views: list[TableView], title: str = "qdepth-bench leaderboard", not
                      + '<th class="text">Method</th><th class="text">Setting</th><th class="text">Source</th>'
                      + "".join(f"<th>{esc(c.label)}</th>" for c in view.columns) + "</tr></thead><tbody>")
         for row in view.rows:
-            cells = "".join(
-                f"<td>{esc(_value(row.cells.get(c.label), row))}"
-                + (f"<small>{esc(_detail(row.cells.get(c.label), row))}</small>"
-                   if _detail(row.cells.get(c.label), row) else "") + "</td>"
-                for c in view.columns)
+            cells = "".join(_html_cell(row.cells.get(c.label), row) for c in view.columns)
             parts.append(f'<tr class="{row.kind}">' + (f"<td>{esc(_rank(row))}</td>" if ranked else "")
                          + f'<td class="text">{esc(_method(row))}</td><td class="text">{esc(row.setting)}</td>'
                          + f'<td class="text"><span class="badge">{esc(_source(row))}</span></td>{cells}</tr>')
         parts.append("</tbody></table>")
-        if any(not r.standard_protocol for r in view.rows):
-            parts.append(f"<p><small>{esc(NONSTANDARD_NOTE)}</small></p>")
+        parts += [f"<p><small>{esc(note)}</small></p>" for note in mark_notes(view.rows)]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -200,9 +221,13 @@ def _ablation_header(view: AblationView) -> list[str]:
 
 
 def _ablation_cells(view: AblationView, row: AblationRow) -> list[str]:
+    own = Row(view.source, "", "")
     marks = [CROSS if c in row.variant.removes else CHECK for c in view.spec.components]
-    rates = [_value(row.cells[label], Row(view.source, "", "")) for label in view.spec.columns]
+    rates = [_value(row.cells[label]) + (f" ({_marks(row.cells[label], own)})" if _marks(row.cells[label], own) else "")
+             for label in view.spec.columns]
     average = "–" if row.average.rate is None else f"{row.average.rate:.1f}"
+    if _marks(row.average, own):
+        average += f" ({_marks(row.average, own)})"
     delta = "–" if row.delta is None or row.variant.policy == view.spec.full else f"{row.delta:+.1f}"
     test = "" if row.p_value is None else f"p={row.p_value:.3f} ({row.discordant[0]}/{row.discordant[1]})"
     return [row.variant.label, *marks, *rates, average, delta, test]

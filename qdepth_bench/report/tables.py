@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -31,7 +32,12 @@ class Column:
 
 @dataclass
 class Cell:
-    """One success rate. `rate` in percent; n = successes + failures (errors excluded)."""
+    """One success rate. `rate` in percent; n = successes + failures (errors excluded).
+
+    Our cells also say what they cover: the tasks with scored episodes out of the tasks the column spans,
+    and the fewest scored trials of a covered task against that task's protocol trials. A cell short of
+    either is partial: shown with its coverage, never averaged with others and never ranked.
+    """
 
     rate: float | None
     n: int = 0
@@ -39,6 +45,32 @@ class Cell:
     errors: int = 0
     ci_low: float | None = None
     ci_high: float | None = None
+    tasks_covered: int | None = None
+    tasks_total: int | None = None
+    trials_per_task: int | None = None
+    protocol_trials: int | None = None
+    #: some of its episodes come from a run that has not finished (interrupted, crashed or still running)
+    unfinished: bool = False
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.coverage)
+
+    @property
+    def coverage(self) -> str:
+        """'2/10 tasks', '10/50 trials', both, or '' for a cell that covers its whole protocol."""
+        if self.tasks_total is None or self.tasks_covered is None:
+            return ""
+        parts = []
+        if self.tasks_covered < self.tasks_total:
+            parts.append(f"{self.tasks_covered}/{self.tasks_total} tasks")
+        if self.trials_per_task is not None and self.protocol_trials and self.trials_per_task < self.protocol_trials:
+            parts.append(f"{self.trials_per_task}/{self.protocol_trials} trials")
+        return ", ".join(parts)
+
+    @property
+    def errors_only(self) -> bool:
+        return self.rate is None and self.errors > 0
 
 
 @dataclass
@@ -49,6 +81,8 @@ class Row:
     category: str = ""
     run_ids: tuple[str, ...] = ()
     standard_protocol: bool = True
+    #: False when the policy's chunks were shorter than the protocol's replan steps (it re-planned sooner)
+    standard_execution: bool = True
     cells: dict[str, Cell] = field(default_factory=dict)
     rank: int | None = None  # set by the leaderboard
 
@@ -61,23 +95,84 @@ class TableView:
     rows: list[Row]
 
 
-def _cell(episodes: pd.DataFrame) -> Cell:
-    """Aggregate episodes into a cell; errors are reported apart and left out of the rate."""
+#: marks after a method name, each with the footnote that explains it: (symbol, applies to row, footnote)
+ROW_MARKS: tuple[tuple[str, Callable[[Row], bool], str], ...] = (
+    ("†", lambda row: not row.standard_protocol,
+     "measured under a non-standard protocol (not comparable with published numbers)"),
+    ("‡", lambda row: not row.standard_execution,
+     "the policy's action chunks are shorter than the protocol's replan steps, so it re-planned after fewer "
+     "actions than the protocol executes (not comparable with published numbers)"),
+)
+
+
+def method_label(row: Row) -> str:
+    """The row's method name followed by its marks."""
+    return row.method + "".join(f" {symbol}" for symbol, applies, _ in ROW_MARKS if applies(row))
+
+
+#: what a mark inside our cells means: (shown when, footnote)
+CELL_NOTES: tuple[tuple[Callable[[Cell], bool], str], ...] = (
+    (lambda c: c.partial, "k/N tasks, k/N trials: the cell covers only part of the protocol (tasks of the suite, "
+                          "or trials per task); it is not a suite score beside published ones, and it is never "
+                          "averaged into Avg nor ranked"),
+    (lambda c: c.unfinished, "unfinished: some of the cell's episodes come from a run that did not finish "
+                             "(interrupted, crashed or still running)"),
+    (lambda c: c.errors_only, "err N: every episode of the cell ended in an error, so it has no rate"),
+)
+
+
+def mark_notes(rows: list[Row]) -> list[str]:
+    """The footnotes of the marks that appear on these rows and in their cells."""
+    cells = [c for r in rows if r.kind == "ours" for c in r.cells.values()]
+    return ([f"{symbol} {note}" for symbol, applies, note in ROW_MARKS if any(applies(r) for r in rows)]
+            + [note for applies, note in CELL_NOTES if any(applies(c) for c in cells)])
+
+
+def _cell(episodes: pd.DataFrame, protocol_trials: dict[int, int] | None = None) -> Cell:
+    """Aggregate episodes into a cell; errors are reported apart and left out of the rate.
+
+    `protocol_trials` maps each task the cell spans to its protocol trials; the cell's coverage is measured
+    against it (None: a cell with no protocol to cover, e.g. a published one)."""
     errors = int((episodes["status"] == "error").sum())
     scored = episodes[episodes["status"] != "error"]
     n, k = len(scored), int((scored["status"] == "success").sum())
+    cell = Cell(None, 0, 0, errors, unfinished=bool((episodes["run_status"] != "finished").any()))
+    if protocol_trials and not episodes.empty:  # an empty cell prints '–' and needs no coverage mark
+        per_task = scored.groupby("task_id").size()
+        covered = [t for t in protocol_trials if per_task.get(t, 0) > 0]
+        cell.tasks_covered, cell.tasks_total = len(covered), len(protocol_trials)
+        if covered:
+            worst = min(covered, key=lambda t: per_task[t] / protocol_trials[t])
+            cell.trials_per_task, cell.protocol_trials = int(per_task[worst]), protocol_trials[worst]
     if n == 0:
-        return Cell(None, 0, 0, errors)
+        return cell
     low, high = wilson_interval(k, n)
-    return Cell(100.0 * k / n, n, k, errors, 100.0 * low, 100.0 * high)
+    cell.rate, cell.n, cell.successes, cell.ci_low, cell.ci_high = 100.0 * k / n, n, k, 100.0 * low, 100.0 * high
+    return cell
 
 
 def _average(cells: list[Cell]) -> Cell:
-    """Mean of column rates, shown only when every column has a rate (a partial mean would mislead)."""
-    if not cells or any(c.rate is None for c in cells):
+    """Mean of column rates, shown only when every column has a rate over its whole protocol (a mean of
+    partial cells, or of partial and full ones, would read as a score nobody measured)."""
+    if not cells or any(c.rate is None or c.partial for c in cells):
         return Cell(None)
     return Cell(sum(c.rate for c in cells) / len(cells), sum(c.n for c in cells),
-                sum(c.successes for c in cells), sum(c.errors for c in cells))
+                sum(c.successes for c in cells), sum(c.errors for c in cells),
+                unfinished=any(c.unfinished for c in cells))
+
+
+def suite_trials(suite: str) -> dict[int, int] | None:
+    """Each task of a registered suite -> its protocol trials (None for a name that is no suite)."""
+    spec = suite_registry().suites.get(suite)
+    return dict(enumerate(spec.task_episode_counts())) if spec is not None else None
+
+
+def protocol_trials(trials: dict[int, int] | None, task: str, episodes: pd.DataFrame) -> dict[int, int] | None:
+    """The part of a suite's `trials` a column spans: all of it, or one task given by id or name."""
+    if not trials or not task:
+        return trials
+    ids = {int(t) for t in episodes["task_id"].unique()} or ({int(task)} if task.isdigit() else set())
+    return {t: trials[t] for t in ids if t in trials} or None
 
 
 def _select_runs(episodes: pd.DataFrame, explicit: bool) -> pd.DataFrame:
@@ -93,16 +188,19 @@ def _select_runs(episodes: pd.DataFrame, explicit: bool) -> pd.DataFrame:
 def _our_rows(episodes: pd.DataFrame, columns: list[Column]) -> list[Row]:
     rows = []
     in_view = episodes[episodes["suite"].isin({c.suite for c in columns})]
+    trials = {c.suite: suite_trials(c.suite) for c in columns if c.task != "avg"}
     for (row_key, label, setting), group in in_view.groupby(["row_key", "label", "setting"], sort=True):
+        short = group["actions_per_call"].notna() & group["replan_steps"].notna() & (
+            group["actions_per_call"] < group["replan_steps"])
         row = Row("ours", label, setting, run_ids=tuple(sorted(group["run_id"].unique())),
-                  standard_protocol=bool(group["standard_protocol"].all()))
+                  standard_protocol=bool(group["standard_protocol"].all()), standard_execution=not bool(short.any()))
         for column in columns:
             if column.task == "avg":
                 continue
             part = group[group["suite"] == column.suite]
             if column.task:
                 part = part[(part["task_id"].astype(str) == column.task) | (part["task_name"] == column.task)]
-            row.cells[column.label] = _cell(part)
+            row.cells[column.label] = _cell(part, protocol_trials(trials[column.suite], column.task, part))
         for column in columns:
             if column.task == "avg":
                 row.cells[column.label] = _average([row.cells[c.label] for c in columns if c.task != "avg"])
@@ -242,7 +340,12 @@ def table_records(views: list[TableView]) -> list[dict]:
                     "errors": cell.errors if row.kind == "ours" else None,
                     "ci_low": None if cell.ci_low is None or math.isnan(cell.ci_low) else round(cell.ci_low, 4),
                     "ci_high": None if cell.ci_high is None or math.isnan(cell.ci_high) else round(cell.ci_high, 4),
-                    "standard_protocol": row.standard_protocol, "run_ids": json.dumps(list(row.run_ids)),
+                    "tasks_covered": cell.tasks_covered, "tasks_total": cell.tasks_total,
+                    "trials_per_task": cell.trials_per_task, "protocol_trials_per_task": cell.protocol_trials,
+                    "complete": None if row.kind != "ours" else not cell.partial,
+                    "run_finished": None if row.kind != "ours" else not cell.unfinished,
+                    "standard_protocol": row.standard_protocol, "standard_execution": row.standard_execution,
+                    "run_ids": json.dumps(list(row.run_ids)),
                     "rank": row.rank,
                 })
     return records

@@ -345,4 +345,5 @@ def record_episode(store: Store, plan: RunPlan, result: EpisodeResult, attempts:
         "partial_success": result.partial_success, "steps": result.steps,
         "wall_time_s": round(result.wall_time_s, 4), "error": result.error, "video_path": result.video_path,
         "attempts": attempts, "metrics": json.dumps(result.metrics, sort_keys=True),
+        "policy_calls": result.policy_calls, "actions_per_call": result.actions_per_call,
     })

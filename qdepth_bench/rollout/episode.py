@@ -32,6 +32,10 @@ class EpisodeResult:
     will_retry: bool = False
     #: backend-specific outcomes of the last step (e.g. SimplerEnv's success rule, a stand-in table)
     metrics: dict = field(default_factory=dict)
+    #: chunks executed, and the fewest actions handed over in one (the engine cuts chunks at the protocol's
+    #: replan steps; a policy whose chunks are shorter replans more often than the protocol)
+    policy_calls: int = 0
+    actions_per_call: int | None = None
 
 
 def check_chunk(actions: np.ndarray, batch: int, action_dim: int) -> np.ndarray:
@@ -71,6 +75,9 @@ class EpisodeRunner:
     def run_chunk(self, actions: np.ndarray) -> ObservationBatch | None:
         """Execute the chunk's actions in order; the next observation, or None once the episode is over."""
         obs = None
+        self.result.policy_calls += 1
+        fewest = self.result.actions_per_call
+        self.result.actions_per_call = len(actions) if fewest is None else min(fewest, len(actions))
         for action in actions:
             if self.record_demo:
                 self.demo_rows.append(self.env.demo_frame())

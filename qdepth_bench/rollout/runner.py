@@ -89,7 +89,7 @@ def plan_run(store: Store, spec: SuiteSpec, backend: Backend, policy: Policy, ta
         "protocol_hash": spec.protocol_hash(), "protocol_version": spec.protocol_version,
         "standard_protocol": int(spec.is_standard()), "seed": seed, "git_commit": git_commit(),
         "package_versions": json.dumps(package_versions(), sort_keys=True), "host": host(),
-        "command": command,
+        "command": command, "replan_steps": spec.protocol.get("replan_steps"),
     }
     episodes = (episode_source or backend.episodes)(task_ids, n_episodes, seed)
     record["episodes_requested"] = len(episodes)  # gridded tasks can have fewer episodes than the cap
