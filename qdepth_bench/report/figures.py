@@ -42,8 +42,8 @@ def success_figure(view: TableView | None, out: Path, suite: str) -> Path | None
                 bar.set_hatch("//")
                 bar.set_alpha(0.6)
                 top = high[j] if not np.isnan(high[j]) else bar.get_height()
-                ax.text(where[j], min(top, 95.0) + 1, cell.coverage or "unfinished", ha="center", va="bottom",
-                        fontsize=6, rotation=90)
+                note = ", ".join(m for m in (cell.coverage, "unfinished" if cell.unfinished else "") if m)
+                ax.text(where[j], min(top, 95.0) + 1, note, ha="center", va="bottom", fontsize=6, rotation=90)
     ax.set_xticks(x, [c.label for c in columns], rotation=30, ha="right")
     ax.set_ylim(0, 105)
     ax.set_ylabel("success % (95% Wilson interval)")
