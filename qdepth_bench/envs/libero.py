@@ -119,8 +119,9 @@ class HardResetState:
     A soft reset draws the placements from a generator that the model rebuild has not advanced, so the
     pre-episode configuration differs; `set_init_state` then overwrites positions and velocities, but
     MuJoCo's solver warm start (`qacc_warmstart`), the fixtures' placed body poses and numpy's global
-    generator still carry the difference, and closed-loop episodes drift away from LIBERO's own. This keeps MuJoCo's whole integration state (time, qpos, qvel, act, warm start, controls,
-    applied forces, mocap), the body poses placement writes into the model, and the generator state.
+    generator still carry the difference, and closed-loop episodes drift away from LIBERO's own. This keeps
+    MuJoCo's whole integration state (time, qpos, qvel, act, warm start, controls, applied forces, mocap),
+    the body poses placement writes into the model, and the generator state.
     """
 
     seed: int

@@ -29,9 +29,7 @@ def _value(cell: Cell | None) -> str:
 
 def _marks(cell: Cell | None, row: Row) -> str:
     """What one of our cells covers when it is not the whole protocol, and whether its run finished."""
-    if cell is None or row.kind != "ours":
-        return ""
-    return ", ".join(m for m in (cell.coverage, "unfinished" if cell.unfinished else "") if m)
+    return "" if cell is None or row.kind != "ours" else cell.marks
 
 
 def _detail(cell: Cell | None, row: Row) -> str:
@@ -87,8 +85,9 @@ def to_rich(views: list[TableView]) -> list[Table]:
             style = "dim" if row.kind == "published" else None
             table.add_row(*([_rank(row)] if ranked else []), _method(row), row.setting, _source(row),
                           *_cells(view, row, "\n[dim]{}[/dim]"), style=style)
-        if mark_notes(view.rows):
-            table.caption = "\n".join(mark_notes(view.rows))
+        notes = mark_notes(view.rows)
+        if notes:
+            table.caption = "\n".join(notes)
         tables.append(table)
     return tables
 
@@ -223,8 +222,8 @@ def _ablation_header(view: AblationView) -> list[str]:
 def _ablation_cells(view: AblationView, row: AblationRow) -> list[str]:
     own = Row(view.source, "", "")
     marks = [CROSS if c in row.variant.removes else CHECK for c in view.spec.components]
-    rates = [_value(row.cells[label]) + (f" ({_marks(row.cells[label], own)})" if _marks(row.cells[label], own) else "")
-             for label in view.spec.columns]
+    rates = [_value(cell) + (f" ({_marks(cell, own)})" if _marks(cell, own) else "")
+             for cell in (row.cells[label] for label in view.spec.columns)]
     average = "–" if row.average.rate is None else f"{row.average.rate:.1f}"
     if _marks(row.average, own):
         average += f" ({_marks(row.average, own)})"

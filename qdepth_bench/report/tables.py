@@ -69,6 +69,11 @@ class Cell:
         return ", ".join(parts)
 
     @property
+    def marks(self) -> str:
+        """Its coverage and whether its run finished, as shown beside the rate ('' for neither)."""
+        return ", ".join(m for m in (self.coverage, "unfinished" if self.unfinished else "") if m)
+
+    @property
     def errors_only(self) -> bool:
         return self.rate is None and self.errors > 0
 
