@@ -12,6 +12,7 @@ action tokens against the cached image/text/depth keys and values (reuse), or th
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -25,10 +26,15 @@ from qdepth_bench.models.qdepth.tokenizer import HashWordTokenizer
 def one_batch(model: QDepthVLA, batch_size: int) -> Batch:
     c = model.config
     tokens, mask = HashWordTokenizer(c.text.vocab_size - 3, c.max_text_tokens)(
-        ["put both the alphabet soup and the tomato sauce in the basket"] * batch_size)
+        ["put both the alphabet soup and the tomato sauce in the basket"] * batch_size
+    )
     size = c.vision.image_size
-    return Batch(torch.rand(batch_size, 3, size, size) * 2 - 1, torch.from_numpy(tokens), torch.from_numpy(mask),
-                 torch.randn(batch_size, c.state_dim))
+    return Batch(
+        torch.rand(batch_size, 3, size, size) * 2 - 1,
+        torch.from_numpy(tokens),
+        torch.from_numpy(mask),
+        torch.randn(batch_size, c.state_dim),
+    )
 
 
 def seconds(fn) -> float:
@@ -57,11 +63,15 @@ def main() -> None:
         times: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(args.repeats):
             for reuse in (True, False):
-                times[reuse].append(seconds(lambda r=reuse: model.sample_actions(batch, noise=noise, reuse_prefix=r)))
+                times[reuse].append(
+                    seconds(functools.partial(model.sample_actions, batch, noise=noise, reuse_prefix=reuse))
+                )
         reuse_s, recompute_s = statistics.median(times[True]), statistics.median(times[False])
-        print(f"{size:>7}: {counts['total'] / 1e6:7.1f}M params, {model.config.num_integration_steps} steps, "
-              f"chunk {model.config.chunk_size}: reuse {1000 * reuse_s:8.1f} ms/chunk, recompute "
-              f"{1000 * recompute_s:8.1f} ms/chunk, {recompute_s / reuse_s:5.2f}x faster with reuse")
+        print(
+            f"{size:>7}: {counts['total'] / 1e6:7.1f}M params, {model.config.num_integration_steps} steps, "
+            f"chunk {model.config.chunk_size}: reuse {1000 * reuse_s:8.1f} ms/chunk, recompute "
+            f"{1000 * recompute_s:8.1f} ms/chunk, {recompute_s / reuse_s:5.2f}x faster with reuse"
+        )
 
 
 if __name__ == "__main__":

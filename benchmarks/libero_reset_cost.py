@@ -13,11 +13,13 @@ hits both alike; the figures to read are the ratios.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
-from qdepth_bench.policy import PolicyRequirements
-from qdepth_bench.registry import make_backend, suite_registry
+from qdepth_bench.core.policy import PolicyRequirements
+from qdepth_bench.registry.sims import make_backend
+from qdepth_bench.registry.suites import suite_registry
 
 
 def timed(fn) -> float:
@@ -43,10 +45,10 @@ def main() -> None:
         env.reset(episodes[0])  # the first reset of an env is always a hard one
         for _ in range(args.rounds):
             for kind, episode in (("hard", episodes[0]), ("soft", episodes[1])):
-                for suffix, run in (("", env.reset), ("_part", lambda e: env._fresh_episode(e, seed))):  # noqa: SLF001
+                for suffix, run in (("", env.reset), ("_part", lambda e: env._fresh_episode(e, seed))):
                     if kind == "hard":
-                        env._hard_reset_state = None  # noqa: SLF001 - forget the replay: the model is rebuilt
-                    times[kind + suffix].append(timed(lambda: run(episode)))
+                        env._hard_reset_state = None  # forget the replay: the model is rebuilt
+                    times[kind + suffix].append(timed(functools.partial(run, episode)))
     finally:
         env.close()
     m = {k: statistics.median(v) for k, v in times.items()}

@@ -17,8 +17,10 @@ import time
 
 import numpy as np
 
-from qdepth_bench.policy import EpisodeContext
-from qdepth_bench.registry import make_backend, make_policy, suite_registry
+from qdepth_bench.core.policy import EpisodeContext
+from qdepth_bench.registry.policies import make_policy
+from qdepth_bench.registry.sims import make_backend
+from qdepth_bench.registry.suites import suite_registry
 
 
 def per_step(step, n: int) -> float:
@@ -34,8 +36,13 @@ def raw_env(backend, task_id: int, cameras: list[str], size: int):
 
     task = backend.suite.get_task(task_id)
     bddl = str(backend.bddl_root / task.problem_folder / task.bddl_file)
-    env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=size, camera_widths=size,
-                             camera_names=cameras or ["agentview"], use_camera_obs=bool(cameras))
+    env = OffScreenRenderEnv(
+        bddl_file_name=bddl,
+        camera_heights=size,
+        camera_widths=size,
+        camera_names=cameras or ["agentview"],
+        use_camera_obs=bool(cameras),
+    )
     env.seed(7)
     env.reset()
     env.set_init_state(backend.suite.get_task_init_states(task_id)[0])
@@ -57,9 +64,14 @@ def main() -> None:
     n = args.block_steps
 
     # Physics and render costs: three raw envs, measured in alternating blocks.
-    envs = {label: raw_env(backend, args.task, cams, size)
-            for label, cams in (("physics", []), ("agentview", ["agentview"]),
-                                ("agentview+wrist", ["agentview", "robot0_eye_in_hand"]))}
+    envs = {
+        label: raw_env(backend, args.task, cams, size)
+        for label, cams in (
+            ("physics", []),
+            ("agentview", ["agentview"]),
+            ("agentview+wrist", ["agentview", "robot0_eye_in_hand"]),
+        )
+    }
     times: dict[str, list[float]] = {label: [] for label in envs}
     for _ in range(args.blocks):
         for label, env in envs.items():
@@ -85,14 +97,16 @@ def main() -> None:
 
     raw, harness = [], []
     for _ in range(args.blocks):
-        raw.append(per_step(lambda: env.env.step(noop), n))
+        raw.append(per_step(lambda: env.sim_env.step(noop), n))
         harness.append(per_step(harness_step, n))
     env.close()
     raw_med, harness_med = statistics.median(raw), statistics.median(harness)
 
     steps = args.blocks * n
-    print(f"{args.suite} task {args.task}: {size} px cameras, median over {args.blocks} blocks of {n} steps "
-          f"({steps} steps per figure)")
+    print(
+        f"{args.suite} task {args.task}: {size} px cameras, median over {args.blocks} blocks of {n} steps "
+        f"({steps} steps per figure)"
+    )
     print(f"  physics only (no camera obs)   {1000 * med['physics']:7.1f} ms/step")
     print(f"  render agentview               {1000 * (med['agentview'] - med['physics']):7.1f} ms/step")
     print(f"  render wrist camera            {1000 * (med['agentview+wrist'] - med['agentview']):7.1f} ms/step")

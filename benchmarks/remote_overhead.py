@@ -22,11 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
-from qdepth_bench.policy import EpisodeContext, ObservationBatch, TaskInfo
-from qdepth_bench.registry import make_policy
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, TaskInfo
+from qdepth_bench.registry.policies import make_policy
 
-TASK = TaskInfo("libero_object", 0, "task", "pick up the alphabet soup and place it in the basket", "panda",
-                (-1.0,) * 7, (1.0,) * 7, (0.0,) * 6 + (-1.0,), "libero")
+TASK = TaskInfo(
+    "libero_object",
+    0,
+    "task",
+    "pick up the alphabet soup and place it in the basket",
+    "panda",
+    (-1.0,) * 7,
+    (1.0,) * 7,
+    (0.0,) * 6 + (-1.0,),
+    "libero",
+)
 
 
 def start_server(cameras: str) -> tuple[subprocess.Popen, int]:
@@ -34,9 +43,12 @@ def start_server(cameras: str) -> tuple[subprocess.Popen, int]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exe = Path(sys.executable).with_name("qdepth-bench")
-    proc = subprocess.Popen([str(exe), "serve", "--policy", "noop", "--policy-arg", f"cameras={cameras}",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ})
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--policy", "noop", "--policy-arg", f"cameras={cameras}", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -51,8 +63,9 @@ def start_server(cameras: str) -> tuple[subprocess.Popen, int]:
 def observation(cameras: list[str], batch: int) -> ObservationBatch:
     rng = np.random.default_rng(0)
     images = {role: rng.integers(0, 255, (batch, 224, 224, 3), dtype=np.uint8) for role in cameras}
-    return ObservationBatch([f"e/{i}" for i in range(batch)], images, rng.normal(size=(batch, 8)),
-                            [TASK.instruction] * batch)
+    return ObservationBatch(
+        [f"e/{i}" for i in range(batch)], images, rng.normal(size=(batch, 8)), [TASK.instruction] * batch
+    )
 
 
 def ms(values: list[float]) -> str:
@@ -84,8 +97,11 @@ def main() -> None:
                     times[name].append(time.perf_counter() - start)
             remote.close()
             size = sum(v.nbytes for v in obs.images.values()) + obs.state.nbytes
-            print(f"{label:>28} ({size / 1024:7.1f} KiB): in-process {ms(times['local'])} | remote "
-                  f"{ms(times['remote'])} | overhead {1000 * (statistics.median(times['remote']) - statistics.median(times['local'])):6.2f} ms")
+            overhead = statistics.median(times["remote"]) - statistics.median(times["local"])
+            print(
+                f"{label:>28} ({size / 1024:7.1f} KiB): in-process {ms(times['local'])} | remote "
+                f"{ms(times['remote'])} | overhead {1000 * overhead:6.2f} ms"
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=30)

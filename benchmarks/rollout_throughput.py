@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from qdepth_bench.registry import make_backend, make_policy, suite_registry
-from qdepth_bench.rollout.engine import EngineOptions, EngineStats, execute
-from qdepth_bench.rollout.runner import parse_tasks, plan_run
-from qdepth_bench.store import Store
+from qdepth_bench.eval.engine import EngineOptions, EngineStats, execute
+from qdepth_bench.eval.plan import parse_tasks, plan_run
+from qdepth_bench.registry.policies import make_policy
+from qdepth_bench.registry.sims import make_backend
+from qdepth_bench.registry.suites import suite_registry
+from qdepth_bench.results.store import Store
 
 
 def plain_loop(spec, task_ids: list[int], episodes: int) -> tuple[int, float]:
@@ -77,15 +79,20 @@ def plain_loop_one_core(spec, task_ids: list[int], episodes: int) -> tuple[int, 
     return result
 
 
-def engine_run(spec, tasks: str, episodes: int, workers: int, folder: Path,
-               call_seconds: float = 0.0) -> tuple[EngineStats, list[tuple]]:
+def engine_run(
+    spec, tasks: str, episodes: int, workers: int, folder: Path, call_seconds: float = 0.0
+) -> tuple[EngineStats, list[tuple]]:
     """One fresh run of the engine into its own database; its stats and per-episode outcomes."""
     store = Store(folder / f"w{workers}-c{call_seconds}.sqlite")
     policy = make_policy("noop", {"call_seconds": str(call_seconds)})
     plan = plan_run(store, spec, make_backend(spec), policy, tasks, episodes, "benchmark")
     stats = execute(store, plan, EngineOptions(workers=workers))
-    rows = [tuple(r) for r in store.db.execute(
-        "select task_id, episode_index, seed, status, steps from episodes order by task_id, episode_index").fetchall()]
+    rows = [
+        tuple(r)
+        for r in store.db.execute(
+            "select task_id, episode_index, seed, status, steps from episodes order by task_id, episode_index"
+        ).fetchall()
+    ]
     return stats, rows
 
 
@@ -105,9 +112,11 @@ def main() -> None:
     spec = base.with_overrides({"max_steps": args.max_steps}) if args.max_steps else base
     task_ids = parse_tasks(args.tasks, spec.n_tasks, spec.name)
     n = args.workers
-    print(f"{spec.name} tasks {task_ids}, {args.episodes} episodes each, max {spec.protocol['max_steps']} steps, "
-          f"replan {spec.protocol['replan_steps']}, noop policy, {os.cpu_count()} cores, "
-          f"LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS', 'unset')}")
+    print(
+        f"{spec.name} tasks {task_ids}, {args.episodes} episodes each, max {spec.protocol['max_steps']} steps, "
+        f"replan {spec.protocol['replan_steps']}, noop policy, {os.cpu_count()} cores, "
+        f"LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS', 'unset')}"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -123,15 +132,21 @@ def throughput(spec, tasks: str, task_ids: list[int], episodes: int, n: int, fol
     reference = steps / wall
     print(f"  plain loop            {reference:7.2f} env steps/s  ({steps} steps in {wall:.1f} s)  the reference")
     steps1, wall1 = plain_loop_one_core(spec, task_ids, episodes)
-    print(f"  plain loop, one core  {steps1 / wall1:7.2f} env steps/s  ({steps1} steps in {wall1:.1f} s)  "
-          f"{steps1 / wall1 / reference:5.2f}x plain (renderer without its own threads)")
+    print(
+        f"  plain loop, one core  {steps1 / wall1:7.2f} env steps/s  ({steps1} steps in {wall1:.1f} s)  "
+        f"{steps1 / wall1 / reference:5.2f}x plain (renderer without its own threads)"
+    )
     one, rows_one = engine_run(spec, tasks, episodes, 1, folder)
-    print(f"  engine, 1 worker      {one.steps_per_s:7.2f} env steps/s  ({one.env_steps} steps in {one.wall_s:.1f} s)"
-          f"  {one.steps_per_s / reference:5.2f}x plain  (target >= 0.9x)")
+    print(
+        f"  engine, 1 worker      {one.steps_per_s:7.2f} env steps/s  ({one.env_steps} steps in {one.wall_s:.1f} s)"
+        f"  {one.steps_per_s / reference:5.2f}x plain  (target >= 0.9x)"
+    )
     many, rows_many = engine_run(spec, tasks, episodes, n, folder)
-    print(f"  engine, {n} workers     {many.steps_per_s:7.2f} env steps/s  ({many.env_steps} steps in "
-          f"{many.wall_s:.1f} s)  {many.steps_per_s / reference:5.2f}x plain, "
-          f"{many.steps_per_s / (steps1 / wall1):5.2f}x one-core loop  (target >= {0.9 * n:.1f}x plain)")
+    print(
+        f"  engine, {n} workers     {many.steps_per_s:7.2f} env steps/s  ({many.env_steps} steps in "
+        f"{many.wall_s:.1f} s)  {many.steps_per_s / reference:5.2f}x plain, "
+        f"{many.steps_per_s / (steps1 / wall1):5.2f}x one-core loop  (target >= {0.9 * n:.1f}x plain)"
+    )
     print(f"  same per-episode outcomes with 1 and {n} workers: {'yes' if rows_one == rows_many else 'NO'}")
 
 
@@ -142,10 +157,14 @@ def batching(spec, tasks: str, episodes: int, n: int, max_steps: int, call_secon
     b_one, _ = engine_run(short, tasks, episodes, 1, folder, call_seconds)
     b_many, _ = engine_run(short, tasks, episodes, n, folder, call_seconds)
     for label, s in (("1 worker ", b_one), (f"{n} workers", b_many)):
-        print(f"  engine, {label}     {s.calls_per_step:6.3f} policy calls per env step, "
-              f"{s.policy_rows / max(s.policy_calls, 1):4.2f} rows per call, {s.steps_per_s:6.2f} env steps/s")
-    print(f"  calls per step cut by {b_one.calls_per_step / max(b_many.calls_per_step, 1e-9):4.2f}x with {n} "
-          f"workers (ideal {n}x); throughput {b_many.steps_per_s / b_one.steps_per_s:4.2f}x")
+        print(
+            f"  engine, {label}     {s.calls_per_step:6.3f} policy calls per env step, "
+            f"{s.policy_rows / max(s.policy_calls, 1):4.2f} rows per call, {s.steps_per_s:6.2f} env steps/s"
+        )
+    print(
+        f"  calls per step cut by {b_one.calls_per_step / max(b_many.calls_per_step, 1e-9):4.2f}x with {n} "
+        f"workers (ideal {n}x); throughput {b_many.steps_per_s / b_one.steps_per_s:4.2f}x"
+    )
 
 
 if __name__ == "__main__":

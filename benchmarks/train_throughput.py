@@ -22,9 +22,15 @@ from qdepth_bench.models.qdepth.tokenizer import HashWordTokenizer
 def synthetic_batch(model: QDepthVLA, size: int) -> Batch:
     c = model.config
     tokens, mask = HashWordTokenizer(c.text.vocab_size - 3, c.max_text_tokens)(["put the bowl on the plate"] * size)
-    return Batch(torch.rand(size, 3, 224, 224) * 2 - 1, torch.from_numpy(tokens), torch.from_numpy(mask),
-                 torch.randn(size, c.state_dim), torch.rand(size, c.chunk_size, c.action_dim) * 2 - 1,
-                 torch.randint(0, c.codebook_size, (size, c.num_image_tokens)), torch.rand(size, 224, 224))
+    return Batch(
+        torch.rand(size, 3, 224, 224) * 2 - 1,
+        torch.from_numpy(tokens),
+        torch.from_numpy(mask),
+        torch.randn(size, c.state_dim),
+        torch.rand(size, c.chunk_size, c.action_dim) * 2 - 1,
+        torch.randint(0, c.codebook_size, (size, c.num_image_tokens)),
+        torch.rand(size, 224, 224),
+    )
 
 
 def main() -> None:
@@ -41,7 +47,11 @@ def main() -> None:
         for variant in ("qdepth", "pi0"):
             torch.manual_seed(0)
             model = QDepthVLA(build_config(size, variant))
-            setups[variant] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4), synthetic_batch(model, args.batch))
+            setups[variant] = (
+                model,
+                torch.optim.AdamW(model.parameters(), lr=1e-4),
+                synthetic_batch(model, args.batch),
+            )
         times: dict[str, list[float]] = {v: [] for v in setups}
         for step in range(args.steps + 1):  # the first step warms up
             for variant, (model, optimizer, batch) in setups.items():
@@ -53,9 +63,11 @@ def main() -> None:
                     times[variant].append(time.perf_counter() - start)
         rates = {v: args.batch / statistics.median(t) for v, t in times.items()}
         params = {v: sum(p.numel() for p in m.parameters()) / 1e6 for v, (m, _, _) in setups.items()}
-        print(f"{size:>7}: qdepth {rates['qdepth']:7.2f} samples/s ({params['qdepth']:.1f}M params) | "
-              f"pi0 {rates['pi0']:7.2f} samples/s ({params['pi0']:.1f}M) | depth branch costs "
-              f"{100 * (rates['pi0'] / rates['qdepth'] - 1):5.1f}% more time per sample")
+        print(
+            f"{size:>7}: qdepth {rates['qdepth']:7.2f} samples/s ({params['qdepth']:.1f}M params) | "
+            f"pi0 {rates['pi0']:7.2f} samples/s ({params['pi0']:.1f}M) | depth branch costs "
+            f"{100 * (rates['pi0'] / rates['qdepth'] - 1):5.1f}% more time per sample"
+        )
 
 
 if __name__ == "__main__":

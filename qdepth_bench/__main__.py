@@ -1,5 +1,5 @@
 """`python -m qdepth_bench` is the same as the `qdepth-bench` command."""
 
-from .cli import main
+from qdepth_bench.cli import main
 
 main()

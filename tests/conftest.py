@@ -42,9 +42,16 @@ def db_rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
-def run_cli_subprocess(*args: str, cwd: Path, timeout: float = 900,
-                       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli_subprocess(
+    *args: str, cwd: Path, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run the installed console script as a user would, in `cwd`, with `env` added to the environment."""
     exe = Path(sys.executable).with_name("qdepth-bench")
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [str(exe), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )

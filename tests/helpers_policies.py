@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qdepth_bench.policy import ObservationBatch, Policy, PolicyRequirements
+from qdepth_bench.core.policy import ObservationBatch, Policy, PolicyRequirements
 
 
 @dataclass

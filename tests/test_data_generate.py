@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import db_rows, run_cli_subprocess
 
 pytestmark = pytest.mark.slow
 
 
 def test_generated_demos_are_successes_from_fresh_initial_states(tmp_path):
-    from qdepth_bench.data.libero_hdf5 import read_episodes
-    from qdepth_bench.registry import make_backend, suite_registry
+    from qdepth_bench.datasets.libero_hdf5 import read_episodes
+    from qdepth_bench.registry.sims import make_backend
+    from qdepth_bench.registry.suites import suite_registry
 
     out = tmp_path / "demos"
-    args = ["data", "generate", "libero_object", "--tasks", "0", "--episodes-per-task", "2", "--out", str(out),
-            "--workers", "2"]
+    args = [
+        "data",
+        "generate",
+        "libero_object",
+        "--tasks",
+        "0",
+        "--episodes-per-task",
+        "2",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+    ]
     result = run_cli_subprocess(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "task 0: 2/2 demonstrations" in result.stdout

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from qdepth_bench.envs import libero_assets
-from qdepth_bench.errors import UserError
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.sims.libero import assets as libero_assets
 
 
 def make_folder(tmp_path, files: dict[str, bytes]):

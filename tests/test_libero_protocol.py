@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from qdepth_bench.registry import suite_registry
+from qdepth_bench.core.imaging import resize_bilinear, rotate
+from qdepth_bench.registry.suites import suite_registry
 
 # From the protocol table (LIBERO section).
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
@@ -45,7 +46,7 @@ def test_long_alias_and_paper_group():
     assert registry.groups["libero"] == ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 
 
-libero = pytest.importorskip("qdepth_bench.envs.libero", reason="the LIBERO stack is not installed")
+libero = pytest.importorskip("qdepth_bench.sims.libero.backend", reason="the LIBERO stack is not installed")
 
 
 def test_quaternion_to_axis_angle():
@@ -58,6 +59,6 @@ def test_quaternion_to_axis_angle():
 def test_image_is_rotated_180_then_resized():
     frame = np.zeros((256, 256, 3), np.uint8)
     frame[:128, :128] = 255  # top-left quadrant
-    out = libero.preprocess_image(frame, 224, 180)
+    out = resize_bilinear(rotate(frame, 180), 224)
     assert out.shape == (224, 224, 3) and out.dtype == np.uint8
     assert out[200, 200].min() == 255 and out[20, 20].max() == 0  # now bottom-right

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import db_rows, run_cli_subprocess
 
 pytestmark = pytest.mark.slow
@@ -21,8 +20,9 @@ SHORT = ["--max-steps", "8"]
 
 
 def episode_rows(db: Path) -> list[tuple]:
-    return db_rows(db, "select run_id, task_id, episode_index, status, steps from episodes "
-                       "order by task_id, episode_index")
+    return db_rows(
+        db, "select run_id, task_id, episode_index, status, steps from episodes order by task_id, episode_index"
+    )
 
 
 def recorded(db: Path) -> int:
@@ -35,8 +35,21 @@ def recorded(db: Path) -> int:
 
 def test_run_twice_records_each_episode_once(tmp_path):
     db = tmp_path / "r.sqlite"
-    args = ["run", "libero_object", "--policy", "random", "--tasks", "0", "--episodes", "2", *SHORT,
-            "--db", str(db), "--video", str(tmp_path / "videos")]
+    args = [
+        "run",
+        "libero_object",
+        "--policy",
+        "random",
+        "--tasks",
+        "0",
+        "--episodes",
+        "2",
+        *SHORT,
+        "--db",
+        str(db),
+        "--video",
+        str(tmp_path / "videos"),
+    ]
     first = run_cli_subprocess(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     rows = episode_rows(db)
@@ -49,8 +62,9 @@ def test_run_twice_records_each_episode_once(tmp_path):
     assert "2 already recorded" in second.stdout
     assert episode_rows(db) == rows
     conn = sqlite3.connect(db)
-    run = conn.execute("select status, standard_protocol, protocol, seed, git_commit, package_versions "
-                       "from runs").fetchall()
+    run = conn.execute(
+        "select status, standard_protocol, protocol, seed, git_commit, package_versions from runs"
+    ).fetchall()
     conn.close()
     assert len(run) == 1
     status, standard, protocol, seed, _, versions = run[0]
@@ -85,8 +99,21 @@ def test_killed_run_resumes_only_missing_episodes(tmp_path):
 
 def test_broken_renderer_is_one_line_naming_doctor_and_records_nothing(tmp_path):
     db = tmp_path / "r.sqlite"
-    result = run_cli_subprocess("run", "libero_object", "--policy", "noop", "--tasks", "0", "--episodes", "1",
-                                *SHORT, "--db", str(db), cwd=tmp_path, env={"MUJOCO_GL": "bogus"})
+    result = run_cli_subprocess(
+        "run",
+        "libero_object",
+        "--policy",
+        "noop",
+        "--tasks",
+        "0",
+        "--episodes",
+        "1",
+        *SHORT,
+        "--db",
+        str(db),
+        cwd=tmp_path,
+        env={"MUJOCO_GL": "bogus"},
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "qdepth-bench doctor" in errors[0] and "MUJOCO_GL=bogus" in errors[0]
@@ -104,14 +131,19 @@ def _libero_reference(backend, policy, task_id: int, init_index: int, seed: int)
     standard hard reset, built fresh, seeded, initial state set, settle steps, chunks executed open-loop."""
     from libero.libero.envs import OffScreenRenderEnv
 
-    from qdepth_bench.envs.libero import preprocess_image, proprio_state
-    from qdepth_bench.policy import EpisodeContext, ObservationBatch
+    from qdepth_bench.core.imaging import resize_bilinear, rotate
+    from qdepth_bench.core.policy import EpisodeContext, ObservationBatch
+    from qdepth_bench.sims.libero.backend import proprio_state
 
     protocol = backend.spec.protocol
     task = backend.suite.get_task(task_id)
     size = int(protocol["render_size"])
-    env = OffScreenRenderEnv(bddl_file_name=str(backend.bddl_root / task.problem_folder / task.bddl_file),
-                             camera_heights=size, camera_widths=size, camera_names=["agentview"])
+    env = OffScreenRenderEnv(
+        bddl_file_name=str(backend.bddl_root / task.problem_folder / task.bddl_file),
+        camera_heights=size,
+        camera_widths=size,
+        camera_names=["agentview"],
+    )
     try:
         env.seed(int(protocol["env_seed"]))
         env.reset()
@@ -122,7 +154,7 @@ def _libero_reference(backend, policy, task_id: int, init_index: int, seed: int)
         policy.reset(EpisodeContext(key, info, seed))
         trajectory = []
         for t in range(STEPS):
-            image = preprocess_image(obs["agentview_image"], 224, int(protocol["image_rotation_deg"]))[None]
+            image = resize_bilinear(rotate(obs["agentview_image"], int(protocol["image_rotation_deg"])), 224)[None]
             state = proprio_state(obs)[None]
             trajectory.append((image, state, env.sim.get_state().flatten()))
             if t % 4 == 0:
@@ -134,14 +166,14 @@ def _libero_reference(backend, policy, task_id: int, init_index: int, seed: int)
 
 
 def _harness_episode(env, policy, episode, seed: int) -> list[tuple]:
-    from qdepth_bench.policy import EpisodeContext
+    from qdepth_bench.core.policy import EpisodeContext
 
     batch = env.reset(episode)
     key = f"reference/{episode.task_id}/{episode.episode_index}"
     policy.reset(EpisodeContext(key, env.task, seed))
     trajectory = []
     for t in range(STEPS):
-        trajectory.append((batch.images["main"], batch.state, env.env.sim.get_state().flatten()))
+        trajectory.append((batch.images["main"], batch.state, env.sim_env.sim.get_state().flatten()))
         if t % 4 == 0:
             batch.keys = [key]
             chunk = policy.act(batch)[0]
@@ -153,7 +185,9 @@ def test_episodes_follow_libero_hard_reset_trajectories_bit_for_bit():
     """The harness reuses one env per task; every episode, the first and those after others, must follow
     the trajectory LIBERO's own hard reset of a fresh env gives: images, proprio and the whole MuJoCo state
     at every step, under the shipped (deterministic given its seed) qdepth policy."""
-    from qdepth_bench.registry import make_backend, make_policy, suite_registry
+    from qdepth_bench.registry.policies import make_policy
+    from qdepth_bench.registry.sims import make_backend
+    from qdepth_bench.registry.suites import suite_registry
 
     backend = make_backend(suite_registry().suites["libero_object"])
     policy = make_policy("qdepth")
@@ -168,8 +202,9 @@ def test_episodes_follow_libero_hard_reset_trajectories_bit_for_bit():
                 ours = _harness_episode(env, policy, episodes[i], 100 + i)
                 for t, (got, want) in enumerate(zip(ours, references[i], strict=True)):
                     for name, a, b in zip(("image", "state", "simulator state"), got, want, strict=True):
-                        assert a.dtype == b.dtype and np.array_equal(a, b), \
+                        assert a.dtype == b.dtype and np.array_equal(a, b), (
                             f"task {task_id} state {i}: {name} differs at step {t}"
+                        )
         finally:
             env.close()
 
@@ -177,12 +212,25 @@ def test_episodes_follow_libero_hard_reset_trajectories_bit_for_bit():
 def test_policy_receives_the_simulators_float64_state(tmp_path):
     """Proprio crosses the worker boundary in the simulator's dtype; the checking policy errors otherwise."""
     db = tmp_path / "r.sqlite"
-    result = run_cli_subprocess("run", "libero_object", "--policy", "helpers_policies:StateDtypePolicy",
-                                "--tasks", "0", "--episodes", "1", "--workers", "1", *SHORT, "--db", str(db),
-                                cwd=tmp_path, env={"PYTHONPATH": str(Path(__file__).parent)})
+    result = run_cli_subprocess(
+        "run",
+        "libero_object",
+        "--policy",
+        "helpers_policies:StateDtypePolicy",
+        "--tasks",
+        "0",
+        "--episodes",
+        "1",
+        "--workers",
+        "1",
+        *SHORT,
+        "--db",
+        str(db),
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).parent)},
+    )
     assert result.returncode == 0, result.stderr
-    assert db_rows(db, "select status, error, policy_calls, actions_per_call from episodes") == [
-        ("failure", "", 8, 1)]
+    assert db_rows(db, "select status, error, policy_calls, actions_per_call from episodes") == [("failure", "", 8, 1)]
 
 
 def test_one_or_two_workers_in_any_order_record_identical_episodes(tmp_path):
@@ -190,8 +238,11 @@ def test_one_or_two_workers_in_any_order_record_identical_episodes(tmp_path):
     of workers, which worker ran it, or which episodes ran before it in the same env."""
     common = ["--policy", "qdepth", "--episodes", "2", "--max-steps", "40"]
     one, two = tmp_path / "one.sqlite", tmp_path / "two.sqlite"
-    runs = [(one, ["--tasks", "0,3", "--workers", "1"]), (two, ["--tasks", "3", "--workers", "2"]),
-            (two, ["--tasks", "0", "--workers", "2"])]
+    runs = [
+        (one, ["--tasks", "0,3", "--workers", "1"]),
+        (two, ["--tasks", "3", "--workers", "2"]),
+        (two, ["--tasks", "0", "--workers", "2"]),
+    ]
     for db, args in runs:
         result = run_cli_subprocess("run", "libero_object", *common, *args, "--db", str(db), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
@@ -202,17 +253,19 @@ def test_one_or_two_workers_in_any_order_record_identical_episodes(tmp_path):
 
 
 def test_env_state_is_the_simulators_proprio():
-    from qdepth_bench.envs.libero import quat_to_axis_angle
-    from qdepth_bench.policy import PolicyRequirements
-    from qdepth_bench.registry import make_backend, suite_registry
+    from qdepth_bench.core.policy import PolicyRequirements
+    from qdepth_bench.registry.sims import make_backend
+    from qdepth_bench.registry.suites import suite_registry
+    from qdepth_bench.sims.libero.backend import quat_to_axis_angle
 
     backend = make_backend(suite_registry().suites["libero_object"])
     env = backend.make_env(0, PolicyRequirements())
     try:
         batch = env.reset(backend.episodes([0], 1, 7)[0])
         raw = env.raw_observation
-        expected = np.concatenate([raw["robot0_eef_pos"], quat_to_axis_angle(raw["robot0_eef_quat"]),
-                                   raw["robot0_gripper_qpos"]])
+        expected = np.concatenate(
+            [raw["robot0_eef_pos"], quat_to_axis_angle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"]]
+        )
         assert batch.state.dtype == np.float64 and np.array_equal(batch.state[0], expected)
     finally:
         env.close()
@@ -220,7 +273,7 @@ def test_env_state_is_the_simulators_proprio():
 
 def test_corrupt_asset_is_one_line_naming_doctor(tmp_path):
     """An asset folder with one damaged file (a truncated object model) stops the run before any episode."""
-    from qdepth_bench.envs import libero_assets
+    from qdepth_bench.sims.libero import assets as libero_assets
 
     source, _ = libero_assets.find_assets()
     if source is None:
@@ -234,9 +287,21 @@ def test_corrupt_asset_is_one_line_naming_doctor(tmp_path):
         else:
             (farm / rel).symlink_to(source / rel)
     db = tmp_path / "r.sqlite"
-    result = run_cli_subprocess("run", "libero_object", "--policy", "noop", "--tasks", "0", "--episodes", "1",
-                                *SHORT, "--db", str(db), cwd=tmp_path,
-                                env={libero_assets.ASSETS_ENV: str(farm)})
+    result = run_cli_subprocess(
+        "run",
+        "libero_object",
+        "--policy",
+        "noop",
+        "--tasks",
+        "0",
+        "--episodes",
+        "1",
+        *SHORT,
+        "--db",
+        str(db),
+        cwd=tmp_path,
+        env={libero_assets.ASSETS_ENV: str(farm)},
+    )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "qdepth-bench doctor" in errors[0], result.stderr

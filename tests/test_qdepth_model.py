@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from qdepth_bench.errors import UserError
-from qdepth_bench.models.qdepth.checkpoint import (NormStats, load_checkpoint, model_with_backbone,
-                                                   save_checkpoint)
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.models.qdepth.checkpoint import NormStats, load_checkpoint, model_with_backbone, save_checkpoint
 from qdepth_bench.models.qdepth.config import VARIANTS, build_config
 from qdepth_bench.models.qdepth.mask import block_mask, positions
 from qdepth_bench.models.qdepth.model import Batch, QDepthVLA, paligemma_config
@@ -29,10 +28,13 @@ def spans(lengths):
     return out
 
 
-@pytest.mark.parametrize("kind,expected", [
-    ("hybrid", {"P": "P", "D": "PD", "S": "PS", "A": "PDSA"}),
-    ("causal", {"P": "P", "D": "PD", "S": "PDS", "A": "PDSA"}),
-])
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        ("hybrid", {"P": "P", "D": "PD", "S": "PS", "A": "PDSA"}),
+        ("causal", {"P": "P", "D": "PD", "S": "PDS", "A": "PDSA"}),
+    ],
+)
 def test_mask_blocks(kind, expected):
     mask = block_mask(kind, LENGTHS)[0]
     s = spans(LENGTHS)
@@ -60,11 +62,15 @@ def tiny_batch(config, batch_size: int = 2, seed: int = 0) -> Batch:
     tokenizer = HashWordTokenizer(config.text.vocab_size - 3, config.max_text_tokens)
     ids, mask = tokenizer(["put the bowl on the plate", "pick up the ketchup and place it in the basket"][:batch_size])
     size = config.vision.image_size
-    return Batch(images=torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1, tokens=torch.from_numpy(ids),
-                 token_mask=torch.from_numpy(mask), state=torch.randn(batch_size, config.state_dim, generator=g),
-                 actions=torch.rand(batch_size, config.chunk_size, config.action_dim, generator=g) * 2 - 1,
-                 depth_codes=torch.randint(0, config.codebook_size, (batch_size, config.num_image_tokens), generator=g),
-                 depth=torch.rand(batch_size, size, size, generator=g))
+    return Batch(
+        images=torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,
+        tokens=torch.from_numpy(ids),
+        token_mask=torch.from_numpy(mask),
+        state=torch.randn(batch_size, config.state_dim, generator=g),
+        actions=torch.rand(batch_size, config.chunk_size, config.action_dim, generator=g) * 2 - 1,
+        depth_codes=torch.randint(0, config.codebook_size, (batch_size, config.num_image_tokens), generator=g),
+        depth=torch.rand(batch_size, size, size, generator=g),
+    )
 
 
 @pytest.mark.parametrize("kind", ["hybrid", "causal"])
@@ -73,12 +79,17 @@ def test_gradients_respect_the_mask(kind):
     torch.manual_seed(0)
     model = QDepthVLA(build_config("tiny", "qdepth" if kind == "hybrid" else "qdepth-causal"))
     c = model.config
-    hidden = {"P": torch.randn(1, 4, c.text.hidden_size, requires_grad=True),
-              "D": torch.randn(1, 3, c.depth_expert.hidden_size, requires_grad=True),
-              "SA": torch.randn(1, 1 + c.chunk_size, c.action_expert.hidden_size, requires_grad=True)}
+    hidden = {
+        "P": torch.randn(1, 4, c.text.hidden_size, requires_grad=True),
+        "D": torch.randn(1, 3, c.depth_expert.hidden_size, requires_grad=True),
+        "SA": torch.randn(1, 1 + c.chunk_size, c.action_expert.hidden_size, requires_grad=True),
+    }
     lengths = {"P": 4, "D": 3, "S": 1, "A": c.chunk_size}
-    streams = [Stream(0, hidden["P"]), Stream(model.depth_expert_index, hidden["D"]),
-               Stream(model.action_expert_index, hidden["SA"])]
+    streams = [
+        Stream(0, hidden["P"]),
+        Stream(model.depth_expert_index, hidden["D"]),
+        Stream(model.action_expert_index, hidden["SA"]),
+    ]
     valid = torch.ones(1, 4, dtype=torch.bool)
     outputs, _ = model.mot(streams, positions(lengths, valid), block_mask(kind, lengths, valid))
     p_out, d_out, sa_out = outputs
@@ -165,8 +176,8 @@ def test_full_size_builds_on_meta_with_paper_sized_experts():
 
 
 def test_checkpoint_round_trip_and_policy(tmp_path):
-    from qdepth_bench.policy import EpisodeContext, ObservationBatch, TaskInfo
-    from qdepth_bench.registry import make_policy
+    from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, TaskInfo
+    from qdepth_bench.registry.policies import make_policy
 
     torch.manual_seed(0)
     model = QDepthVLA(build_config("tiny"))
@@ -184,8 +195,12 @@ def test_checkpoint_round_trip_and_policy(tmp_path):
     for i, key in enumerate(keys):
         policy.reset(EpisodeContext(key, task, seed=100 + i))
     rng = np.random.default_rng(0)
-    obs = ObservationBatch(keys, {"main": rng.integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)},
-                           rng.normal(size=(2, 8)), ["pick up the soup"] * 2)
+    obs = ObservationBatch(
+        keys,
+        {"main": rng.integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)},
+        rng.normal(size=(2, 8)),
+        ["pick up the soup"] * 2,
+    )
     chunk = policy.act(obs)
     assert chunk.shape == (2, 4, 7) and chunk.dtype == np.float32
     # per-episode noise and row-by-row inference: a row's actions are bit-identical whatever its batch-mates
@@ -221,19 +236,27 @@ def test_backbone_folder_loads_paligemma_weights_and_tokenizer(tmp_path):
     words = ["<pad>", "<bos>", "<eos>", "<unk>", "pick", "up", "the", "soup", "\n"]
     raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                            unk_token="<unk>").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=raw, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    ).save_pretrained(folder)
     model = model_with_backbone(folder, action_expert=config.action_expert, depth_expert=config.depth_expert)
     assert model.config.tokenizer == "folder" and model.config.text.hidden_size == config.text.hidden_size
     torch.testing.assert_close(model.embed_tokens.weight, pali.model.language_model.embed_tokens.weight)
-    torch.testing.assert_close(model.mot.experts[0][0].self_attn.q_proj.weight,
-                               pali.model.language_model.layers[0].self_attn.q_proj.weight)
+    torch.testing.assert_close(
+        model.mot.experts[0][0].self_attn.q_proj.weight, pali.model.language_model.layers[0].self_attn.q_proj.weight
+    )
     from qdepth_bench.models.qdepth.checkpoint import make_tokenizer
 
     ids, mask = make_tokenizer(model.config, folder)(["pick up the soup"])
     assert ids.shape == (1, 20) and mask.sum() >= 4
-    saved = save_checkpoint(tmp_path / "ckpt", model.config, model.state_dict(), NormStats.identity(8, 7), "qdepth",
-                            tokenizer=make_tokenizer(model.config, folder))
+    saved = save_checkpoint(
+        tmp_path / "ckpt",
+        model.config,
+        model.state_dict(),
+        NormStats.identity(8, 7),
+        "qdepth",
+        tokenizer=make_tokenizer(model.config, folder),
+    )
     assert json.loads((saved / "config.json").read_text())["model"]["tokenizer"] == "folder"
     assert load_checkpoint(saved).tokenizer(["pick up the soup"])[0].tolist() == ids.tolist()
 
@@ -242,16 +265,31 @@ def test_backbone_folder_loads_paligemma_weights_and_tokenizer(tmp_path):
 @pytest.mark.parametrize("policy", ["qdepth", "pi0"])
 def test_shipped_checkpoint_is_the_default_and_says_so(tmp_path, policy):
     """The README's main command: `run libero_object --policy qdepth` with no checkpoint loads the small model
-    that ships in policies/checkpoints/, announces it, and records its weights' hash with the run."""
+    that ships in content/policies/checkpoints/, announces it, and records its weights' hash with the run."""
     from conftest import db_rows, run_cli_subprocess
 
-    from qdepth_bench.content import builtin_root
+    from qdepth_bench.registry.content import builtin_root
 
     shipped = load_checkpoint(builtin_root() / "policies" / "checkpoints" / f"{policy}-tiny-libero-object")
     assert shipped.variant == policy and shipped.model.config.size == "tiny"
     db = tmp_path / "r.sqlite"
-    result = run_cli_subprocess("run", "libero_object", "--policy", policy, "--tasks", "0", "--episodes", "1",
-                                "--max-steps", "8", "--workers", "1", "--db", str(db), cwd=tmp_path)
+    result = run_cli_subprocess(
+        "run",
+        "libero_object",
+        "--policy",
+        policy,
+        "--tasks",
+        "0",
+        "--episodes",
+        "1",
+        "--max-steps",
+        "8",
+        "--workers",
+        "1",
+        "--db",
+        str(db),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "not the paper's weights; pass --checkpoint FOLDER" in result.stderr
     assert db_rows(db, "select policy_checkpoint_hash from runs") == [(shipped.weights_hash,)]

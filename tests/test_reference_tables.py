@@ -7,22 +7,30 @@ import io
 
 import pytest
 
-# Typed from the paper's tables, independently of results/reference/*.csv.
+# Typed from the paper's tables, independently of content/reference/*.csv.
 TABLE2_QDEPTH = {"single-view": [86.0, 88.8, 94.0, 72.6, 85.4], "multi-view": [97.6, 96.6, 95.2, 90.0, 94.9]}
 TABLE3 = {
-    "RT-2-X": [78.7, 71.9, 25.0, None, 60.7], "Octo-Base": [17.0, 4.2, 22.7, None, 16.8],
-    "OpenVLA": [16.3, 46.2, 35.6, None, 27.7], "RoboVLM finetuned": [77.3, 61.7, 43.5, None, 63.4],
-    "SpatialVLA finetuned": [86.0, 77.9, 57.4, None, 75.1], "Open π0": [97.5, 87.1, 68.0, 32.9, 71.4],
+    "RT-2-X": [78.7, 71.9, 25.0, None, 60.7],
+    "Octo-Base": [17.0, 4.2, 22.7, None, 16.8],
+    "OpenVLA": [16.3, 46.2, 35.6, None, 27.7],
+    "RoboVLM finetuned": [77.3, 61.7, 43.5, None, 63.4],
+    "SpatialVLA finetuned": [86.0, 77.9, 57.4, None, 75.1],
+    "Open π0": [97.5, 87.1, 68.0, 32.9, 71.4],
     "QDepth-VLA (ours)": [98.3, 81.4, 58.0, 62.6, 75.1],
 }
 TABLE4 = {
-    "Octo-Base": [8.3, 43.1, 12.5, 0.0, 16.0], "OpenVLA": [0.0, 4.1, 0.0, 0.0, 1.0],
-    "RoboVLM finetuned": [25.0, 58.3, 29.2, 12.5, 31.3], "SpatialVLA finetuned": [25.0, 100.0, 16.7, 29.2, 42.7],
-    "Open π0": [61.3, 89.6, 73.7, 15.8, 60.0], "QDepth-VLA (ours)": [57.5, 95.0, 82.0, 39.6, 68.5],
+    "Octo-Base": [8.3, 43.1, 12.5, 0.0, 16.0],
+    "OpenVLA": [0.0, 4.1, 0.0, 0.0, 1.0],
+    "RoboVLM finetuned": [25.0, 58.3, 29.2, 12.5, 31.3],
+    "SpatialVLA finetuned": [25.0, 100.0, 16.7, 29.2, 42.7],
+    "Open π0": [61.3, 89.6, 73.7, 15.8, 60.0],
+    "QDepth-VLA (ours)": [57.5, 95.0, 82.0, 39.6, 68.5],
 }
 TABLE6 = {
-    "QDepth-VLA (full)": [57.5, 95.0, 82.0, 39.6, 68.5], "w/o Depth Loss": [47.9, 82.5, 89.2, 42.9, 65.6],
-    "w/o Depth Expert": [61.3, 89.6, 73.7, 15.8, 60.0], "w/o Pixel Prediction": [54.6, 80.4, 82.0, 41.3, 64.6],
+    "QDepth-VLA (full)": [57.5, 95.0, 82.0, 39.6, 68.5],
+    "w/o Depth Loss": [47.9, 82.5, 89.2, 42.9, 65.6],
+    "w/o Depth Expert": [61.3, 89.6, 73.7, 15.8, 60.0],
+    "w/o Pixel Prediction": [54.6, 80.4, 82.0, 41.3, 64.6],
     "w/o Hybrid Attn": [41.7, 89.6, 78.8, 42.0, 63.0],
 }
 
@@ -45,8 +53,7 @@ def test_libero_reference_csv_parses_back(cli):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     for setting, expected in TABLE2_QDEPTH.items():
-        got = [float(r["success_rate"]) for r in rows
-               if r["method"] == "QDepth-VLA (ours)" and r["setting"] == setting]
+        got = [float(r["success_rate"]) for r in rows if r["method"] == "QDepth-VLA (ours)" and r["setting"] == setting]
         assert got == expected
     assert {r["kind"] for r in rows} == {"published"}
 

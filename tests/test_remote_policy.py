@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import db_rows, run_cli_subprocess
-from qdepth_bench.errors import UserError
+
+from qdepth_bench.core.errors import UserError
 from qdepth_bench.remote.wire import pack, unpack
 
 
@@ -33,9 +33,14 @@ def server(tmp_path):
     def start(*args: str) -> int:
         port = free_port()
         exe = Path(sys.executable).with_name("qdepth-bench")
-        proc = subprocess.Popen([str(exe), "serve", "--port", str(port), *args], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "COLUMNS": "200"})
+        proc = subprocess.Popen(
+            [str(exe), "serve", "--port", str(port), *args],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
         procs.append(proc)
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -56,9 +61,12 @@ def server(tmp_path):
 
 def openpi_obs(size: int = 224) -> dict:
     rng = np.random.default_rng(0)
-    return {"observation/image": rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
-            "observation/wrist_image": rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
-            "observation/state": rng.normal(size=8).astype(np.float32), "prompt": "pick up the soup"}
+    return {
+        "observation/image": rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
+        "observation/wrist_image": rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
+        "observation/state": rng.normal(size=8).astype(np.float32),
+        "prompt": "pick up the soup",
+    }
 
 
 def test_wire_round_trip_and_refuses_object_arrays():
@@ -73,6 +81,7 @@ def test_wire_round_trip_and_refuses_object_arrays():
 def test_openpi_client_gets_chunks_and_bad_requests_do_not_stop_the_server(server):
     pytest.importorskip("openpi_client")
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
+    from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
     port = server("--policy", "random", "--max-request-mb", "2")
@@ -97,7 +106,7 @@ def test_openpi_client_gets_chunks_and_bad_requests_do_not_stop_the_server(serve
     with connect(f"ws://127.0.0.1:{port}", max_size=None) as ws:  # a request over --max-request-mb
         ws.recv()
         ws.send(b"\x00" * (3 << 20))
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):  # the server closes the connection (1009, message too big)
             ws.recv(timeout=10)
     other = WebsocketClientPolicy(host="127.0.0.1", port=port)
     assert other.infer(openpi_obs())["actions"].shape == (5, 7)
@@ -105,13 +114,29 @@ def test_openpi_client_gets_chunks_and_bad_requests_do_not_stop_the_server(serve
 
 @pytest.mark.slow
 def test_libero_episode_through_the_remote_policy_records_the_served_identity(server, tmp_path):
-    from qdepth_bench.registry import make_policy
+    from qdepth_bench.registry.policies import make_policy
 
     port = server("--policy", "random")
     db = tmp_path / "r.sqlite"
-    result = run_cli_subprocess("run", "libero_object", "--policy", "remote", "--policy-arg",
-                                f"url=ws://127.0.0.1:{port}", "--tasks", "0", "--episodes", "2", "--max-steps", "10",
-                                "--workers", "2", "--db", str(db), cwd=tmp_path)
+    result = run_cli_subprocess(
+        "run",
+        "libero_object",
+        "--policy",
+        "remote",
+        "--policy-arg",
+        f"url=ws://127.0.0.1:{port}",
+        "--tasks",
+        "0",
+        "--episodes",
+        "2",
+        "--max-steps",
+        "10",
+        "--workers",
+        "2",
+        "--db",
+        str(db),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     local = make_policy("random").identity()
     runs = db_rows(db, "select policy_name, policy_config_hash, policy_checkpoint_hash from runs")
@@ -120,13 +145,29 @@ def test_libero_episode_through_the_remote_policy_records_the_served_identity(se
     assert len(rows) == 2 and all(status in ("success", "failure") for status, _ in rows)
     # the same episodes run locally give the same outcomes: the served policy is the same policy
     local_db = tmp_path / "local.sqlite"
-    assert run_cli_subprocess("run", "libero_object", "--policy", "random", "--tasks", "0", "--episodes", "2",
-                              "--max-steps", "10", "--db", str(local_db), cwd=tmp_path).returncode == 0
+    assert (
+        run_cli_subprocess(
+            "run",
+            "libero_object",
+            "--policy",
+            "random",
+            "--tasks",
+            "0",
+            "--episodes",
+            "2",
+            "--max-steps",
+            "10",
+            "--db",
+            str(local_db),
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     assert db_rows(local_db, "select status, steps from episodes order by episode_index") == rows
 
 
 def test_unreachable_server_is_one_line():
-    from qdepth_bench.registry import make_policy
+    from qdepth_bench.registry.policies import make_policy
 
     with pytest.raises(UserError, match="cannot reach a policy server at ws://127.0.0.1:"):
         make_policy("remote", {"url": f"ws://127.0.0.1:{free_port()}", "timeout_s": "5"})

@@ -12,8 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import db_rows, run_cli_subprocess
+
+from qdepth_bench.registry.content import builtin_root
 
 SHORT = ["--tasks", "0,1", "--episodes", "2", "--max-steps", "10"]
 
@@ -48,8 +49,12 @@ def test_every_format_agrees_with_the_episodes_table(runs_db):
     for record in ours:
         run_ids = tuple(re.findall(r"[0-9a-f]{12}", record["run_ids"]))
         task_filter = "" if record["task"] == "" else f" and task_id = {int(record['task'])}"
-        (n, k), = db_rows(runs_db, "select sum(status != 'error'), sum(status = 'success') from episodes "
-                                   f"where run_id in ({','.join('?' * len(run_ids))}){task_filter}", run_ids)
+        ((n, k),) = db_rows(
+            runs_db,
+            "select sum(status != 'error'), sum(status = 'success') from episodes "
+            f"where run_id in ({','.join('?' * len(run_ids))}){task_filter}",
+            run_ids,
+        )
         assert int(record["n"]) == n and int(record["successes"]) == k
         rate = f"{100 * k / n:.1f}"
         assert float(record["success_rate"]) == pytest.approx(100 * k / n, abs=1e-3)
@@ -82,12 +87,16 @@ def test_html_leaderboard_opens_in_headless_chromium(runs_db, tmp_path):
     page = tmp_path / "leaderboard.html"
     cli_out(runs_db, "leaderboard", "--format", "html", "--out", str(page))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     assert '<tr class="ours">' in dom and '<tr class="published">' in dom and ">noop †<" in dom
     shot = tmp_path / "leaderboard.png"
-    subprocess.run([chromium, *flags, "--window-size=1400,1800", f"--screenshot={shot}", page.as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [chromium, *flags, "--window-size=1400,1800", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"leaderboard screenshot: {shot}")
 
@@ -98,9 +107,11 @@ def test_partial_suite_cells_say_what_they_cover_in_every_format(runs_db):
     mark = "2/10 tasks, 2/50 trials"
     records = list(csv.DictReader(io.StringIO(cli_out(runs_db, "table", "libero_object", "--format", "csv"))))
     suite_cells = [r for r in records if r["kind"] == "ours" and r["task"] == ""]
-    assert suite_cells and all((r["tasks_covered"], r["tasks_total"], r["trials_per_task"],
-                                r["protocol_trials_per_task"], r["complete"]) == ("2", "10", "2", "50", "False")
-                               for r in suite_cells)
+    assert suite_cells and all(
+        (r["tasks_covered"], r["tasks_total"], r["trials_per_task"], r["protocol_trials_per_task"], r["complete"])
+        == ("2", "10", "2", "50", "False")
+        for r in suite_cells
+    )
     task_cells = [r for r in records if r["kind"] == "ours" and r["task"] == "0"]
     assert task_cells and all(r["complete"] == "False" and r["tasks_covered"] == "1" for r in task_cells)
     published = [r for r in records if r["kind"] == "published"]
@@ -128,22 +139,27 @@ def test_a_full_run_of_a_toy_suite_has_no_mark(tmp_path):
     """A one-task LIBERO suite of 2 trials, run in full: its cells cover the protocol and carry no mark."""
     import yaml
 
-    family = yaml.safe_load((Path(__file__).parents[1] / "suites" / "libero.yaml").read_text())
-    family.update(family="toy", groups={}, suites={"libero_toy": {"benchmark": "libero_object", "n_tasks": 1,
-                                                                  "label": "Toy", "max_steps": 5}})
+    family = yaml.safe_load((builtin_root() / "suites" / "libero.yaml").read_text())
+    family.update(
+        family="toy",
+        groups={},
+        suites={"libero_toy": {"benchmark": "libero_object", "n_tasks": 1, "label": "Toy", "max_steps": 5}},
+    )
     family["protocol"]["trials_per_task"] = 2
     content = tmp_path / "content"
     (content / "suites").mkdir(parents=True)
     (content / "suites" / "toy.yaml").write_text(yaml.safe_dump(family))
     db, env = tmp_path / "toy.sqlite", {"QDEPTH_BENCH_CONTENT": str(content)}
-    result = run_cli_subprocess("run", "libero_toy", "--policy", "noop", "--workers", "1", "--db", str(db),
-                                cwd=tmp_path, env=env)
+    result = run_cli_subprocess(
+        "run", "libero_toy", "--policy", "noop", "--workers", "1", "--db", str(db), cwd=tmp_path, env=env
+    )
     assert result.returncode == 0, result.stderr
     result = run_cli_subprocess("table", "libero_toy", "--format", "csv", "--db", str(db), cwd=tmp_path, env=env)
     ours = [r for r in csv.DictReader(io.StringIO(result.stdout)) if r["kind"] == "ours"]
     assert ours and all(r["complete"] == "True" and r["trials_per_task"] == "2" for r in ours)
-    markdown = run_cli_subprocess("table", "libero_toy", "--format", "markdown", "--db", str(db), cwd=tmp_path,
-                                  env=env).stdout
+    markdown = run_cli_subprocess(
+        "table", "libero_toy", "--format", "markdown", "--db", str(db), cwd=tmp_path, env=env
+    ).stdout
     assert "trials" not in markdown and "tasks," not in markdown and "not a suite score" not in markdown
 
 
@@ -177,9 +193,18 @@ def test_ablation_from_real_runs_has_paired_tests(runs_db, tmp_path):
         "id: toy\ntitle: toy ablation\nsuite: libero_object\ncolumns: {T0: '0', T1: '1'}\n"
         "components: [Motion]\nfull: random\nvariants:\n"
         "  - {policy: random, label: random (full), removes: []}\n"
-        "  - {policy: noop, label: no motion, removes: [Motion]}\n")
-    result = run_cli_subprocess("ablation", "toy", "--format", "csv", "--db", str(runs_db), cwd=tmp_path,
-                                env={"QDEPTH_BENCH_CONTENT": str(content)})
+        "  - {policy: noop, label: no motion, removes: [Motion]}\n"
+    )
+    result = run_cli_subprocess(
+        "ablation",
+        "toy",
+        "--format",
+        "csv",
+        "--db",
+        str(runs_db),
+        cwd=tmp_path,
+        env={"QDEPTH_BENCH_CONTENT": str(content)},
+    )
     assert result.returncode == 0, result.stderr
     rows = {r["variant"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
     assert set(rows) == {"random (full)", "no motion"}
@@ -191,8 +216,9 @@ def test_ablation_from_real_runs_has_paired_tests(runs_db, tmp_path):
 @pytest.mark.slow
 def test_success_figure_is_written(runs_db, tmp_path):
     out = tmp_path / "fig" / "success.png"
-    result = run_cli_subprocess("figure", "success", "libero_object", "--out", str(out), "--db", str(runs_db),
-                                cwd=tmp_path)
+    result = run_cli_subprocess(
+        "figure", "success", "libero_object", "--out", str(out), "--db", str(runs_db), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -217,26 +243,33 @@ def test_empty_and_unknown_inputs_say_so(tmp_path):
 def test_measured_tiny_ablation_comes_from_the_shipped_checkpoints(tmp_path):
     """results/measured/libero-object-tiny.sqlite holds the evaluation behind the README's numbers: every
     episode of the standard protocol on the trained tasks, by exactly the checkpoints that ship."""
-    from qdepth_bench.content import builtin_root
     from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
-    from qdepth_bench.registry import suite_registry
+    from qdepth_bench.registry.suites import suite_registry
 
     root = builtin_root()
-    db = root / "results" / "measured" / "libero-object-tiny.sqlite"
+    db = Path(__file__).parents[1] / "results" / "measured" / "libero-object-tiny.sqlite"
     copy = tmp_path / db.name  # rendering loads reference rows into the database: leave the committed file alone
     shutil.copy(db, copy)
     for policy in ("qdepth",):  # pi0 is still to be re-measured under LIBERO protocol version 2
         shipped = load_checkpoint(root / "policies" / "checkpoints" / f"{policy}-tiny-libero-object")
-        runs = db_rows(copy, "select run_id, policy_checkpoint_hash, standard_protocol, policy_config, command, "
-                             "protocol_hash from runs where policy_name = ?", (policy,))
+        runs = db_rows(
+            copy,
+            "select run_id, policy_checkpoint_hash, standard_protocol, policy_config, command, "
+            "protocol_hash from runs where policy_name = ?",
+            (policy,),
+        )
         assert [(h, std) for _, h, std, _, _, _ in runs] == [(shipped.weights_hash, 1)]
         # recorded under the current LIBERO loop: a protocol version bump makes these numbers stale
         assert runs[0][5] == suite_registry().suites["libero_object"].protocol_hash()
         config, command = json.loads(runs[0][3]), runs[0][4]
         # reproducible: each row ran through the model on its own (or one env worker sent one row per call)
         assert config.get("batch_invariant") is True or "--workers 1" in command, (config, command)
-        counts = db_rows(copy, "select task_id, count(*), min(episode_index), max(episode_index) from episodes "
-                               "where run_id = ? and status in ('success', 'failure') group by task_id", (runs[0][0],))
+        counts = db_rows(
+            copy,
+            "select task_id, count(*), min(episode_index), max(episode_index) from episodes "
+            "where run_id = ? and status in ('success', 'failure') group by task_id",
+            (runs[0][0],),
+        )
         assert counts == [(0, 50, 0, 49), (3, 50, 0, 49)]
     result = run_cli_subprocess("ablation", "libero-object-tiny", "--format", "csv", "--db", str(copy), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -12,15 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import db_rows, run_cli_subprocess
-from qdepth_bench.policy import ObservationBatch
-from qdepth_bench.rollout.pool import renderer_threads
+
+from qdepth_bench.core.policy import ObservationBatch
+from qdepth_bench.eval.pool import renderer_threads
 
 
 def outcome_rows(db: Path) -> list[tuple]:
-    return db_rows(db, "select task_id, episode_index, seed, status, steps, attempts, error from episodes "
-                       "order by task_id, episode_index")
+    return db_rows(
+        db,
+        "select task_id, episode_index, seed, status, steps, attempts, error from episodes "
+        "order by task_id, episode_index",
+    )
 
 
 def run_status(db: Path) -> str:
@@ -43,8 +46,14 @@ def env_workers(parent: int) -> list[int]:
 
 def start_run(args: list[str], cwd: Path) -> subprocess.Popen:
     exe = Path(sys.executable).with_name("qdepth-bench")
-    return subprocess.Popen([str(exe), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+    return subprocess.Popen(
+        [str(exe), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def wait_for_workers(proc: subprocess.Popen, n: int, settle_s: float) -> list[int]:
@@ -61,8 +70,13 @@ def wait_for_workers(proc: subprocess.Popen, n: int, settle_s: float) -> list[in
 
 def test_concat_stacks_rows_in_order():
     def one(key: str, value: int) -> ObservationBatch:
-        return ObservationBatch([key], {"main": np.full((1, 2, 2, 3), value, np.uint8)}, np.full((1, 8), value),
-                                [f"do {key}"], privileged=[{"k": key}])
+        return ObservationBatch(
+            [key],
+            {"main": np.full((1, 2, 2, 3), value, np.uint8)},
+            np.full((1, 8), value),
+            [f"do {key}"],
+            privileged=[{"k": key}],
+        )
 
     batch = ObservationBatch.concat([one("a", 1), one("b", 2), one("c", 3)])
     assert batch.keys == ["a", "b", "c"] and batch.instructions == ["do a", "do b", "do c"]
@@ -88,8 +102,22 @@ def test_one_and_two_workers_record_the_same_episodes(tmp_path):
     rows = {}
     for workers in (1, 2):
         db = tmp_path / f"w{workers}.sqlite"
-        result = run_cli_subprocess("run", "libero_object", "--policy", "random", "--tasks", "0,1", "--episodes", "2",
-                                    *SHORT, "--workers", str(workers), "--db", str(db), cwd=tmp_path)
+        result = run_cli_subprocess(
+            "run",
+            "libero_object",
+            "--policy",
+            "random",
+            "--tasks",
+            "0,1",
+            "--episodes",
+            "2",
+            *SHORT,
+            "--workers",
+            str(workers),
+            "--db",
+            str(db),
+            cwd=tmp_path,
+        )
         assert result.returncode == 0, result.stderr
         rows[workers] = outcome_rows(db)
     assert len(rows[1]) == 4 and rows[1] == rows[2]
@@ -98,8 +126,25 @@ def test_one_and_two_workers_record_the_same_episodes(tmp_path):
 @pytest.mark.slow
 def test_killed_worker_is_recorded_and_the_run_completes(tmp_path):
     db = tmp_path / "r.sqlite"
-    proc = start_run(["run", "libero_object", "--policy", "noop", "--tasks", "0", "--episodes", "2",
-                      "--max-steps", "60", "--workers", "1", "--db", str(db)], tmp_path)
+    proc = start_run(
+        [
+            "run",
+            "libero_object",
+            "--policy",
+            "noop",
+            "--tasks",
+            "0",
+            "--episodes",
+            "2",
+            "--max-steps",
+            "60",
+            "--workers",
+            "1",
+            "--db",
+            str(db),
+        ],
+        tmp_path,
+    )
     pids = wait_for_workers(proc, 1, settle_s=8)
     os.kill(pids[0], signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=600)
@@ -117,8 +162,27 @@ def test_killed_worker_is_recorded_and_the_run_completes(tmp_path):
 @pytest.mark.slow
 def test_hung_worker_is_restarted_after_the_episode_timeout(tmp_path):
     db = tmp_path / "r.sqlite"
-    proc = start_run(["run", "libero_object", "--policy", "noop", "--tasks", "0", "--episodes", "1",
-                      "--max-steps", "30", "--workers", "1", "--episode-timeout", "25", "--db", str(db)], tmp_path)
+    proc = start_run(
+        [
+            "run",
+            "libero_object",
+            "--policy",
+            "noop",
+            "--tasks",
+            "0",
+            "--episodes",
+            "1",
+            "--max-steps",
+            "30",
+            "--workers",
+            "1",
+            "--episode-timeout",
+            "25",
+            "--db",
+            str(db),
+        ],
+        tmp_path,
+    )
     pids = wait_for_workers(proc, 1, settle_s=2)
     os.kill(pids[0], signal.SIGSTOP)  # a simulator stuck forever
     stdout, stderr = proc.communicate(timeout=600)
@@ -131,9 +195,23 @@ def test_hung_worker_is_restarted_after_the_episode_timeout(tmp_path):
 @pytest.mark.slow
 def test_policy_errors_are_errors_not_failures(tmp_path):
     db = tmp_path / "r.sqlite"
-    result = run_cli_subprocess("run", "libero_object", "--policy", "helpers_policies:RaisingPolicy", "--tasks", "0",
-                                "--episodes", "1", *SHORT, "--workers", "1", "--db", str(db), cwd=tmp_path,
-                                env={"PYTHONPATH": str(Path(__file__).parent)})
+    result = run_cli_subprocess(
+        "run",
+        "libero_object",
+        "--policy",
+        "helpers_policies:RaisingPolicy",
+        "--tasks",
+        "0",
+        "--episodes",
+        "1",
+        *SHORT,
+        "--workers",
+        "1",
+        "--db",
+        str(db),
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).parent)},
+    )
     assert result.returncode == 0, result.stderr
     rows = outcome_rows(db)
     assert len(rows) == 1 and rows[0][3] == "error" and rows[0][5] == 3
@@ -148,8 +226,24 @@ def test_ray_executor_writes_the_same_rows_as_local(tmp_path):
     rows = {}
     for executor in ("local", "ray"):
         db = tmp_path / f"{executor}.sqlite"
-        result = run_cli_subprocess("run", "libero_object", "--policy", "random", "--tasks", "0,1", "--episodes", "1",
-                                    *SHORT, "--workers", "2", "--executor", executor, "--db", str(db), cwd=tmp_path)
+        result = run_cli_subprocess(
+            "run",
+            "libero_object",
+            "--policy",
+            "random",
+            "--tasks",
+            "0,1",
+            "--episodes",
+            "1",
+            *SHORT,
+            "--workers",
+            "2",
+            "--executor",
+            executor,
+            "--db",
+            str(db),
+            cwd=tmp_path,
+        )
         assert result.returncode == 0, result.stderr
         rows[executor] = outcome_rows(db)
     assert len(rows["local"]) == 2 and rows["ray"] == rows["local"]

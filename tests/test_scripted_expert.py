@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-
 from conftest import run_cli_subprocess
 
 pytestmark = pytest.mark.slow
@@ -14,8 +13,20 @@ pytestmark = pytest.mark.slow
 
 def test_scripted_expert_success_floor_on_libero_object(tmp_path):
     db = tmp_path / "expert.sqlite"
-    result = run_cli_subprocess("run", "libero_object", "--policy", "scripted", "--tasks", "0-4",
-                                "--episodes", "5", "--db", str(db), cwd=tmp_path, timeout=3000)
+    result = run_cli_subprocess(
+        "run",
+        "libero_object",
+        "--policy",
+        "scripted",
+        "--tasks",
+        "0-4",
+        "--episodes",
+        "5",
+        "--db",
+        str(db),
+        cwd=tmp_path,
+        timeout=3000,
+    )
     assert result.returncode == 0, result.stderr
     conn = sqlite3.connect(db)
     rows = conn.execute("select task_id, status from episodes").fetchall()

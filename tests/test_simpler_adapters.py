@@ -6,10 +6,22 @@ import math
 
 import numpy as np
 
-from qdepth_bench.envs.simpler_adapters import (BRIDGE_TOP_DOWN, StickyGripper, axis_angle_to_matrix, bridge_proprio,
-                                                google_proprio, maniskill3_arm_action, matrix_to_axis_angle,
-                                                matrix_to_euler_xyz_intrinsic, matrix_to_rpy, quat_wxyz_to_matrix,
-                                                robot_base_quat, rpy_to_axis_angle, rpy_to_matrix, widowx_gripper)
+from qdepth_bench.sims.simpler.adapters import (
+    BRIDGE_TOP_DOWN,
+    StickyGripper,
+    axis_angle_to_matrix,
+    bridge_proprio,
+    google_proprio,
+    maniskill3_arm_action,
+    matrix_to_axis_angle,
+    matrix_to_euler_xyz_intrinsic,
+    matrix_to_rpy,
+    quat_wxyz_to_matrix,
+    robot_base_quat,
+    rpy_to_axis_angle,
+    rpy_to_matrix,
+    widowx_gripper,
+)
 
 
 def test_roll_pitch_yaw_to_axis_angle_by_hand():
@@ -19,8 +31,9 @@ def test_roll_pitch_yaw_to_axis_angle_by_hand():
     # 120 degrees about (1, 1, -1)/sqrt(3)
     expected = (2 * math.pi / 3) * np.array([1, 1, -1]) / math.sqrt(3)
     np.testing.assert_allclose(rpy_to_axis_angle([math.pi / 2, math.pi / 2, 0]), expected, atol=1e-12)
-    np.testing.assert_allclose(rpy_to_matrix([math.pi / 2, math.pi / 2, 0]),
-                               [[0, 1, 0], [0, 0, -1], [-1, 0, 0]], atol=1e-12)
+    np.testing.assert_allclose(
+        rpy_to_matrix([math.pi / 2, math.pi / 2, 0]), [[0, 1, 0], [0, 0, -1], [-1, 0, 0]], atol=1e-12
+    )
 
 
 def test_rotations_round_trip():
@@ -46,8 +59,9 @@ def test_intrinsic_xyz_euler_by_hand():
 def test_maniskill3_action_rotates_about_the_current_position():
     # a quarter turn about z with the target 10 cm ahead (x) of the current position: SimplerEnv swings the
     # target to 10 cm along y, i.e. a shift of (-0.1, +0.1, 0) on top of the commanded translation
-    action = maniskill3_arm_action(delta_pos=[0.01, 0, 0], axis_angle=[0, 0, math.pi / 2],
-                                   target_pos=[0.3, 0.0, 0.2], current_pos=[0.2, 0.0, 0.2])
+    action = maniskill3_arm_action(
+        delta_pos=[0.01, 0, 0], axis_angle=[0, 0, math.pi / 2], target_pos=[0.3, 0.0, 0.2], current_pos=[0.2, 0.0, 0.2]
+    )
     np.testing.assert_allclose(action[:3], [0.01 - 0.1, 0.1, 0.0], atol=1e-12)
     np.testing.assert_allclose(action[3:], [0, 0, math.pi / 2], atol=1e-12)
     # with the target at the current position there is no shift
@@ -74,8 +88,12 @@ def test_bridge_proprio_is_relative_to_a_top_down_gripper():
     # the same gripper turned 90 degrees about the vertical: yaw pi/2 in the Bridge frame
     turned = rpy_to_matrix([0, 0, math.pi / 2]) @ BRIDGE_TOP_DOWN
     w = math.sqrt(1 + np.trace(turned)) / 2
-    quat = [w, (turned[2, 1] - turned[1, 2]) / (4 * w), (turned[0, 2] - turned[2, 0]) / (4 * w),
-            (turned[1, 0] - turned[0, 1]) / (4 * w)]
+    quat = [
+        w,
+        (turned[2, 1] - turned[1, 2]) / (4 * w),
+        (turned[0, 2] - turned[2, 0]) / (4 * w),
+        (turned[1, 0] - turned[0, 1]) / (4 * w),
+    ]
     np.testing.assert_allclose(bridge_proprio([0, 0, 0], quat, 1.0)[3:6], [0, 0, math.pi / 2], atol=1e-6)
 
 

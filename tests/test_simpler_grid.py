@@ -1,15 +1,14 @@
-"""The SIMPLER episode grids of suites/simpler.yaml expand to the published episode counts."""
+"""The SIMPLER episode grids of content/suites/simpler.yaml expand to the published episode counts."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import yaml
 
-from qdepth_bench.envs.simpler_grid import expand_grid, task_cells
+from qdepth_bench.core.grid import expand_grid, task_cells
+from qdepth_bench.registry.content import builtin_root
 
-SUITES = yaml.safe_load((Path(__file__).parents[1] / "suites" / "simpler.yaml").read_text())["suites"]
+SUITES = yaml.safe_load((builtin_root() / "suites" / "simpler.yaml").read_text())["suites"]
 
 
 def counts(suite: str) -> dict[str, int]:
@@ -18,14 +17,23 @@ def counts(suite: str) -> dict[str, int]:
 
 def test_published_episode_counts():
     assert counts("simpler_google") == {"pick_coke_can": 300, "move_near": 240, "drawer": 216, "apple_in_drawer": 108}
-    assert counts("simpler_widowx") == {"put_carrot_on_plate": 24, "put_eggplant_in_basket": 24,
-                                        "put_spoon_on_towel": 24, "stack_green_on_yellow": 24}
+    assert counts("simpler_widowx") == {
+        "put_carrot_on_plate": 24,
+        "put_eggplant_in_basket": 24,
+        "put_spoon_on_towel": 24,
+        "stack_green_on_yellow": 24,
+    }
 
 
 def test_cells_are_ordered_and_zipped_axes_move_together():
     coke = task_cells(SUITES["simpler_google"]["tasks"][0])
-    assert coke[0] == {"mode": "grid", "urdf": "default", "orientation": "horizontal", "object_x": -0.35,
-                       "object_y": -0.02}
+    assert coke[0] == {
+        "mode": "grid",
+        "urdf": "default",
+        "orientation": "horizontal",
+        "object_x": -0.35,
+        "object_y": -0.02,
+    }
     assert coke[1]["object_y"] == 0.09 and coke[5]["object_x"] == -0.2925
     drawer = task_cells(SUITES["simpler_google"]["tasks"][2])
     for cell in drawer:
@@ -42,7 +50,7 @@ def test_prepackaged_mode_counts_repeats():
 
 
 def test_grid_mode_override_derives_trials_and_is_non_standard():
-    from qdepth_bench.registry import suite_registry
+    from qdepth_bench.registry.suites import suite_registry
 
     widowx = suite_registry().suites["simpler_widowx"]
     assert widowx.task_episode_counts() == [24, 24, 24, 24]
@@ -56,8 +64,8 @@ def test_grid_mode_override_derives_trials_and_is_non_standard():
 
 
 def test_repeats_without_prepackaged_mode_are_refused():
-    from qdepth_bench.errors import UserError
-    from qdepth_bench.registry import suite_registry
+    from qdepth_bench.core.errors import UserError
+    from qdepth_bench.registry.suites import suite_registry
 
     with pytest.raises(UserError, match="--grid-mode prepackaged"):
         suite_registry().suites["simpler_widowx"].with_overrides({"grid_repeats": 3})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import db_rows, run_cli_subprocess
 
 pytestmark = pytest.mark.slow
@@ -15,11 +14,28 @@ pytest.importorskip("mani_skill")
 @pytest.mark.parametrize("task", [0, 2, 3])  # carrot, spoon, cube stacking
 def test_short_episodes_run_and_record_their_grid_cells(tmp_path, task):
     db = tmp_path / "r.sqlite"
-    result = run_cli_subprocess("run", "simpler_widowx", "--policy", "random", "--tasks", str(task), "--episodes", "2",
-                                "--max-steps", "4", "--workers", "1", "--db", str(db), cwd=tmp_path)
+    result = run_cli_subprocess(
+        "run",
+        "simpler_widowx",
+        "--policy",
+        "random",
+        "--tasks",
+        str(task),
+        "--episodes",
+        "2",
+        "--max-steps",
+        "4",
+        "--workers",
+        "1",
+        "--db",
+        str(db),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
-    rows = db_rows(db, "select episode_index, status, steps, variant, partial_success, metrics from episodes "
-                       "order by episode_index")
+    rows = db_rows(
+        db,
+        "select episode_index, status, steps, variant, partial_success, metrics from episodes order by episode_index",
+    )
     assert [(r[0], r[2]) for r in rows] == [(0, 4), (1, 4)]
     assert all(r[1] in ("success", "failure") for r in rows)
     assert json.loads(rows[1][3])["episode_id"] == 1  # the grid cell is recorded with the episode
@@ -32,8 +48,19 @@ def test_short_episodes_run_and_record_their_grid_cells(tmp_path, task):
 def test_scripted_expert_puts_the_carrot_on_the_plate(tmp_path):
     """All 24 carrot episodes under the protocol's 60 steps (stand-in table): at least half succeed."""
     db = tmp_path / "r.sqlite"
-    result = run_cli_subprocess("run", "simpler_widowx", "--policy", "scripted-widowx", "--tasks", "0",
-                                "--workers", "2", "--db", str(db), cwd=tmp_path)
+    result = run_cli_subprocess(
+        "run",
+        "simpler_widowx",
+        "--policy",
+        "scripted-widowx",
+        "--tasks",
+        "0",
+        "--workers",
+        "2",
+        "--db",
+        str(db),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = db_rows(db, "select status, steps, metrics from episodes")
     assert len(rows) == 24 and all(steps == 60 for _, steps, _ in rows)  # success is read at the last step
@@ -44,13 +71,28 @@ def test_scripted_expert_puts_the_carrot_on_the_plate(tmp_path):
 
 
 def test_missing_eggplant_mesh_is_one_line_naming_the_file(tmp_path):
-    from qdepth_bench.envs.maniskill3 import asset_dir
+    from qdepth_bench.sims.simpler.maniskill3 import asset_dir
 
     mesh = asset_dir() / "data/tasks/bridge_v2_real2sim_dataset/custom/models/eggplant/textured.glb"
     if mesh.exists():
         pytest.skip("these ManiSkill3 assets carry the eggplant's visual mesh")
-    result = run_cli_subprocess("run", "simpler_widowx", "--policy", "random", "--tasks", "1", "--episodes", "1",
-                                "--max-steps", "2", "--workers", "1", "--db", str(tmp_path / "r.sqlite"), cwd=tmp_path)
+    result = run_cli_subprocess(
+        "run",
+        "simpler_widowx",
+        "--policy",
+        "random",
+        "--tasks",
+        "1",
+        "--episodes",
+        "1",
+        "--max-steps",
+        "2",
+        "--workers",
+        "1",
+        "--db",
+        str(tmp_path / "r.sqlite"),
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "textured.glb" in last and "MS_ASSET_DIR" in last
@@ -59,12 +101,30 @@ def test_missing_eggplant_mesh_is_one_line_naming_the_file(tmp_path):
 def test_prepackaged_draws_run_and_are_recorded_as_non_standard(tmp_path):
     """SimplerEnv's other mode: layouts drawn from the env's RNG by recorded seeds, `repeats` per grid cell."""
     db = tmp_path / "r.sqlite"
-    result = run_cli_subprocess("run", "simpler_widowx", "--policy", "random", "--tasks", "0", "--episodes", "2",
-                                "--max-steps", "2", "--grid-mode", "prepackaged", "--grid-repeats", "3",
-                                "--workers", "1", "--db", str(db), cwd=tmp_path)
+    result = run_cli_subprocess(
+        "run",
+        "simpler_widowx",
+        "--policy",
+        "random",
+        "--tasks",
+        "0",
+        "--episodes",
+        "2",
+        "--max-steps",
+        "2",
+        "--grid-mode",
+        "prepackaged",
+        "--grid-repeats",
+        "3",
+        "--workers",
+        "1",
+        "--db",
+        str(db),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     variants = [json.loads(v) for (v,) in db_rows(db, "select variant from episodes order by episode_index")]
     assert variants == [{"mode": "prepackaged", "seed": 0}, {"mode": "prepackaged", "seed": 1}]
-    (protocol, standard), = db_rows(db, "select protocol, standard_protocol from runs")
+    ((protocol, standard),) = db_rows(db, "select protocol, standard_protocol from runs")
     assert json.loads(protocol)["grid_mode"] == "prepackaged" and json.loads(protocol)["trials_per_task"] == 72
     assert standard == 0

@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from qdepth_bench.errors import UserError
-from qdepth_bench.policy import EpisodeContext, ObservationBatch, TaskInfo
-from qdepth_bench.registry import make_policy, parse_key_values, suite_registry
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, TaskInfo
+from qdepth_bench.registry.base import parse_key_values
+from qdepth_bench.registry.policies import make_policy
+from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.stats import wilson_interval
 
 
@@ -55,8 +57,9 @@ def _task() -> TaskInfo:
 
 def _obs(keys: list[str]) -> ObservationBatch:
     n = len(keys)
-    return ObservationBatch(keys, {"main": np.zeros((n, 4, 4, 3), np.uint8)}, np.zeros((n, 8), np.float32),
-                            ["pick"] * n)
+    return ObservationBatch(
+        keys, {"main": np.zeros((n, 4, 4, 3), np.uint8)}, np.zeros((n, 8), np.float32), ["pick"] * n
+    )
 
 
 def test_random_policy_is_per_episode_deterministic_whatever_the_batching():
@@ -81,5 +84,9 @@ def test_noop_policy_returns_the_suite_noop():
 def test_libero_alias_and_group_resolve():
     registry = suite_registry()
     assert [s.name for s in registry.resolve("libero_long")] == ["libero_10"]
-    assert [s.name for s in registry.resolve("libero")] == ["libero_spatial", "libero_object", "libero_goal",
-                                                           "libero_10"]
+    assert [s.name for s in registry.resolve("libero")] == [
+        "libero_spatial",
+        "libero_object",
+        "libero_goal",
+        "libero_10",
+    ]

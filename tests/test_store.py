@@ -4,22 +4,53 @@ from __future__ import annotations
 
 import sqlite3
 
-from qdepth_bench.store import SCHEMA_VERSION, Store
+from qdepth_bench.results.store import SCHEMA_VERSION, Store
 
 
 def run_record(run_id: str) -> dict:
-    return {"run_id": run_id, "run_key": "{}", "suite": "libero_object", "suite_family": "libero",
-            "backend": "libero", "policy_name": "noop", "policy_config_hash": "c", "policy_checkpoint_hash": "",
-            "policy_config": "{}", "policy_requirements": "{}", "setting": "single-view", "protocol": "{}",
-            "protocol_hash": "p", "protocol_version": 1, "standard_protocol": 1, "seed": 7, "git_commit": "",
-            "package_versions": "{}", "host": "h", "command": "c", "episodes_requested": 2}
+    return {
+        "run_id": run_id,
+        "run_key": "{}",
+        "suite": "libero_object",
+        "suite_family": "libero",
+        "backend": "libero",
+        "policy_name": "noop",
+        "policy_config_hash": "c",
+        "policy_checkpoint_hash": "",
+        "policy_config": "{}",
+        "policy_requirements": "{}",
+        "setting": "single-view",
+        "protocol": "{}",
+        "protocol_hash": "p",
+        "protocol_version": 1,
+        "standard_protocol": 1,
+        "seed": 7,
+        "git_commit": "",
+        "package_versions": "{}",
+        "host": "h",
+        "command": "c",
+        "episodes_requested": 2,
+    }
 
 
 def episode(run_id: str, ep: int, status: str, attempts: int = 1) -> dict:
-    return {"run_id": run_id, "suite": "libero_object", "task_id": 0, "task_name": "t", "episode_index": ep,
-            "variant": {"init_state": ep}, "seed": ep, "status": status,
-            "success": None if status == "error" else int(status == "success"), "partial_success": None,
-            "steps": 3, "wall_time_s": 0.1, "error": "", "video_path": "", "attempts": attempts}
+    return {
+        "run_id": run_id,
+        "suite": "libero_object",
+        "task_id": 0,
+        "task_name": "t",
+        "episode_index": ep,
+        "variant": {"init_state": ep},
+        "seed": ep,
+        "status": status,
+        "success": None if status == "error" else int(status == "success"),
+        "partial_success": None,
+        "steps": 3,
+        "wall_time_s": 0.1,
+        "error": "",
+        "video_path": "",
+        "attempts": attempts,
+    }
 
 
 def test_wal_and_schema(tmp_path):
@@ -30,8 +61,14 @@ def test_wal_and_schema(tmp_path):
 
 
 def test_run_id_depends_on_every_key_part():
-    base = {"policy_name": "a", "policy_config_hash": "c", "policy_checkpoint_hash": "", "suite": "s",
-            "protocol_hash": "p", "seed": 7}
+    base = {
+        "policy_name": "a",
+        "policy_config_hash": "c",
+        "policy_checkpoint_hash": "",
+        "suite": "s",
+        "protocol_hash": "p",
+        "seed": 7,
+    }
     ids = {Store.run_id_for({**base, k: "other"}) for k in base} | {Store.run_id_for(base)}
     assert len(ids) == len(base) + 1
     assert Store.run_id_for(dict(base)) == Store.run_id_for(base)
@@ -78,7 +115,7 @@ def test_reopening_an_existing_database(tmp_path):
 def test_version_1_database_gains_the_newer_columns(tmp_path):
     import sqlite3
 
-    from qdepth_bench.store import EPISODE_COLUMNS, Store
+    from qdepth_bench.results.store import EPISODE_COLUMNS, Store
 
     path = tmp_path / "v1.sqlite"
     conn = sqlite3.connect(path)
@@ -102,9 +139,10 @@ def test_reading_a_committed_database_leaves_its_bytes_alone(tmp_path):
     from conftest import run_cli_subprocess
 
     path = tmp_path / "db.sqlite"
-    for attempt in range(3):  # the first creates the file and loads the paper's rows; the others only read
+    before = None
+    for _ in range(3):  # the first creates the file and loads the paper's rows; the others only read
         result = run_cli_subprocess("table", "--format", "csv", "--db", str(path), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        assert attempt == 0 or digest == before
+        assert before is None or digest == before
         before = digest

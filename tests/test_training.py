@@ -13,16 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli_subprocess
-from qdepth_bench.data import depth as depth_cache
+
+from qdepth_bench.datasets import depth as depth_cache
 
 
 def record_demos(path: Path, n_demos: int = 2, steps: int = 12) -> Path:
     """A small LIBERO-format file: random-action demos of libero_object task 0, states included."""
-    from qdepth_bench.data.libero_hdf5 import write_episodes
-    from qdepth_bench.policy import PolicyRequirements
-    from qdepth_bench.registry import make_backend, suite_registry
+    from qdepth_bench.core.policy import PolicyRequirements
+    from qdepth_bench.datasets.libero_hdf5 import write_episodes
+    from qdepth_bench.registry.sims import make_backend
+    from qdepth_bench.registry.suites import suite_registry
 
     backend = make_backend(suite_registry().suites["libero_object"])
     env = backend.make_env(0, PolicyRequirements(cameras=("main", "wrist")))
@@ -53,9 +54,10 @@ def demo_file(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_demo_file_reads_back_like_the_evaluation_sees_it(demo_file):
-    from qdepth_bench.data.libero_hdf5 import read_episodes
-    from qdepth_bench.policy import PolicyRequirements
-    from qdepth_bench.registry import make_backend, suite_registry
+    from qdepth_bench.core.policy import PolicyRequirements
+    from qdepth_bench.datasets.libero_hdf5 import read_episodes
+    from qdepth_bench.registry.sims import make_backend
+    from qdepth_bench.registry.suites import suite_registry
 
     episodes = list(read_episodes(demo_file))
     assert len(episodes) == 2 and episodes[0].instruction.startswith("pick up the alphabet soup")
@@ -99,22 +101,38 @@ def test_monocular_estimator_annotation_from_a_local_model_folder(demo_file, tmp
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, DPTImageProcessor
 
     folder = tmp_path / "depth-anything-tiny"
-    backbone = {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                "intermediate_size": 64, "image_size": 56, "patch_size": 14,
-                "out_features": ["stage1", "stage2"], "reshape_hidden_states": False}
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[16, 32], fusion_hidden_size=16,
-                                 head_hidden_size=8, reassemble_factors=[2, 1], reassemble_hidden_size=32)
+    backbone = {
+        "model_type": "dinov2",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "image_size": 56,
+        "patch_size": 14,
+        "out_features": ["stage1", "stage2"],
+        "reshape_hidden_states": False,
+    }
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        neck_hidden_sizes=[16, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        reassemble_factors=[2, 1],
+        reassemble_hidden_size=32,
+    )
     DepthAnythingForDepthEstimation(config).save_pretrained(folder)
     DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=False).save_pretrained(folder)
     copy = tmp_path / "demos.hdf5"
     copy.write_bytes(demo_file.read_bytes())
-    result = run_cli_subprocess("depth", "annotate", str(copy), "--source", "model", "--model", str(folder),
-                                cwd=tmp_path)
+    result = run_cli_subprocess(
+        "depth", "annotate", str(copy), "--source", "model", "--model", str(folder), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     relative = depth_cache.read_relative(depth_cache.cache_path(copy), "demo_1")
     assert relative.shape == (12, 224, 224)
-    bad = run_cli_subprocess("depth", "annotate", str(copy), "--source", "model", "--model", str(tmp_path),
-                             cwd=tmp_path)
+    bad = run_cli_subprocess(
+        "depth", "annotate", str(copy), "--source", "model", "--model", str(tmp_path), cwd=tmp_path
+    )
     assert bad.returncode == 2 and "not a transformers model folder" in bad.stderr
 
 
@@ -126,7 +144,7 @@ def synthetic_depth(n: int, seed: int = 0) -> np.ndarray:
     for frame in frames:
         for _ in range(rng.integers(1, 4)):
             y, x, h, w = rng.integers(20, 180, 2).tolist() + rng.integers(15, 45, 2).tolist()
-            frame[y:y + h, x:x + w] = rng.uniform(0.1, 0.4)
+            frame[y : y + h, x : x + w] = rng.uniform(0.1, 0.4)
     return np.round(frames * 255).astype(np.uint8)
 
 
@@ -140,10 +158,17 @@ def test_vqvae_trains_uses_its_codebook_and_encodes(tmp_path):
     for i in range(4):
         depth_cache.write_demo(cache, f"demo_{i}", synthetic_depth(40, seed=i), np.zeros((40, 2)), "synthetic")
     recipe_file = tmp_path / "vq.yaml"
-    recipe_file.write_text(json.dumps({
-        "kind": "vqvae", "out": str(tmp_path / "vq"), "data": {"paths": [str(dataset)]},
-        "model": {"overrides": {"hidden": 32, "dead_after": 10}},
-        "train": {"steps": 120, "batch_size": 8, "lr": 1e-3, "log_every": 20}}))
+    recipe_file.write_text(
+        json.dumps(
+            {
+                "kind": "vqvae",
+                "out": str(tmp_path / "vq"),
+                "data": {"paths": [str(dataset)]},
+                "model": {"overrides": {"hidden": 32, "dead_after": 10}},
+                "train": {"steps": 120, "batch_size": 8, "lr": 1e-3, "log_every": 20},
+            }
+        )
+    )
     out = train_vqvae(load_recipe(recipe_file))
     rows = list(csv.DictReader((out / "log.csv").open()))
     first, last = float(rows[0]["reconstruction"]), float(rows[-1]["reconstruction"])
@@ -164,7 +189,7 @@ def test_lerobot_parquet_dataset_reads(tmp_path):
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from qdepth_bench.data.lerobot import read_episodes
+    from qdepth_bench.datasets.lerobot import read_episodes
 
     root = tmp_path / "lerobot"
     (root / "meta").mkdir(parents=True)
@@ -179,8 +204,15 @@ def test_lerobot_parquet_dataset_reads(tmp_path):
         Image.fromarray(frame).save(buffer, format="PNG")
         return {"bytes": buffer.getvalue(), "path": None}
 
-    table = pa.table({"image": [png(f) for f in frames], "state": rng.normal(size=(5, 8)).tolist(),
-                      "actions": rng.normal(size=(5, 7)).tolist(), "episode_index": [3] * 5, "task_index": [0] * 5})
+    table = pa.table(
+        {
+            "image": [png(f) for f in frames],
+            "state": rng.normal(size=(5, 8)).tolist(),
+            "actions": rng.normal(size=(5, 7)).tolist(),
+            "episode_index": [3] * 5,
+            "task_index": [0] * 5,
+        }
+    )
     pq.write_table(table, root / "data" / "chunk-000" / "episode_000003.parquet")
     (episode,) = list(read_episodes(root))
     assert episode.instruction == "put the bowl on the plate" and episode.source.endswith("episode_3")
@@ -189,11 +221,22 @@ def test_lerobot_parquet_dataset_reads(tmp_path):
 
 
 def co_training_recipe(tmp_path: Path, demo_file: Path, variant: str, vqvae: Path | None, steps: int) -> Path:
-    recipe = {"name": f"test-{variant}", "kind": "policy", "out": str(tmp_path / variant),
-              "model": {"size": "tiny", "variant": variant, "overrides": {"chunk_size": 4}},
-              "data": {"format": "libero_hdf5", "paths": [str(demo_file)]},
-              "train": {"steps": steps, "batch_size": 2, "global_batch": 4, "lr": 1e-3, "warmup_steps": 2,
-                        "log_every": 1, "checkpoint_every": 3}}
+    recipe = {
+        "name": f"test-{variant}",
+        "kind": "policy",
+        "out": str(tmp_path / variant),
+        "model": {"size": "tiny", "variant": variant, "overrides": {"chunk_size": 4}},
+        "data": {"format": "libero_hdf5", "paths": [str(demo_file)]},
+        "train": {
+            "steps": steps,
+            "batch_size": 2,
+            "global_batch": 4,
+            "lr": 1e-3,
+            "warmup_steps": 2,
+            "log_every": 1,
+            "checkpoint_every": 3,
+        },
+    }
     if vqvae is not None:
         recipe["vqvae"] = str(vqvae)
     path = tmp_path / f"{variant}.yaml"
@@ -203,16 +246,26 @@ def co_training_recipe(tmp_path: Path, demo_file: Path, variant: str, vqvae: Pat
 
 @pytest.mark.slow
 def test_co_training_checkpoints_resumes_and_loads_as_a_policy(demo_file, tmp_path):
-    from qdepth_bench.policy import EpisodeContext, ObservationBatch, TaskInfo
-    from qdepth_bench.registry import make_policy
+    from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, TaskInfo
+    from qdepth_bench.registry.policies import make_policy
 
     assert run_cli_subprocess("depth", "annotate", str(demo_file), cwd=tmp_path).returncode == 0
     vq_recipe = tmp_path / "vq.yaml"
-    vq_recipe.write_text(json.dumps({"kind": "vqvae", "out": str(tmp_path / "vq"), "data": {"paths": [str(demo_file)]},
-                                     "model": {"overrides": {"hidden": 16}},
-                                     "train": {"steps": 5, "batch_size": 4, "log_every": 1}}))
-    for args in (["train", "vqvae", "--recipe", str(vq_recipe)],
-                 ["depth", "encode", str(demo_file), "--vqvae", str(tmp_path / "vq")]):
+    vq_recipe.write_text(
+        json.dumps(
+            {
+                "kind": "vqvae",
+                "out": str(tmp_path / "vq"),
+                "data": {"paths": [str(demo_file)]},
+                "model": {"overrides": {"hidden": 16}},
+                "train": {"steps": 5, "batch_size": 4, "log_every": 1},
+            }
+        )
+    )
+    for args in (
+        ["train", "vqvae", "--recipe", str(vq_recipe)],
+        ["depth", "encode", str(demo_file), "--vqvae", str(tmp_path / "vq")],
+    ):
         result = run_cli_subprocess(*args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
 
@@ -231,12 +284,22 @@ def test_co_training_checkpoints_resumes_and_loads_as_a_policy(demo_file, tmp_pa
     policy = make_policy("qdepth", {"checkpoint": str(tmp_path / "qdepth" / "checkpoint")})
     task = TaskInfo("libero_object", 0, "t", "pick up the soup", "panda", (-1,) * 7, (1,) * 7, (0,) * 7, "libero")
     policy.reset(EpisodeContext("k", task, 0))
-    chunk = policy.act(ObservationBatch(["k"], {"main": np.zeros((1, 224, 224, 3), np.uint8)}, np.zeros((1, 8)),
-                                        ["pick up the soup"]))
+    chunk = policy.act(
+        ObservationBatch(["k"], {"main": np.zeros((1, 224, 224, 3), np.uint8)}, np.zeros((1, 8)), ["pick up the soup"])
+    )
     assert chunk.shape == (1, 4, 7) and np.isfinite(chunk).all()
 
-    figure = run_cli_subprocess("figure", "depth", "--checkpoint", str(tmp_path / "qdepth" / "checkpoint"),
-                                "--data", str(demo_file), "--out", str(tmp_path / "depth.png"), cwd=tmp_path)
+    figure = run_cli_subprocess(
+        "figure",
+        "depth",
+        "--checkpoint",
+        str(tmp_path / "qdepth" / "checkpoint"),
+        "--data",
+        str(demo_file),
+        "--out",
+        str(tmp_path / "depth.png"),
+        cwd=tmp_path,
+    )
     assert figure.returncode == 0, figure.stderr
     assert (tmp_path / "depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -249,10 +312,28 @@ def test_co_training_checkpoints_resumes_and_loads_as_a_policy(demo_file, tmp_pa
 @pytest.mark.slow
 def test_torchrun_trains_with_two_processes(demo_file, tmp_path):
     recipe = co_training_recipe(tmp_path, demo_file, "pi0", None, steps=2)
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", "29517", "-m", "qdepth_bench", "train", "policy", "--recipe", str(recipe)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "qdepth_bench",
+            "train",
+            "policy",
+            "--recipe",
+            str(recipe),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "pi0" / "checkpoint" / "model.safetensors").is_file()
     log = list(csv.DictReader((tmp_path / "pi0" / "log.csv").open()))
@@ -271,8 +352,8 @@ def test_recipe_errors_are_one_line(tmp_path):
 
 
 def test_shipped_recipes_are_valid():
-    from qdepth_bench.content import builtin_root
     from qdepth_bench.models.qdepth.config import build_config
+    from qdepth_bench.registry.content import builtin_root
     from qdepth_bench.train.recipe import load_recipe
 
     recipes = sorted((builtin_root() / "training").glob("*.yaml"))
@@ -281,5 +362,8 @@ def test_shipped_recipes_are_valid():
         recipe = load_recipe(path)
         assert recipe.train.accumulation >= 1
         if recipe.kind == "policy":
-            build_config(recipe.model.get("size", "tiny"), recipe.model.get("variant", "qdepth"),
-                         **recipe.model.get("overrides", {}))
+            build_config(
+                recipe.model.get("size", "tiny"),
+                recipe.model.get("variant", "qdepth"),
+                **recipe.model.get("overrides", {}),
+            )

@@ -37,14 +37,18 @@ class VQVAEConfig:
 class _Residual(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
-                                  nn.Conv2d(channels, channels, 1))
+        self.body = nn.Sequential(
+            nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(), nn.Conv2d(channels, channels, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
 class DepthVQVAE(nn.Module):
+    codebook: nn.Parameter
+    idle_batches: torch.Tensor
+
     def __init__(self, config: VQVAEConfig = VQVAEConfig()) -> None:
         super().__init__()
         self.config = c = config
@@ -52,14 +56,21 @@ class DepthVQVAE(nn.Module):
             nn.Conv2d(1, c.hidden, kernel_size=c.patch // 2, stride=c.patch // 2),  # 224 -> 32
             _Residual(c.hidden),
             nn.Conv2d(c.hidden, c.hidden, kernel_size=4, stride=2, padding=1),  # 32 -> 16
-            _Residual(c.hidden), _Residual(c.hidden), nn.GELU(),
-            nn.Conv2d(c.hidden, c.code_dim, 1))
+            _Residual(c.hidden),
+            _Residual(c.hidden),
+            nn.GELU(),
+            nn.Conv2d(c.hidden, c.code_dim, 1),
+        )
         self.decoder = nn.Sequential(
             nn.Conv2d(c.code_dim, c.hidden, 3, padding=1),
-            _Residual(c.hidden), _Residual(c.hidden), nn.GELU(),
+            _Residual(c.hidden),
+            _Residual(c.hidden),
+            nn.GELU(),
             nn.ConvTranspose2d(c.hidden, c.hidden, kernel_size=4, stride=2, padding=1),  # 16 -> 32
-            _Residual(c.hidden), nn.GELU(),
-            nn.ConvTranspose2d(c.hidden, 1, kernel_size=c.patch // 2, stride=c.patch // 2))  # 32 -> 224
+            _Residual(c.hidden),
+            nn.GELU(),
+            nn.ConvTranspose2d(c.hidden, 1, kernel_size=c.patch // 2, stride=c.patch // 2),
+        )  # 32 -> 224
         self.codebook = nn.Parameter(torch.randn(c.codebook_size, c.code_dim) * 0.1)
         self.register_buffer("idle_batches", torch.zeros(c.codebook_size, dtype=torch.long))
 
@@ -70,7 +81,7 @@ class DepthVQVAE(nn.Module):
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code for each latent (B, N, D) -> (B, N)."""
-        distance = (z.pow(2).sum(-1, keepdim=True) - 2 * z @ self.codebook.T + self.codebook.pow(2).sum(-1))
+        distance = z.pow(2).sum(-1, keepdim=True) - 2 * z @ self.codebook.T + self.codebook.pow(2).sum(-1)
         return distance.argmin(-1)
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
@@ -96,9 +107,16 @@ class DepthVQVAE(nn.Module):
         usage = torch.bincount(codes.flatten(), minlength=self.config.codebook_size).float()
         probs = usage / usage.sum()
         perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
-        return {"loss": recon_loss + codebook_loss + self.config.beta * commitment, "reconstruction": recon_loss,
-                "codebook": codebook_loss, "commitment": commitment, "perplexity": perplexity,
-                "codes_used": (usage > 0).sum(), "codes": codes, "latents": z.detach()}
+        return {
+            "loss": recon_loss + codebook_loss + self.config.beta * commitment,
+            "reconstruction": recon_loss,
+            "codebook": codebook_loss,
+            "commitment": commitment,
+            "perplexity": perplexity,
+            "codes_used": (usage > 0).sum(),
+            "codes": codes,
+            "latents": z.detach(),
+        }
 
     @torch.no_grad()
     def restart_dead_codes(self, codes: torch.Tensor, latents: torch.Tensor) -> int:

@@ -11,15 +11,15 @@ serving many workers); the option is part of the policy's identity, so such runs
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..content import builtin_root
-from ..errors import UserError
-from ..policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
+from qdepth_bench.models.preprocessing import images_to_model
+from qdepth_bench.registry.content import builtin_root
 
 
 @dataclass
@@ -45,38 +45,49 @@ class QDepthPolicy(Policy):
         super().__init__(config, name)
         import torch
 
-        from ..models.qdepth.checkpoint import load_checkpoint
+        from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
 
-        folder = Path(config.checkpoint) if config.checkpoint else self._shipped(config, name)
+        if config.checkpoint:
+            folder = Path(config.checkpoint)
+        else:
+            folder, notice = self._shipped(config, name)
+            self.notices.append(notice)
         if not folder.exists():
             raise UserError(f"checkpoint folder {folder} does not exist; check --checkpoint.")
         self._torch = torch
         self.loaded = load_checkpoint(folder, config.device)
         if self.loaded.variant != config.variant:
-            raise UserError(f"{folder} holds a '{self.loaded.variant}' model, not '{config.variant}'; "
-                            f"use --policy {self.loaded.variant} with it.")
+            raise UserError(
+                f"{folder} holds a '{self.loaded.variant}' model, not '{config.variant}'; "
+                f"use --policy {self.loaded.variant} with it."
+            )
         self.model = self.loaded.model
         if config.num_steps is not None:
             self.model.config = self.model.config.replace(num_integration_steps=config.num_steps)
         self._noise: dict[str, torch.Generator] = {}
 
     @staticmethod
-    def _shipped(config: QDepthPolicyConfig, name: str) -> Path:
+    def _shipped(config: QDepthPolicyConfig, name: str) -> tuple[Path, str]:
         """The small checkpoint that ships with the project, announced so nobody mistakes it for the paper's."""
         if not config.default_checkpoint:
-            raise UserError(f"policy {name} needs a checkpoint: --checkpoint FOLDER (a folder written by "
-                            "`qdepth-bench train policy`).")
+            raise UserError(
+                f"policy {name} needs a checkpoint: --checkpoint FOLDER (a folder written by "
+                "`qdepth-bench train policy`)."
+            )
         folder = builtin_root() / config.default_checkpoint
-        print(f"{name}: no --checkpoint given, using {config.default_checkpoint}: a small model (tiny size, trained "
-              "from scratch on this project's scripted LIBERO-Object demos, tasks 0 and 3, see training/README.md), "
-              "not the paper's weights; pass --checkpoint FOLDER for real weights.", file=sys.stderr)
-        return folder
+        notice = (
+            f"{name}: no --checkpoint given, using {config.default_checkpoint}: a small model (tiny size, "
+            "trained from scratch on this project's scripted LIBERO-Object demos, tasks 0 and 3, see "
+            "docs/training.md), not the paper's weights; pass --checkpoint FOLDER for real weights."
+        )
+        return folder, notice
 
     @property
     def requirements(self) -> PolicyRequirements:
         c = self.model.config
-        return PolicyRequirements(cameras=("main",), image_size=c.vision.image_size, chunk_size=c.chunk_size,
-                                  action_dim=c.action_dim)
+        return PolicyRequirements(
+            cameras=("main",), image_size=c.vision.image_size, chunk_size=c.chunk_size, action_dim=c.action_dim
+        )
 
     def checkpoint_hash(self) -> str | None:
         return self.loaded.weights_hash
@@ -85,14 +96,16 @@ class QDepthPolicy(Policy):
         self._noise[episode.key] = self._torch.Generator().manual_seed(episode.seed)
 
     def act(self, batch: ObservationBatch) -> np.ndarray:
-        from ..models.qdepth.model import Batch
+        from qdepth_bench.models.qdepth.model import Batch
 
         torch, c, stats = self._torch, self.model.config, self.loaded.stats
         if batch.state.shape[1] != c.state_dim:
-            raise UserError(f"the suite gives {batch.state.shape[1]}-dim proprio state but this checkpoint was "
-                            f"trained on {c.state_dim}-dim state; use a checkpoint trained for this suite.")
+            raise UserError(
+                f"the suite gives {batch.state.shape[1]}-dim proprio state but this checkpoint was "
+                f"trained on {c.state_dim}-dim state; use a checkpoint trained for this suite."
+            )
         device = self.config.device
-        images = torch.from_numpy(batch.images["main"]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        images = images_to_model(batch.images["main"], device)
         tokens, token_mask = self.loaded.tokenizer(batch.instructions)
         state = torch.from_numpy(stats.normalize_state(batch.state)).float().to(device)
         noise = torch.stack([torch.randn(c.chunk_size, c.action_dim, generator=self._noise[k]) for k in batch.keys])

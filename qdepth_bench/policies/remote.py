@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
-from ..hashing import stable_hash
-from ..policy import EpisodeContext, ObservationBatch, Policy, PolicyIdentity, PolicyRequirements
-from ..remote.server import BATCH_KEY, OPENPI_CAMERAS
-from ..remote.wire import pack, unpack
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.hashing import stable_hash
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyIdentity, PolicyRequirements
+from qdepth_bench.remote.wire import BATCH_KEY, OPENPI_CAMERAS, pack, unpack
 
 
 @dataclass
@@ -46,11 +45,13 @@ class RemotePolicy(Policy):
     def __init__(self, config: RemoteConfig, name: str = "remote") -> None:
         super().__init__(config, name)
         if not config.url.startswith(("ws://", "wss://")):
-            raise UserError("--policy remote needs --policy-arg url=ws://HOST:PORT (a `qdepth-bench serve` or "
-                            "openpi policy server).")
+            raise UserError(
+                "--policy remote needs --policy-arg url=ws://HOST:PORT (a `qdepth-bench serve` or "
+                "openpi policy server)."
+            )
         if config.protocol not in ("auto", "qdepth-bench", "openpi"):
             raise UserError(f"protocol must be auto, qdepth-bench or openpi (got {config.protocol!r}).")
-        self._ws = None
+        self._ws: Any = None  # the open websockets connection
         self._stack = contextlib.ExitStack()  # holds the open connection (websockets wants a context manager)
         self._sent_resets: set[str] = set()
         self._contexts: dict[str, EpisodeContext] = {}
@@ -66,12 +67,20 @@ class RemotePolicy(Policy):
 
         self._stack.close()  # the previous connection, if any
         try:
-            self._ws = self._stack.enter_context(connect(self.config.url, max_size=self.config.max_message_mb << 20,
-                                                         compression=None, open_timeout=min(self.config.timeout_s, 30)))
+            self._ws = self._stack.enter_context(
+                connect(
+                    self.config.url,
+                    max_size=self.config.max_message_mb << 20,
+                    compression=None,
+                    open_timeout=min(self.config.timeout_s, 30),
+                )
+            )
             metadata = unpack(self._ws.recv(timeout=self.config.timeout_s))
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise UserError(f"cannot reach a policy server at {self.config.url} ({type(exc).__name__}: {exc}); "
-                            "start one with `qdepth-bench serve --policy NAME --port PORT` or check the url.") from None
+            raise UserError(
+                f"cannot reach a policy server at {self.config.url} ({type(exc).__name__}: {exc}); "
+                "start one with `qdepth-bench serve --policy NAME --port PORT` or check the url."
+            ) from None
         self._sent_resets.clear()
         return metadata if isinstance(metadata, dict) else {}
 
@@ -90,9 +99,10 @@ class RemotePolicy(Policy):
                 raise RuntimeError(f"no answer from {self.config.url} within {self.config.timeout_s:g} s") from None
             except (ConnectionClosed, OSError):
                 if attempt == self.config.retries:
-                    raise RuntimeError(f"lost the connection to {self.config.url} "
-                                       f"{self.config.retries + 1} times") from None
-                time.sleep(min(2 ** attempt, 10))
+                    raise RuntimeError(
+                        f"lost the connection to {self.config.url} {self.config.retries + 1} times"
+                    ) from None
+                time.sleep(min(2**attempt, 10))
                 self._connect_quietly()
                 if BATCH_KEY in request:  # a new connection: send the batch's resets again
                     request["resets"] = [self._reset_record(self._contexts[k]) for k in request["keys"]]
@@ -113,15 +123,21 @@ class RemotePolicy(Policy):
     @property
     def requirements(self) -> PolicyRequirements:
         if self.protocol == "qdepth-bench":
-            fields = self.metadata["requirements"]
-            return PolicyRequirements(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+            fields: dict[str, Any] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in self.metadata["requirements"].items()
+            }
+            return PolicyRequirements(**fields)
         return PolicyRequirements(cameras=tuple(self.config.cameras), chunk_size=self.config.chunk_size)
 
     def identity(self) -> PolicyIdentity:
         if self.protocol == "qdepth-bench":
             served = self.metadata["policy"]
-            return PolicyIdentity(served["policy_name"], served["config"], served["policy_config_hash"],
-                                  served["policy_checkpoint_hash"] or None)
+            return PolicyIdentity(
+                served["policy_name"],
+                served["config"],
+                served["policy_config_hash"],
+                served["policy_checkpoint_hash"] or None,
+            )
         config = {"url": self.config.url, "server_metadata": self.metadata}
         return PolicyIdentity(self.name, config, stable_hash(config))
 
@@ -137,8 +153,13 @@ class RemotePolicy(Policy):
         if self.protocol == "openpi":
             return np.stack([self._act_openpi(batch, row) for row in range(len(batch))])
         resets = [self._reset_record(self._contexts[k]) for k in batch.keys if k not in self._sent_resets]
-        request: dict[str, Any] = {BATCH_KEY: 1, "keys": list(batch.keys), "state": np.asarray(batch.state),
-                                   "instructions": list(batch.instructions), "resets": resets}
+        request: dict[str, Any] = {
+            BATCH_KEY: 1,
+            "keys": list(batch.keys),
+            "state": np.asarray(batch.state),
+            "instructions": list(batch.instructions),
+            "resets": resets,
+        }
         for role, images in batch.images.items():
             request[f"images/{role}"] = np.ascontiguousarray(images)
         reply = self._round_trip(request)

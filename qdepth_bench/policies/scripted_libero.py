@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UserError
-from ..policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
 
 OSC_METRES_PER_UNIT = 0.05  # robosuite OSC_POSE output_max for position
 OSC_RADIANS_PER_UNIT = 0.5  # and for rotation
@@ -23,13 +23,13 @@ OPEN, CLOSE = -1.0, 1.0
 
 @dataclass
 class ScriptedConfig:
-    approach_height: float = 0.12   # above the object's centre before descending
-    grasp_offset: float = 0.0       # grasp height relative to the object's centre
-    min_grasp_z: float = 0.008      # never drive the fingers below this (floor)
-    carry_z: float = 0.25           # travel height
-    release_height: float = 0.10    # above the container's origin when opening
-    carry_speed: float = 0.5        # action limit while holding the object, so tall ones do not swing
-    gain: float = 0.8               # fraction of the remaining error commanded per step
+    approach_height: float = 0.12  # above the object's centre before descending
+    grasp_offset: float = 0.0  # grasp height relative to the object's centre
+    min_grasp_z: float = 0.008  # never drive the fingers below this (floor)
+    carry_z: float = 0.25  # travel height
+    release_height: float = 0.10  # above the container's origin when opening
+    carry_speed: float = 0.5  # action limit while holding the object, so tall ones do not swing
+    gain: float = 0.8  # fraction of the remaining error commanded per step
     grasp_steps: int = 12
     release_steps: int = 10
     cameras: tuple[str, ...] = ("main",)
@@ -60,11 +60,13 @@ class ScriptedLiberoPolicy(Policy):
     def act(self, batch: ObservationBatch) -> np.ndarray:
         if len(batch.privileged) != len(batch):
             raise UserError("the scripted expert needs privileged object positions, which this suite does not give.")
-        return np.stack([self._act_one(self._episodes[k], p)[None] for k, p in zip(batch.keys, batch.privileged,
-                                                                                   strict=True)])
+        return np.stack(
+            [self._act_one(self._episodes[k], p)[None] for k, p in zip(batch.keys, batch.privileged, strict=True)]
+        )
 
-    def _move(self, eef: np.ndarray, target: np.ndarray, gripper: float, yaw: float = 0.0,
-              limit: float = 1.0) -> np.ndarray:
+    def _move(
+        self, eef: np.ndarray, target: np.ndarray, gripper: float, yaw: float = 0.0, limit: float = 1.0
+    ) -> np.ndarray:
         delta = np.clip(self.config.gain * (target - eef) / OSC_METRES_PER_UNIT, -limit, limit)
         turn = np.clip(self.config.gain * yaw / OSC_RADIANS_PER_UNIT, -1.0, 1.0)
         return np.concatenate([delta, [0.0, 0.0, turn], [gripper]]).astype(np.float32)

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
 
 
 @dataclass
 class ScriptedWidowXConfig:
     chunk_size: int = 1
-    step_m: float = 0.02      # largest translation per action (metres)
-    hover_m: float = 0.07     # approach height above an object
-    grasp_dz_m: float = 0.0   # grasp height relative to the object's origin
+    step_m: float = 0.02  # largest translation per action (metres)
+    hover_m: float = 0.07  # approach height above an object
+    grasp_dz_m: float = 0.0  # grasp height relative to the object's origin
     release_dz_m: float = 0.05
     close_steps: int = 4
     open_steps: int = 3
@@ -62,9 +62,15 @@ class ScriptedWidowXPolicy(Policy):
                 turn = float(np.clip(wanted - self._turned[key], -0.3, 0.3))
                 self._turned[key] += turn
             lifted_from = self._grasped_at.get(key, source)
-            goals = [source + [0, 0, c.hover_m], source + [0, 0, c.grasp_dz_m], None,
-                     lifted_from + [0, 0, c.hover_m + 0.03], target + [0, 0, c.hover_m + 0.03],
-                     target + [0, 0, c.release_dz_m], None]
+            goals = [
+                source + [0, 0, c.hover_m],
+                source + [0, 0, c.grasp_dz_m],
+                None,
+                lifted_from + [0, 0, c.hover_m + 0.03],
+                target + [0, 0, c.hover_m + 0.03],
+                target + [0, 0, c.release_dz_m],
+                None,
+            ]
             if phase in (0, 1, 3, 4, 5):
                 move, reached = self._toward(ee, goals[phase])
                 gripper = 1.0 if phase in (0, 1) else 0.0

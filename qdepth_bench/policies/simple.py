@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
 
 
 @dataclass

@@ -27,12 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..policy import EpisodeContext, ObservationBatch, Policy, TaskInfo
-from .wire import pack, unpack
-
-BATCH_KEY = "qdepth_bench/batch"
-OPENPI_CAMERAS = {"main": "observation/image", "wrist": "observation/wrist_image"}
+from qdepth_bench import __version__
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, TaskInfo
+from qdepth_bench.remote.wire import BATCH_KEY, OPENPI_CAMERAS, pack, unpack
 
 
 class RequestError(ValueError):
@@ -62,9 +59,13 @@ class PolicyServer:
 
     def metadata(self) -> dict[str, Any]:
         identity = self.policy.identity()
-        return {"server": "qdepth-bench", "version": __version__, "protocol": 1,
-                "policy": {**identity.as_record(), "config": identity.config},
-                "requirements": dataclasses.asdict(self.policy.requirements)}
+        return {
+            "server": "qdepth-bench",
+            "version": __version__,
+            "protocol": 1,
+            "policy": {**identity.as_record(), "config": identity.config},
+            "requirements": dataclasses.asdict(self.policy.requirements),
+        }
 
     # ----- one request -------------------------------------------------------------------------------------
 
@@ -93,8 +94,9 @@ class PolicyServer:
                 raise RequestError(f"the policy needs the {role!r} camera image")
             image = images[role]
             if image.dtype != np.uint8 or image.shape[1:] != (size, size, 3) or image.shape[0] != batch:
-                raise RequestError(f"{role} images must be uint8 ({batch}, {size}, {size}, 3); got "
-                                   f"{image.dtype} {image.shape}")
+                raise RequestError(
+                    f"{role} images must be uint8 ({batch}, {size}, {size}, 3); got {image.dtype} {image.shape}"
+                )
 
     def _batched(self, obs: dict) -> tuple[ObservationBatch, list[EpisodeContext]]:
         keys, instructions = obs.get("keys"), obs.get("instructions")
@@ -105,13 +107,17 @@ class PolicyServer:
         state = _array(obs, "state", 2, "fiu")
         if state.shape[0] != len(keys):
             raise RequestError(f"'state' has {state.shape[0]} rows for {len(keys)} keys")
-        images = {role: _array(obs, f"images/{role}", 4, "u") for role in self.policy.requirements.cameras
-                  if f"images/{role}" in obs}
+        images = {
+            role: _array(obs, f"images/{role}", 4, "u")
+            for role in self.policy.requirements.cameras
+            if f"images/{role}" in obs
+        }
         self._check_images(images, len(keys))
         resets = []
         for item in obs.get("resets", []):
             try:
-                task = TaskInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in item["task"].items()})
+                fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in item["task"].items()}
+                task = TaskInfo(**fields)
                 resets.append(EpisodeContext(str(item["key"]), task, int(item["seed"])))
             except (KeyError, TypeError, ValueError) as exc:
                 raise RequestError(f"bad reset entry: {exc}") from None
@@ -134,10 +140,10 @@ class PolicyServer:
 
     # ----- the websocket server ----------------------------------------------------------------------------
 
-    async def _handle(self, websocket) -> None:  # type: ignore[no-untyped-def]
+    async def _handle(self, websocket: Any) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        connection, started = next(self._connections), set()
+        connection, started = next(self._connections), set[str]()
         try:
             await websocket.send(pack(self.metadata()))
             async for message in websocket:
@@ -156,7 +162,7 @@ class PolicyServer:
             return  # the client went away, possibly mid-request: nothing to clean up
 
     @staticmethod
-    def _health(connection, request):  # type: ignore[no-untyped-def]
+    def _health(connection: Any, request: Any) -> Any:
         if request.path == "/healthz":
             return connection.respond(HTTPStatus.OK, "OK\n")
         return None
@@ -164,8 +170,9 @@ class PolicyServer:
     async def serve(self, host: str, port: int, ready: threading.Event | None = None) -> None:
         from websockets.asyncio.server import serve
 
-        async with serve(self._handle, host, port, max_size=self.max_request_bytes, compression=None,
-                         process_request=self._health) as server:
+        async with serve(
+            self._handle, host, port, max_size=self.max_request_bytes, compression=None, process_request=self._health
+        ) as server:
             if ready is not None:
                 ready.set()
             await server.serve_forever()

@@ -15,13 +15,22 @@ import numpy as np
 
 REFUSED_KINDS = ("V", "O", "c")
 
+#: a request that carries a whole batch of episodes (our extension; openpi's requests are one observation)
+BATCH_KEY = "qdepth_bench/batch"
+#: camera role -> openpi's observation key
+OPENPI_CAMERAS = {"main": "observation/image", "wrist": "observation/wrist_image"}
+
 
 def _encode(obj: Any) -> Any:
     if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in REFUSED_KINDS:
         raise ValueError(f"arrays of dtype {obj.dtype} cannot be sent")
     if isinstance(obj, np.ndarray):
-        return {b"__ndarray__": True, b"data": np.ascontiguousarray(obj).tobytes(), b"dtype": obj.dtype.str,
-                b"shape": list(obj.shape)}
+        return {
+            b"__ndarray__": True,
+            b"data": np.ascontiguousarray(obj).tobytes(),
+            b"dtype": obj.dtype.str,
+            b"shape": list(obj.shape),
+        }
     if isinstance(obj, np.generic):
         return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
     return obj

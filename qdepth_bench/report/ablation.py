@@ -1,10 +1,8 @@
 """Ablation reports: variants of a model, which component each removes, per-task success, the change
 against the full model, and a paired test of each variant against the full model.
 
-An ablation is data (`results/ablations/<id>.yaml`): the suite and its task columns, the components, the
-full model's policy, and each variant's policy, label, removed components and (optionally) its row in a
-published table. The published rows print exactly as the paper prints them (values and deltas of its
-averages); our rows come from the latest finished run of each variant's policy on the suite.
+An ablation is data (`registry/ablations.py`). The published rows print exactly as the paper prints them
+(values and deltas of its averages); our rows come from the latest finished run of each variant's policy on the suite.
 
 The paired test matches episodes by (task, initial state): both policies faced the same scene, so only
 the episodes where exactly one of them succeeded say anything about a difference (exact McNemar).
@@ -12,82 +10,17 @@ the episodes where exactly one of them succeeded say anything about a difference
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from ..content import content_dirs
-from ..errors import UserError
-from ..registry import read_yaml
-from ..store import Store
-from .stats import mcnemar_exact
-from .tables import Cell, _cell, _episodes, protocol_trials, suite_trials
-
-
-@dataclass(frozen=True)
-class Variant:
-    policy: str
-    label: str
-    removes: tuple[str, ...] = ()
-    reference_method: str = ""
-    policy_args: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AblationSpec:
-    id: str
-    title: str
-    suite: str
-    columns: dict[str, str]  # label -> task id or task name
-    components: tuple[str, ...]
-    full: str
-    variants: tuple[Variant, ...]
-    reference_table: str = ""
-
-    @property
-    def subset(self) -> str:
-        """The tasks the ablation declares, against the suite's: its cells are complete for this subset."""
-        trials = suite_trials(self.suite)
-        total = f" of {len(trials)}" if trials else ""
-        return f"(tasks {', '.join(self.columns.values())}: {len(self.columns)}{total} tasks)"
-
-
-def _spec(data: dict[str, Any], source: str) -> AblationSpec:
-    try:
-        variants = tuple(Variant(v["policy"], v["label"], tuple(v.get("removes", ())), v.get("reference_method", ""),
-                                 dict(v.get("policy_args", {}))) for v in data["variants"])
-        spec = AblationSpec(str(data["id"]), str(data["title"]), str(data["suite"]),
-                            {str(k): str(v) for k, v in data["columns"].items()}, tuple(data["components"]),
-                            str(data["full"]), variants, str(data.get("reference_table", "")))
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"{source}: missing or malformed field {exc}; see results/ablations/table6.yaml.") from None
-    if spec.full not in {v.policy for v in spec.variants}:
-        raise UserError(f"{source}: the full model '{spec.full}' must be one of its variants.")
-    unknown = {c for v in variants for c in v.removes} - set(spec.components)
-    if unknown:
-        raise UserError(f"{source}: variants remove unknown components {sorted(unknown)}.")
-    return spec
-
-
-def ablation_specs() -> dict[str, AblationSpec]:
-    specs = {}
-    for folder in content_dirs("results/ablations"):
-        for path in sorted(folder.glob("*.yaml")):
-            spec = _spec(read_yaml(path), str(path))
-            specs[spec.id] = spec
-    return specs
-
-
-def ablation_spec(name: str) -> AblationSpec:
-    specs = ablation_specs()
-    if name not in specs:
-        close = difflib.get_close_matches(name, list(specs), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise UserError(f"unknown ablation '{name}'.{hint} Known: {', '.join(sorted(specs)) or 'none'} "
-                        "(results/ablations/*.yaml).")
-    return specs[name]
+from qdepth_bench.registry.ablations import AblationSpec, Variant
+from qdepth_bench.registry.suites import suite_trials
+from qdepth_bench.report.cells import Cell, cell_of, protocol_trials, task_episodes
+from qdepth_bench.report.episodes import load_episodes
+from qdepth_bench.report.stats import mcnemar_exact
+from qdepth_bench.results.store import Store
 
 
 @dataclass
@@ -138,13 +71,9 @@ def published_ablation(spec: AblationSpec, references: pd.DataFrame) -> Ablation
     return AblationView(spec, "published", _with_deltas(spec, rows)) if rows else None
 
 
-def _task_episodes(episodes: pd.DataFrame, task: str) -> pd.DataFrame:
-    return episodes[(episodes["task_id"].astype(str) == task) | (episodes["task_name"] == task)]
-
-
 def measured_ablation(store: Store, spec: AblationSpec) -> AblationView | None:
     """Our rows: the latest finished run of each variant's policy on the suite, with paired tests."""
-    frame = _episodes(store, None, None)
+    frame = load_episodes(store, None, None)
     frame = frame[frame["suite"] == spec.suite]
     by_policy = {v.policy: _latest_identity(frame[frame["policy_name"] == v.policy]) for v in spec.variants}
     full_episodes = by_policy[spec.full]
@@ -154,8 +83,11 @@ def measured_ablation(store: Store, spec: AblationSpec) -> AblationView | None:
         episodes = by_policy[variant.policy]
         if episodes.empty:
             continue
-        cells = {label: _cell(part, protocol_trials(trials, task, part))
-                 for label, task in spec.columns.items() for part in [_task_episodes(episodes, task)]}
+        cells = {
+            label: cell_of(part, protocol_trials(trials, task, part))
+            for label, task in spec.columns.items()
+            for part in [task_episodes(episodes, task)]
+        }
         average = _subset_average(list(cells.values()))
         row = AblationRow(variant, cells, average, run_ids=tuple(sorted(episodes["run_id"].unique())))
         if variant.policy != spec.full and not full_episodes.empty:
@@ -167,14 +99,21 @@ def measured_ablation(store: Store, spec: AblationSpec) -> AblationView | None:
 def _subset_average(cells: list[Cell]) -> Cell:
     """The mean over the ablation's declared tasks (complete for its own spec), carrying the fewest trials
     of any of them, so an ablation run short of the protocol's trials still says so."""
-    rates = [c.rate for c in cells]
-    if not cells or None in rates:
+    rates = [c.rate for c in cells if c.rate is not None]
+    if not cells or len(rates) < len(cells):
         return Cell(None, sum(c.n for c in cells), sum(c.successes for c in cells), sum(c.errors for c in cells))
     short = min(cells, key=lambda c: (c.trials_per_task or 0) / (c.protocol_trials or 1))
-    return Cell(sum(rates) / len(rates), sum(c.n for c in cells), sum(c.successes for c in cells),
-                sum(c.errors for c in cells), tasks_covered=len(cells), tasks_total=len(cells),
-                trials_per_task=short.trials_per_task, protocol_trials=short.protocol_trials,
-                unfinished=any(c.unfinished for c in cells))
+    return Cell(
+        sum(rates) / len(rates),
+        sum(c.n for c in cells),
+        sum(c.successes for c in cells),
+        sum(c.errors for c in cells),
+        tasks_covered=len(cells),
+        tasks_total=len(cells),
+        trials_per_task=short.trials_per_task,
+        protocol_trials=short.protocol_trials,
+        unfinished=any(c.unfinished for c in cells),
+    )
 
 
 def _latest_identity(episodes: pd.DataFrame) -> pd.DataFrame:
@@ -188,7 +127,10 @@ def _latest_identity(episodes: pd.DataFrame) -> pd.DataFrame:
 def paired_test(full: pd.DataFrame, variant: pd.DataFrame) -> tuple[tuple[int, int], float]:
     """Exact McNemar over the episodes both ran (same task and initial state), errors left out."""
     keys = ["task_id", "episode_index"]
-    scored = lambda f: f[f["status"] != "error"][[*keys, "status"]]  # noqa: E731
+
+    def scored(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["status"] != "error"][[*keys, "status"]]
+
     pairs = scored(full).merge(scored(variant), on=keys, suffixes=("_full", "_variant"))
     full_ok, variant_ok = pairs["status_full"] == "success", pairs["status_variant"] == "success"
     only_full, only_variant = int((full_ok & ~variant_ok).sum()), int((~full_ok & variant_ok).sum())
@@ -203,8 +145,7 @@ def missing_variants(store: Store, spec: AblationSpec) -> list[Variant]:
 
 
 def build_ablation(store: Store, spec: AblationSpec, reference: bool = True) -> list[AblationView]:
-    views = [published_ablation(spec, store.references_frame()) if reference else None,
-             measured_ablation(store, spec)]
+    views = [published_ablation(spec, store.references_frame()) if reference else None, measured_ablation(store, spec)]
     return [v for v in views if v is not None]
 
 
@@ -213,8 +154,12 @@ def ablation_records(views: list[AblationView]) -> list[dict[str, Any]]:
     records = []
     for view in views:
         for row in view.rows:
-            record: dict[str, Any] = {"ablation": view.spec.id, "source": view.source, "variant": row.variant.label,
-                                      "policy": row.variant.policy}
+            record: dict[str, Any] = {
+                "ablation": view.spec.id,
+                "source": view.source,
+                "variant": row.variant.label,
+                "policy": row.variant.policy,
+            }
             for component in view.spec.components:
                 record[component] = component not in row.variant.removes
             for label, cell in row.cells.items():

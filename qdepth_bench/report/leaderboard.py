@@ -10,23 +10,27 @@ complete ones.
 
 from __future__ import annotations
 
-from ..reference import reference_tables
-from ..store import Store
-from .tables import TableView, build_tables
+from qdepth_bench.report.tables import TableView, build_tables
+from qdepth_bench.results.reference import reference_tables
+from qdepth_bench.results.store import Store
 
 
 def rank_rows(view: TableView) -> TableView:
     """Sort a view's rows by its last column (descending) and number them (ties share a rank); rows
     without that number go last, unranked."""
     key = view.columns[-1].label
-    rated = [r for r in view.rows
-             if r.cells.get(key) is not None and r.cells[key].rate is not None and not r.cells[key].partial]
+    rated = [
+        r
+        for r in view.rows
+        if r.cells.get(key) is not None and r.cells[key].rate is not None and not r.cells[key].partial
+    ]
     unrated = [r for r in view.rows if r not in rated]
-    rated.sort(key=lambda r: -r.cells[key].rate)
+    rate = {id(r): float(r.cells[key].rate or 0.0) for r in rated}
+    rated.sort(key=lambda r: -rate[id(r)])
     for position, row in enumerate(rated, start=1):  # ties share the better rank (1, 1, 3, ...)
         previous = rated[position - 2] if position > 1 else None
-        same = previous is not None and round(previous.cells[key].rate, 6) == round(row.cells[key].rate, 6)
-        row.rank = previous.rank if same else position
+        same = previous is not None and round(rate[id(previous)], 6) == round(rate[id(row)], 6)
+        row.rank = previous.rank if previous is not None and same else position
     return TableView(view.id, view.title, view.columns, rated + unrated)
 
 

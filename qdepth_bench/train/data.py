@@ -8,13 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import depth as depth_cache
-from ..data.episode import Episode, sample_at
-from ..errors import UserError
-from ..models.qdepth.checkpoint import NormStats
-from ..models.qdepth.config import QDepthConfig
-from ..models.qdepth.model import Batch
-from .recipe import Recipe
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.datasets import depth as depth_cache
+from qdepth_bench.datasets.episode import Episode, sample_at
+from qdepth_bench.datasets.formats import FORMATS, read_episodes
+from qdepth_bench.models.preprocessing import images_to_model
+from qdepth_bench.models.qdepth.checkpoint import NormStats
+from qdepth_bench.models.qdepth.config import QDepthConfig
+from qdepth_bench.models.qdepth.model import Batch
+from qdepth_bench.models.qdepth.tokenizer import FolderTokenizer, HashWordTokenizer
+from qdepth_bench.train.recipe import Recipe
 
 
 def read_dataset(recipe: Recipe, image_size: int = 224) -> list[Episode]:
@@ -24,20 +27,9 @@ def read_dataset(recipe: Recipe, image_size: int = 224) -> list[Episode]:
     keys = {k: tuple(v) for k, v in recipe.data.get("keys", {}).items()}
     episodes: list[Episode] = []
     for path in recipe.data_paths():
-        if fmt == "libero_hdf5":
-            from ..data.libero_hdf5 import read_episodes
-
-            found = list(read_episodes(path, image_size, cameras=cameras))
-        elif fmt == "lerobot":
-            from ..data.lerobot import read_episodes
-
-            found = list(read_episodes(path, cameras, keys))
-        elif fmt == "rlds":
-            from ..data.rlds import read_episodes
-
-            found = list(read_episodes(path, recipe.data.get("layout", "bridge"), keys=keys))
-        else:
-            raise UserError(f"recipe {recipe.name}: data.format must be libero_hdf5, lerobot or rlds (got {fmt!r}).")
+        if fmt not in FORMATS:
+            raise UserError(f"recipe {recipe.name}: data.format must be {', '.join(FORMATS)} (got {fmt!r}).")
+        found = list(read_episodes(path, fmt, image_size, cameras, keys, recipe.data.get("layout", "bridge")))
         cache = depth_cache.cache_path(path)
         done = depth_cache.done_demos(cache)
         for episode in found:
@@ -52,15 +44,24 @@ def read_dataset(recipe: Recipe, image_size: int = 224) -> list[Episode]:
 
 
 def norm_stats(episodes: list[Episode]) -> NormStats:
-    return NormStats.from_data(np.concatenate([e.state for e in episodes]), np.concatenate([e.actions for e in episodes]))
+    return NormStats.from_data(
+        np.concatenate([e.state for e in episodes]), np.concatenate([e.actions for e in episodes])
+    )
 
 
 class SampleSource:
     """Random training samples (frame + action chunk) drawn reproducibly: the draw of step s depends only
     on (seed, s, rank), so a resumed run sees the same batches as an uninterrupted one."""
 
-    def __init__(self, episodes: list[Episode], config: QDepthConfig, stats: NormStats, tokenizer,  # type: ignore[no-untyped-def]
-                 seed: int, rank: int = 0) -> None:
+    def __init__(
+        self,
+        episodes: list[Episode],
+        config: QDepthConfig,
+        stats: NormStats,
+        tokenizer: HashWordTokenizer | FolderTokenizer,
+        seed: int,
+        rank: int = 0,
+    ) -> None:
         self.episodes, self.config, self.stats, self.tokenizer = episodes, config, stats, tokenizer
         self.seed, self.rank = seed, rank
         self.index = [(e, t) for e, episode in enumerate(episodes) for t in range(len(episode))]
@@ -68,25 +69,34 @@ class SampleSource:
             target = "depth_codes" if config.depth_target == "tokens" else "depth"
             missing = [e.source for e in episodes if getattr(e, target) is None]
             if missing:
-                fix = ("qdepth-bench depth encode" if target == "depth_codes" else "qdepth-bench depth annotate")
-                raise UserError(f"{len(missing)} episodes have no {target.replace('_', ' ')} (e.g. {missing[0]}); "
-                                f"run `{fix}` on the data first.")
+                fix = "qdepth-bench depth encode" if target == "depth_codes" else "qdepth-bench depth annotate"
+                raise UserError(
+                    f"{len(missing)} episodes have no {target.replace('_', ' ')} (e.g. {missing[0]}); "
+                    f"run `{fix}` on the data first."
+                )
 
     def batch(self, step: int, micro: int, size: int) -> Batch:
         rng = np.random.default_rng([self.seed, step, micro, self.rank])
         picks = rng.integers(0, len(self.index), size)
         samples = [sample_at(self.episodes[self.index[i][0]], self.index[i][1], self.config.chunk_size) for i in picks]
-        images = torch.from_numpy(np.stack([s.images["main"] for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        images = images_to_model(np.stack([s.images["main"] for s in samples]))
         tokens, mask = self.tokenizer([s.instruction for s in samples])
         state = self.stats.normalize_state(np.stack([s.state for s in samples]))
         actions = self.stats.normalize_actions(np.stack([s.actions for s in samples]))
         codes = depth = None
         if self.config.has_depth and self.config.depth_target == "tokens":
-            codes = torch.from_numpy(np.stack([s.depth_codes for s in samples]).astype(np.int64))
+            codes = torch.from_numpy(np.stack([_present(s.depth_codes) for s in samples]).astype(np.int64))
         elif self.config.has_depth:
-            depth = torch.from_numpy(np.stack([s.depth for s in samples]))
-        return Batch(images, torch.from_numpy(tokens), torch.from_numpy(mask), torch.from_numpy(state).float(),
-                     torch.from_numpy(actions).float(), codes, depth)
+            depth = torch.from_numpy(np.stack([_present(s.depth) for s in samples]))
+        return Batch(
+            images,
+            torch.from_numpy(tokens),
+            torch.from_numpy(mask),
+            torch.from_numpy(state).float(),
+            torch.from_numpy(actions).float(),
+            codes,
+            depth,
+        )
 
 
 def dataset_dims(episodes: list[Episode]) -> tuple[int, int]:
@@ -107,3 +117,10 @@ def depth_frames(paths: list[Path]) -> np.ndarray:
     if not frames:
         raise UserError("no annotated depth frames in the recipe's data.")
     return np.concatenate(frames)
+
+
+def _present(value: np.ndarray | None) -> np.ndarray:
+    """A depth target the constructor checked is there."""
+    if value is None:
+        raise ValueError("a sample has no depth target")
+    return value

@@ -81,10 +81,13 @@ def wrap_for_training(model: torch.nn.Module, dist_info: Distributed) -> torch.n
         from transformers.models.gemma.modeling_gemma import GemmaDecoderLayer
 
         policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={GemmaDecoderLayer})
-        return FullyShardedDataParallel(model, auto_wrap_policy=policy, device_id=dist_info.device,
-                                        mixed_precision=MixedPrecision(param_dtype=torch.bfloat16,
-                                                                       reduce_dtype=torch.float32),
-                                        use_orig_params=True)
+        return FullyShardedDataParallel(
+            model,
+            auto_wrap_policy=policy,
+            device_id=dist_info.device,
+            mixed_precision=MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32),
+            use_orig_params=True,
+        )
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, find_unused_parameters=True)
@@ -94,8 +97,9 @@ def full_state_dict(wrapped: torch.nn.Module, model: torch.nn.Module) -> dict[st
     """The whole model's weights on every rank's CPU (gathered from FSDP shards when sharded)."""
     if type(wrapped).__name__ == "FullyShardedDataParallel":
         from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
         config = FullStateDictConfig(offload_to_cpu=True, rank0_only=False)
-        with type(wrapped).state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, config):
+        with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, config):
             return wrapped.state_dict()
     return model.state_dict()

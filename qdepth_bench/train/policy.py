@@ -1,4 +1,4 @@
-"""`qdepth-bench train policy --recipe training/<name>.yaml`: co-training of QDepth-VLA (paper 3.4).
+"""`qdepth-bench train policy --recipe <name>`: co-training of QDepth-VLA (paper 3.4).
 
 Total loss = flow matching + lambda_t * depth loss, lambda_t = lambda_0 * gamma^t; AdamW with the paper's
 lr, linear warm-up then cosine; gradient accumulation up to the global batch; a checkpoint every
@@ -14,17 +14,25 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..errors import UserError
-from ..models.qdepth.checkpoint import NormStats, load_checkpoint, make_tokenizer, model_with_backbone, save_checkpoint
-from ..models.qdepth.config import build_config
-from ..models.qdepth.model import Batch, QDepthVLA
-from .data import SampleSource, dataset_dims, norm_stats, read_dataset
-from .loop import MetricsLog, distributed_setup, full_state_dict, warmup_cosine, wrap_for_training
-from .recipe import Recipe
-from .vqvae import load_vqvae
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.models.qdepth.checkpoint import (
+    NormStats,
+    load_checkpoint,
+    make_tokenizer,
+    model_with_backbone,
+    save_checkpoint,
+)
+from qdepth_bench.models.qdepth.config import build_config
+from qdepth_bench.models.qdepth.depth_head import DepthTokenHead
+from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
+from qdepth_bench.train.data import SampleSource, dataset_dims, norm_stats, read_dataset
+from qdepth_bench.train.loop import MetricsLog, distributed_setup, full_state_dict, warmup_cosine, wrap_for_training
+from qdepth_bench.train.recipe import Recipe
+from qdepth_bench.train.vqvae import load_vqvae
 
 FIELDS = ["step", "lr", "total", "flow", "depth", "depth_weight", "grad_norm", "samples_per_s", "elapsed_s"]
 CHECKPOINT, TRAINER_STATE = "checkpoint", "trainer_state.pt"
@@ -42,9 +50,13 @@ def _build_model(recipe: Recipe, state_dim: int, action_dim: int) -> tuple[QDept
         raise UserError(f"recipe {recipe.name}: bad model settings ({exc}).") from None
     if model.config.has_depth and model.config.depth_target == "tokens":
         if not recipe.vqvae:
-            raise UserError(f"recipe {recipe.name}: variant {variant} predicts depth tokens; set `vqvae:` to a "
-                            "trained VQ-VAE folder.")
+            raise UserError(
+                f"recipe {recipe.name}: variant {variant} predicts depth tokens; set `vqvae:` to a "
+                "trained VQ-VAE folder."
+            )
         vqvae, _ = load_vqvae(Path(recipe.vqvae))
+        if not isinstance(model.depth_head, DepthTokenHead):
+            raise UserError(f"recipe {recipe.name}: variant {variant} has no depth-token head to load a codebook into.")
         model.depth_head.set_codebook(vqvae.codebook.detach())
     return model, variant
 
@@ -72,10 +84,12 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
     samples = SampleSource(episodes, model.config, stats, tokenizer, settings.seed, dist_info.rank)
     model.to(dist_info.device)
     wrapped = wrap_for_training(model, dist_info)
-    optimizer = torch.optim.AdamW([p for p in wrapped.parameters() if p.requires_grad], lr=settings.lr,
-                                  weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in wrapped.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, settings.warmup_steps, settings.cosine_cycle))
+        optimizer, lambda s: warmup_cosine(s, settings.warmup_steps, settings.cosine_cycle)
+    )
     if trainer_state is not None:
         optimizer.load_state_dict(trainer_state["optimizer"])
         scheduler.load_state_dict(trainer_state["scheduler"])
@@ -100,12 +114,17 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
         done = step + 1
         if log is not None and (step % settings.log_every == 0 or done == settings.steps):
             elapsed = time.perf_counter() - started
-            row = {"step": step, "lr": scheduler.get_last_lr()[0], **{k: round(v, 6) for k, v in sums.items()},
-                   "depth_weight": model.depth_weight(step) if model.config.has_depth else 0.0,
-                   "grad_norm": round(float(grad_norm), 4),
-                   "samples_per_s": round((done - start_step) * settings.batch_size * accumulation * dist_info.world
-                                          / elapsed, 3),
-                   "elapsed_s": round(elapsed, 2)}
+            row = {
+                "step": step,
+                "lr": scheduler.get_last_lr()[0],
+                **{k: round(v, 6) for k, v in sums.items()},
+                "depth_weight": model.depth_weight(step) if model.config.has_depth else 0.0,
+                "grad_norm": round(float(grad_norm), 4),
+                "samples_per_s": round(
+                    (done - start_step) * settings.batch_size * accumulation * dist_info.world / elapsed, 3
+                ),
+                "elapsed_s": round(elapsed, 2),
+            }
             log.write(row)
             if on_log is not None:
                 on_log(row)
@@ -114,19 +133,33 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
     return checkpoint_dir
 
 
-def _save(recipe: Recipe, wrapped, model: QDepthVLA, stats: NormStats, variant: str, tokenizer,  # type: ignore[no-untyped-def]
-          optimizer, scheduler, step: int, main: bool) -> None:
+def _save(
+    recipe: Recipe,
+    wrapped,
+    model: QDepthVLA,
+    stats: NormStats,
+    variant: str,
+    tokenizer: Any,
+    optimizer,
+    scheduler,
+    step: int,
+    main: bool,
+) -> None:
     """Checkpoint (policy-loadable) + trainer state; written to a temporary name first, then swapped in."""
     state = full_state_dict(wrapped, model)
     if not main:
         return
     partial = recipe.out / (CHECKPOINT + ".partial")
     weights = {k.removeprefix("module.").removeprefix("_fsdp_wrapped_module."): v for k, v in state.items()}
-    save_checkpoint(partial, model.config, weights, stats, variant, tokenizer, extra={"recipe": recipe.source, "step": step})
+    save_checkpoint(
+        partial, model.config, weights, stats, variant, tokenizer, extra={"recipe": recipe.source, "step": step}
+    )
     final = recipe.out / CHECKPOINT
     if final.exists():
         shutil.rmtree(final)
     partial.rename(final)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-               recipe.out / TRAINER_STATE)
+    torch.save(
+        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+        recipe.out / TRAINER_STATE,
+    )
     (recipe.out / "recipe.json").write_text(json.dumps(recipe.source, indent=2, default=str))

@@ -1,4 +1,5 @@
-"""Named training recipes (`training/<name>.yaml`): what to train, on which data, how long, with what.
+"""Named training recipes (`content/training/<name>.yaml`, or any recipe file): what to train, on which
+data, how long, with what.
 
 A recipe is data, recorded with every checkpoint it produces, so a checkpoint always says how it was made.
 Fields (defaults are the paper's optimisation setup, section 3.4.4):
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..registry import read_yaml
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.registry.base import read_yaml
+from qdepth_bench.registry.content import content_dirs
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ class TrainSettings:
         if not self.global_batch:
             return 1
         if self.global_batch % self.batch_size:
-            raise UserError(f"train.global_batch {self.global_batch} must be a multiple of batch_size {self.batch_size}.")
+            raise UserError(
+                f"train.global_batch {self.global_batch} must be a multiple of batch_size {self.batch_size}."
+            )
         return self.global_batch // self.batch_size
 
 
@@ -64,18 +68,31 @@ class Recipe:
         for pattern in self.data.get("paths", []):
             matches = sorted(glob.glob(str(pattern)))
             if not matches:
-                raise UserError(f"recipe {self.name}: no files match data path '{pattern}'; generate or download "
-                                "the data first (see training/README.md).")
+                raise UserError(
+                    f"recipe {self.name}: no files match data path '{pattern}'; generate or download "
+                    "the data first (see docs/training.md)."
+                )
             paths += [Path(m) for m in matches]
         if not paths:
             raise UserError(f"recipe {self.name}: data.paths is empty.")
         return paths
 
 
-def load_recipe(path: Path, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Read a recipe; `overrides` are dotted keys from the command line (train.steps=10, out=...)."""
-    if not Path(path).is_file():
-        raise UserError(f"recipe {path} does not exist; the recipes are in training/*.yaml.")
+def recipe_path(recipe: Path | str) -> Path:
+    """A recipe file, or the named recipe of the content folders (`qdepth-tiny-libero-object`)."""
+    if Path(recipe).is_file():
+        return Path(recipe)
+    folders = content_dirs("training")
+    named = [folder / f"{recipe}.yaml" for folder in folders if (folder / f"{recipe}.yaml").is_file()]
+    if named:
+        return named[-1]
+    known = ", ".join(sorted({p.stem for folder in folders for p in folder.glob("*.yaml")}))
+    raise UserError(f"recipe {recipe} does not exist; give a recipe file or a named recipe ({known}).")
+
+
+def load_recipe(recipe: Path | str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read a recipe (a file or a name); `overrides` are dotted keys from the command line (train.steps=10)."""
+    path = recipe_path(recipe)
     data = read_yaml(Path(path))
     for key, value in (overrides or {}).items():
         target = data
@@ -86,11 +103,20 @@ def load_recipe(path: Path, overrides: dict[str, Any] | None = None) -> Recipe:
     try:
         train = TrainSettings(**{k: type(getattr(TrainSettings, k))(v) for k, v in data.get("train", {}).items()})
     except (TypeError, AttributeError, ValueError) as exc:
-        raise UserError(f"recipe {path}: bad train settings ({exc}); see training/README.md.") from None
+        raise UserError(f"recipe {path}: bad train settings ({exc}); see docs/training.md.") from None
     kind = data.get("kind", "policy")
     if kind not in ("policy", "vqvae"):
         raise UserError(f"recipe {path}: kind must be policy or vqvae (got {kind!r}).")
     if "out" not in data or "data" not in data:
-        raise UserError(f"recipe {path}: needs `out` and `data` (see training/README.md).")
-    return Recipe(data.get("name", Path(path).stem), kind, Path(data["out"]), data["data"], train,
-                  data.get("model", {}), data.get("backbone"), data.get("vqvae"), data)
+        raise UserError(f"recipe {path}: needs `out` and `data` (see docs/training.md).")
+    return Recipe(
+        data.get("name", Path(path).stem),
+        kind,
+        Path(data["out"]),
+        data["data"],
+        train,
+        data.get("model", {}),
+        data.get("backbone"),
+        data.get("vqvae"),
+        data,
+    )

@@ -11,16 +11,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import depth as depth_cache
-from ..errors import UserError
-from ..models.qdepth.checkpoint import file_hash
-from ..models.vqvae import DepthVQVAE, VQVAEConfig
-from .data import depth_frames
-from .loop import MetricsLog
-from .recipe import Recipe
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.datasets import depth as depth_cache
+from qdepth_bench.models.qdepth.checkpoint import file_hash
+from qdepth_bench.models.vqvae import DepthVQVAE, VQVAEConfig
+from qdepth_bench.train.data import depth_frames
+from qdepth_bench.train.loop import MetricsLog
+from qdepth_bench.train.recipe import Recipe
 
-FIELDS = ["step", "lr", "loss", "reconstruction", "codebook", "commitment", "perplexity", "codes_used",
-          "restarted", "frames_per_s"]
+FIELDS = [
+    "step",
+    "lr",
+    "loss",
+    "reconstruction",
+    "codebook",
+    "commitment",
+    "perplexity",
+    "codes_used",
+    "restarted",
+    "frames_per_s",
+]
 
 
 def _batch(frames: np.ndarray, rng: np.random.Generator, size: int) -> torch.Tensor:
@@ -50,10 +60,16 @@ def train_vqvae(recipe: Recipe, on_log: Callable[[dict], None] | None = None) ->
         optimizer.step()
         restarted += model.restart_dead_codes(out["codes"], out["latents"])
         if step % settings.log_every == 0 or step == settings.steps - 1:
-            row = {"step": step, "lr": settings.lr, "restarted": restarted,
-                   "frames_per_s": round((step + 1) * settings.batch_size / (time.perf_counter() - start), 2),
-                   **{k: round(float(out[k].detach()), 6) for k in ("loss", "reconstruction", "codebook", "commitment",
-                                                           "perplexity", "codes_used")}}
+            row = {
+                "step": step,
+                "lr": settings.lr,
+                "restarted": restarted,
+                "frames_per_s": round((step + 1) * settings.batch_size / (time.perf_counter() - start), 2),
+                **{
+                    k: round(float(out[k].detach()), 6)
+                    for k in ("loss", "reconstruction", "codebook", "commitment", "perplexity", "codes_used")
+                },
+            }
             log.write(row)
             if on_log is not None:
                 on_log(row)
@@ -63,9 +79,13 @@ def train_vqvae(recipe: Recipe, on_log: Callable[[dict], None] | None = None) ->
         final = model(held)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(recipe.out / "model.safetensors"))
     (recipe.out / "config.json").write_text(json.dumps({"vqvae": config.to_dict(), "recipe": recipe.source}, indent=2))
-    evaluation = {"frames": int(len(frames)), "reconstruction_mse": float(final["reconstruction"]),
-                  "perplexity": float(final["perplexity"]), "codes_used": int(final["codes_used"]),
-                  "codebook_size": config.codebook_size}
+    evaluation = {
+        "frames": int(len(frames)),
+        "reconstruction_mse": float(final["reconstruction"]),
+        "perplexity": float(final["perplexity"]),
+        "codes_used": int(final["codes_used"]),
+        "codebook_size": config.codebook_size,
+    }
     (recipe.out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
     return recipe.out
 
@@ -76,8 +96,10 @@ def load_vqvae(folder: Path) -> tuple[DepthVQVAE, str]:
 
     folder = Path(folder)
     if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
-        raise UserError(f"{folder} is not a trained VQ-VAE (model.safetensors + config.json); train one with "
-                        "`qdepth-bench train vqvae --recipe training/vqvae-libero-object.yaml`.")
+        raise UserError(
+            f"{folder} is not a trained VQ-VAE (model.safetensors + config.json); train one with "
+            "`qdepth-bench train vqvae --recipe vqvae-libero-object`."
+        )
     model = DepthVQVAE(VQVAEConfig(**json.loads((folder / "config.json").read_text())["vqvae"]))
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     return model.eval(), file_hash(folder / "model.safetensors")
@@ -99,7 +121,9 @@ def encode_dataset(dataset: Path, vqvae_folder: Path, batch: int = 64) -> int:
             if f[demo].attrs.get("vqvae") == digest and "codes" in f[demo]:
                 continue
         relative = torch.from_numpy(depth_cache.read_relative(cache, demo))
-        codes = torch.cat([model.nearest(model.encode(relative[i:i + batch])) for i in range(0, len(relative), batch)])
+        codes = torch.cat(
+            [model.nearest(model.encode(relative[i : i + batch])) for i in range(0, len(relative), batch)]
+        )
         depth_cache.write_codes(cache, demo, codes.numpy(), digest)
         total += len(codes)
     return total

@@ -13,14 +13,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from ...errors import UserError
-from .config import QDepthConfig, TextConfig, VisionConfig, build_config
-from .model import QDepthVLA
-from .tokenizer import FolderTokenizer, HashWordTokenizer
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.models.qdepth.config import QDepthConfig, TextConfig, VisionConfig, build_config
+from qdepth_bench.models.qdepth.model import QDepthVLA
+from qdepth_bench.models.qdepth.tokenizer import FolderTokenizer, HashWordTokenizer
 
 CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "norm_stats.json"
 
@@ -52,7 +53,10 @@ class NormStats:
     @classmethod
     def from_data(cls, state: np.ndarray, actions: np.ndarray) -> NormStats:
         """Percentiles over every frame (state: (N, S); actions: (N, A))."""
-        q = lambda x, p: np.percentile(x, p, axis=0).astype(float).tolist()  # noqa: E731
+
+        def q(x: np.ndarray, p: float) -> list[float]:
+            return np.percentile(x, p, axis=0).astype(float).tolist()
+
         return cls(q(state, 1), q(state, 99), q(actions, 1), q(actions, 99))
 
     @classmethod
@@ -68,9 +72,15 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_checkpoint(folder: Path, config: QDepthConfig, state: dict[str, torch.Tensor], stats: NormStats,
-                    variant: str, tokenizer: HashWordTokenizer | FolderTokenizer | None = None,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    folder: Path,
+    config: QDepthConfig,
+    state: dict[str, torch.Tensor],
+    stats: NormStats,
+    variant: str,
+    tokenizer: HashWordTokenizer | FolderTokenizer | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write config, weights and statistics (and a backbone's tokenizer files); returns the folder."""
     from safetensors.torch import save_file
 
@@ -114,8 +124,10 @@ def load_checkpoint(folder: Path, device: str = "cpu") -> LoadedCheckpoint:
     folder = Path(folder)
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, STATS_FILE) if not (folder / f).is_file()]
     if missing:
-        raise UserError(f"{folder} is not a QDepth-VLA checkpoint (missing {', '.join(missing)}); train one with "
-                        "`qdepth-bench train policy` or pass --policy-arg checkpoint=FOLDER.")
+        raise UserError(
+            f"{folder} is not a QDepth-VLA checkpoint (missing {', '.join(missing)}); train one with "
+            "`qdepth-bench train policy` or pass --policy-arg checkpoint=FOLDER."
+        )
     try:
         meta = json.loads((folder / CONFIG_FILE).read_text())
         config = QDepthConfig.from_dict(meta["model"])
@@ -130,12 +142,15 @@ def load_checkpoint(folder: Path, device: str = "cpu") -> LoadedCheckpoint:
     result = model.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
         names = (result.missing_keys or result.unexpected_keys)[:3]
-        raise UserError(f"{folder / WEIGHTS_FILE} does not match its config.json (e.g. {', '.join(names)}); "
-                        "the checkpoint is damaged or was written by another version.")
+        raise UserError(
+            f"{folder / WEIGHTS_FILE} does not match its config.json (e.g. {', '.join(names)}); "
+            "the checkpoint is damaged or was written by another version."
+        )
     model.to(device).eval()
     tokenizer = make_tokenizer(config, folder)
-    return LoadedCheckpoint(model, stats, tokenizer, meta.get("variant", "qdepth"), file_hash(folder / WEIGHTS_FILE),
-                            folder)
+    return LoadedCheckpoint(
+        model, stats, tokenizer, meta.get("variant", "qdepth"), file_hash(folder / WEIGHTS_FILE), folder
+    )
 
 
 def make_tokenizer(config: QDepthConfig, folder: Path | None) -> HashWordTokenizer | FolderTokenizer:
@@ -151,13 +166,26 @@ def config_from_paligemma(folder: Path, variant: str = "qdepth", **overrides) ->
     from transformers import PaliGemmaConfig
 
     pali = PaliGemmaConfig.from_pretrained(str(folder))
-    v, t = pali.vision_config, pali.text_config
-    return build_config("full", variant, tokenizer="folder",
-                        vision=VisionConfig(v.hidden_size, v.intermediate_size, v.num_hidden_layers,
-                                            v.num_attention_heads, v.image_size, v.patch_size),
-                        text=TextConfig(t.hidden_size, t.intermediate_size, t.num_hidden_layers,
-                                        t.num_attention_heads, t.num_key_value_heads, t.head_dim, t.vocab_size),
-                        **overrides)
+    v: Any = pali.vision_config
+    t: Any = pali.text_config
+    return build_config(
+        "full",
+        variant,
+        tokenizer="folder",
+        vision=VisionConfig(
+            v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.num_attention_heads, v.image_size, v.patch_size
+        ),
+        text=TextConfig(
+            t.hidden_size,
+            t.intermediate_size,
+            t.num_hidden_layers,
+            t.num_attention_heads,
+            t.num_key_value_heads,
+            t.head_dim,
+            t.vocab_size,
+        ),
+        **overrides,
+    )
 
 
 def model_with_backbone(folder: Path, variant: str = "qdepth", **overrides) -> QDepthVLA:
@@ -166,8 +194,10 @@ def model_with_backbone(folder: Path, variant: str = "qdepth", **overrides) -> Q
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise UserError(f"--backbone {folder} has no config.json; point it at a PaliGemma model folder "
-                        "(e.g. a local copy of google/paligemma-3b-pt-224).")
+        raise UserError(
+            f"--backbone {folder} has no config.json; point it at a PaliGemma model folder "
+            "(e.g. a local copy of google/paligemma-3b-pt-224)."
+        )
     config = config_from_paligemma(folder, variant, **overrides)
     pali = PaliGemmaForConditionalGeneration.from_pretrained(str(folder), dtype=torch.float32)
     return QDepthVLA(config, backbone=pali.model)

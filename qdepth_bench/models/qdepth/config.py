@@ -16,7 +16,6 @@ Variants (paper Table 6) are switches on one architecture:
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,8 +89,11 @@ class QDepthConfig:
     num_integration_steps: int = 10
 
     def __post_init__(self) -> None:
-        checks = [(self.depth_branch, DEPTH_BRANCHES, "depth_branch"), (self.depth_target, DEPTH_TARGETS,
-                  "depth_target"), (self.mask, MASKS, "mask")]
+        checks = [
+            (self.depth_branch, DEPTH_BRANCHES, "depth_branch"),
+            (self.depth_target, DEPTH_TARGETS, "depth_target"),
+            (self.mask, MASKS, "mask"),
+        ]
         for value, allowed, name in checks:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
@@ -115,17 +117,18 @@ class QDepthConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QDepthConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown QDepth config keys: {', '.join(unknown)}")
-        nested = {"vision": VisionConfig, "text": TextConfig, "action_expert": ExpertConfig,
-                  "depth_expert": ExpertConfig}
+        nested = {
+            "vision": VisionConfig,
+            "text": TextConfig,
+            "action_expert": ExpertConfig,
+            "depth_expert": ExpertConfig,
+        }
         values = {k: nested[k](**v) if k in nested and isinstance(v, dict) else v for k, v in data.items()}
         return cls(**values)
 
@@ -137,17 +140,37 @@ class QDepthConfig:
 SIZES: dict[str, QDepthConfig] = {
     "full": QDepthConfig(),
     "medium": QDepthConfig(
-        size="medium", tokenizer="hash",
+        size="medium",
+        tokenizer="hash",
         vision=VisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4),
-        text=TextConfig(hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=8,
-                        num_key_value_heads=1, head_dim=64, vocab_size=4099),
-        action_expert=ExpertConfig(256, 1024), depth_expert=ExpertConfig(256, 1024)),
+        text=TextConfig(
+            hidden_size=512,
+            intermediate_size=2048,
+            num_hidden_layers=6,
+            num_attention_heads=8,
+            num_key_value_heads=1,
+            head_dim=64,
+            vocab_size=4099,
+        ),
+        action_expert=ExpertConfig(256, 1024),
+        depth_expert=ExpertConfig(256, 1024),
+    ),
     "tiny": QDepthConfig(
-        size="tiny", tokenizer="hash",
+        size="tiny",
+        tokenizer="hash",
         vision=VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2),
-        text=TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                        num_key_value_heads=1, head_dim=32, vocab_size=4099),
-        action_expert=ExpertConfig(32, 64), depth_expert=ExpertConfig(32, 64)),
+        text=TextConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=32,
+            vocab_size=4099,
+        ),
+        action_expert=ExpertConfig(32, 64),
+        depth_expert=ExpertConfig(32, 64),
+    ),
 }
 
 #: The ablation variants of the paper as changes to a base configuration.

@@ -18,8 +18,9 @@ class GridDecoder(nn.Module):
         super().__init__()
         self.grid = grid
         self.proj = nn.Linear(width, code_dim)
-        self.cnn = nn.Sequential(nn.Conv2d(code_dim, code_dim, 3, padding=1), nn.GELU(),
-                                 nn.Conv2d(code_dim, code_dim, 3, padding=1))
+        self.cnn = nn.Sequential(
+            nn.Conv2d(code_dim, code_dim, 3, padding=1), nn.GELU(), nn.Conv2d(code_dim, code_dim, 3, padding=1)
+        )
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         b, n, _ = hidden.shape
@@ -30,6 +31,8 @@ class GridDecoder(nn.Module):
 
 class DepthTokenHead(nn.Module):
     """Predicts VQ-VAE depth codes. The codebook is a frozen buffer loaded from the trained VQ-VAE."""
+
+    codebook: torch.Tensor
 
     def __init__(self, width: int, code_dim: int, grid: int, codebook_size: int, temperature: float) -> None:
         super().__init__()
@@ -48,8 +51,7 @@ class DepthTokenHead(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, N, K) logits: negative squared distance of each predicted latent to each code, over tau."""
         x = self.latents(hidden)
-        distance = (x.pow(2).sum(-1, keepdim=True) - 2 * x @ self.codebook.T
-                    + self.codebook.pow(2).sum(-1)[None, None])
+        distance = x.pow(2).sum(-1, keepdim=True) - 2 * x @ self.codebook.T + self.codebook.pow(2).sum(-1)[None, None]
         return -distance / self.temperature
 
     def loss(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

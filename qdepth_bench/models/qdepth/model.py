@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,30 +20,47 @@ from transformers import GemmaConfig, PaliGemmaConfig, SiglipVisionConfig
 from transformers.models.gemma.modeling_gemma import GemmaDecoderLayer, GemmaRMSNorm
 from transformers.models.paligemma.modeling_paligemma import PaliGemmaModel
 
-from .config import ExpertConfig, QDepthConfig
-from .depth_head import DepthPixelHead, DepthTokenHead
-from .mask import block_mask, positions
-from .mot import LayerCache, MixtureOfTransformers, Stream
+from qdepth_bench.models.qdepth.config import ExpertConfig, QDepthConfig
+from qdepth_bench.models.qdepth.depth_head import DepthPixelHead, DepthTokenHead
+from qdepth_bench.models.qdepth.mask import block_mask, positions
+from qdepth_bench.models.qdepth.mot import LayerCache, MixtureOfTransformers, Stream
 
 
 def paligemma_config(config: QDepthConfig) -> PaliGemmaConfig:
     """The transformers PaliGemma configuration of a named size (used when no backbone folder is given)."""
     v, t = config.vision, config.text
-    vision = SiglipVisionConfig(hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
-                                num_hidden_layers=v.num_hidden_layers, num_attention_heads=v.num_attention_heads,
-                                image_size=v.image_size, patch_size=v.patch_size, vision_use_head=False)
+    vision = SiglipVisionConfig(
+        hidden_size=v.hidden_size,
+        intermediate_size=v.intermediate_size,
+        num_hidden_layers=v.num_hidden_layers,
+        num_attention_heads=v.num_attention_heads,
+        image_size=v.image_size,
+        patch_size=v.patch_size,
+        vision_use_head=False,
+    )
     vision.projection_dim = t.hidden_size
     text = expert_gemma_config(config, ExpertConfig(t.hidden_size, t.intermediate_size), vocab_size=t.vocab_size)
-    return PaliGemmaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), projection_dim=t.hidden_size,
-                           hidden_size=t.hidden_size, vocab_size=t.vocab_size)
+    return PaliGemmaConfig(
+        vision_config=vision.to_dict(),
+        text_config=text.to_dict(),
+        projection_dim=t.hidden_size,
+        hidden_size=t.hidden_size,
+        vocab_size=t.vocab_size,
+    )
 
 
 def expert_gemma_config(config: QDepthConfig, expert: ExpertConfig, vocab_size: int = 3) -> GemmaConfig:
     """A Gemma layer configuration of an expert's width with the backbone's head layout."""
     t = config.text
-    return GemmaConfig(hidden_size=expert.hidden_size, intermediate_size=expert.intermediate_size,
-                       num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
-                       num_key_value_heads=t.num_key_value_heads, head_dim=t.head_dim, vocab_size=vocab_size)
+    return GemmaConfig(
+        hidden_size=expert.hidden_size,
+        intermediate_size=expert.intermediate_size,
+        num_hidden_layers=t.num_hidden_layers,
+        num_attention_heads=t.num_attention_heads,
+        num_key_value_heads=t.num_key_value_heads,
+        head_dim=t.head_dim,
+        vocab_size=vocab_size,
+    )
 
 
 def sinusoidal_time(tau: torch.Tensor, width: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
@@ -68,8 +86,10 @@ class Batch:
 
     def rows(self, index: slice) -> Batch:
         """The same inputs for a slice of the rows."""
-        return Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-                        for f in fields(self)})
+        values: dict[str, Any] = {
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)
+        }
+        return Batch(**values)
 
 
 class QDepthVLA(nn.Module):
@@ -88,9 +108,11 @@ class QDepthVLA(nn.Module):
             experts.append(nn.ModuleList(GemmaDecoderLayer(depth_gemma, i) for i in range(n_layers)))
             norms.append(GemmaRMSNorm(config.depth_expert.hidden_size))
             self.depth_expert_index = len(experts) - 1
-            self.depth_in = nn.Sequential(nn.Linear(config.vision.hidden_size, config.depth_expert.hidden_size),
-                                          nn.GELU(), nn.Linear(config.depth_expert.hidden_size,
-                                                               config.depth_expert.hidden_size))
+            self.depth_in = nn.Sequential(
+                nn.Linear(config.vision.hidden_size, config.depth_expert.hidden_size),
+                nn.GELU(),
+                nn.Linear(config.depth_expert.hidden_size, config.depth_expert.hidden_size),
+            )
         action_gemma = expert_gemma_config(config, config.action_expert)
         experts.append(nn.ModuleList(GemmaDecoderLayer(action_gemma, i) for i in range(n_layers)))
         norms.append(GemmaRMSNorm(config.action_expert.hidden_size))
@@ -105,14 +127,15 @@ class QDepthVLA(nn.Module):
 
         self.depth_head: DepthTokenHead | DepthPixelHead | None = None
         if config.has_depth:
-            head_width = (config.depth_expert.hidden_size if config.depth_branch == "expert"
-                          else config.text.hidden_size)
+            head_width = config.depth_expert.hidden_size if config.depth_branch == "expert" else config.text.hidden_size
             if config.depth_target == "tokens":
-                self.depth_head = DepthTokenHead(head_width, config.code_dim, config.depth_grid,
-                                                 config.codebook_size, config.depth_temperature)
+                self.depth_head = DepthTokenHead(
+                    head_width, config.code_dim, config.depth_grid, config.codebook_size, config.depth_temperature
+                )
             else:
-                self.depth_head = DepthPixelHead(head_width, config.code_dim, config.depth_grid,
-                                                 config.vision.patch_size)
+                self.depth_head = DepthPixelHead(
+                    head_width, config.code_dim, config.depth_grid, config.vision.patch_size
+                )
 
     # ----- inputs ---------------------------------------------------------------------------------------
 
@@ -120,8 +143,9 @@ class QDepthVLA(nn.Module):
         """Streams P (and D), the block lengths so far, and which prefix tokens are real."""
         patches = self.vision(pixel_values=batch.images).last_hidden_state  # SigLIP, before language fusion
         prefix = torch.cat([self.projector(patches), self.embed_tokens(batch.tokens)], dim=1)
-        valid = torch.cat([torch.ones(patches.shape[:2], dtype=torch.bool, device=patches.device),
-                           batch.token_mask.bool()], dim=1)
+        valid = torch.cat(
+            [torch.ones(patches.shape[:2], dtype=torch.bool, device=patches.device), batch.token_mask.bool()], dim=1
+        )
         streams, lengths = [Stream(0, prefix)], {"P": prefix.shape[1]}
         if self.depth_expert_index is not None:
             streams.append(Stream(self.depth_expert_index, self.depth_in(patches)))
@@ -140,20 +164,27 @@ class QDepthVLA(nn.Module):
 
     # ----- training ---------------------------------------------------------------------------------------
 
-    def sample_tau(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
-                   ) -> torch.Tensor:
+    def sample_tau(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Flow time tau = s * (1 - Beta(a, b)): mostly small tau, i.e. noisy action samples (pi0's choice)."""
         c = self.config
         u = torch.rand(batch_size, device=device, generator=generator)
         # Beta(a, 1) by inverse CDF (b = 1 in the paper's recipe); a general b uses torch's sampler.
-        beta = u ** (1.0 / c.flow_beta_a) if c.flow_beta_b == 1.0 else torch.distributions.Beta(
-            c.flow_beta_a, c.flow_beta_b).sample((batch_size,)).to(device)
+        beta = (
+            u ** (1.0 / c.flow_beta_a)
+            if c.flow_beta_b == 1.0
+            else torch.distributions.Beta(c.flow_beta_a, c.flow_beta_b).sample((batch_size,)).to(device)
+        )
         return c.flow_s * (1.0 - beta)
 
-    def losses(self, batch: Batch, noise: torch.Tensor | None = None, tau: torch.Tensor | None = None
-               ) -> dict[str, torch.Tensor]:
+    def losses(
+        self, batch: Batch, noise: torch.Tensor | None = None, tau: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Flow-matching loss (eq. 5-7) and the depth loss (eq. 4, or MSE for the pixel variant)."""
         actions = batch.actions
+        if actions is None:
+            raise ValueError("losses need the batch's target actions")
         noise = torch.randn_like(actions) if noise is None else noise
         tau = self.sample_tau(actions.shape[0], actions.device) if tau is None else tau
         t = tau[:, None, None].to(actions.dtype)
@@ -185,7 +216,7 @@ class QDepthVLA(nn.Module):
 
     def depth_weight(self, step: int) -> float:
         """lambda_t = lambda_0 * gamma^t (paper eq. 8)."""
-        return self.config.depth_loss_weight * self.config.depth_loss_decay ** step
+        return self.config.depth_loss_weight * self.config.depth_loss_decay**step
 
     def total_loss(self, losses: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         total = losses["flow"]
@@ -196,8 +227,9 @@ class QDepthVLA(nn.Module):
     # ----- inference --------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample_actions(self, batch: Batch, noise: torch.Tensor | None = None, reuse_prefix: bool = True
-                       ) -> torch.Tensor:
+    def sample_actions(
+        self, batch: Batch, noise: torch.Tensor | None = None, reuse_prefix: bool = True
+    ) -> torch.Tensor:
         """Integrate the flow from noise (tau = 0) to actions (tau = 1) in `num_integration_steps` Euler steps.
 
         With `reuse_prefix`, P and D run once and each step runs only S and A against their cached keys and
@@ -237,17 +269,26 @@ class QDepthVLA(nn.Module):
 
     def expert_parameter_counts(self) -> dict[str, int]:
         """Parameters per module group: VLM (vision + projector + Gemma), depth expert, action expert, heads."""
+
         def count(*modules: nn.Module | None) -> int:
             return sum(p.numel() for m in modules if m is not None for p in m.parameters())
 
-        counts = {"vision": count(self.vision, self.projector),
-                  "vlm_language": count(self.embed_tokens, self.mot.experts[0], self.mot.norms[0]),
-                  "action_expert": count(self.mot.experts[self.action_expert_index],
-                                         self.mot.norms[self.action_expert_index], self.state_in, self.action_in,
-                                         self.action_time, self.action_out)}
+        counts = {
+            "vision": count(self.vision, self.projector),
+            "vlm_language": count(self.embed_tokens, self.mot.experts[0], self.mot.norms[0]),
+            "action_expert": count(
+                self.mot.experts[self.action_expert_index],
+                self.mot.norms[self.action_expert_index],
+                self.state_in,
+                self.action_in,
+                self.action_time,
+                self.action_out,
+            ),
+        }
         if self.depth_expert_index is not None:
-            counts["depth_expert"] = count(self.mot.experts[self.depth_expert_index],
-                                           self.mot.norms[self.depth_expert_index], self.depth_in)
+            counts["depth_expert"] = count(
+                self.mot.experts[self.depth_expert_index], self.mot.norms[self.depth_expert_index], self.depth_in
+            )
         if self.depth_head is not None:
             counts["depth_head"] = count(self.depth_head)
         counts["total"] = count(self)

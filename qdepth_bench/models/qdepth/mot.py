@@ -10,6 +10,7 @@ single attention over the concatenated sequence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +34,14 @@ def _heads(x: torch.Tensor, n: int, head_dim: int) -> torch.Tensor:
     return x.view(x.shape[0], x.shape[1], n, head_dim).transpose(1, 2)
 
 
-def joint_layer(layers: list[GemmaDecoderLayer], streams: list[Stream], cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[list[Stream], tuple[torch.Tensor, torch.Tensor]]:
+def joint_layer(
+    layers: list[GemmaDecoderLayer],
+    streams: list[Stream],
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor,
+    past: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[list[Stream], tuple[torch.Tensor, torch.Tensor]]:
     """One joint layer. `cos`/`sin` cover the streams' tokens; `mask` is (B, L_new, L_past + L_new).
 
     Returns the updated streams and this layer's keys/values for all tokens seen (past + new), to cache.
@@ -55,13 +61,18 @@ def joint_layer(layers: list[GemmaDecoderLayer], streams: list[Stream], cos: tor
     v = torch.cat(values, 2)
     if past is not None:
         k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
-    out = F.scaled_dot_product_attention(q, k.repeat_interleave(kv_groups, 1), v.repeat_interleave(kv_groups, 1),
-                                         attn_mask=mask[:, None], scale=head_dim ** -0.5)
+    out = F.scaled_dot_product_attention(
+        q,
+        k.repeat_interleave(kv_groups, 1),
+        v.repeat_interleave(kv_groups, 1),
+        attn_mask=mask[:, None],
+        scale=head_dim**-0.5,
+    )
     out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], n_q * head_dim)
     updated, start = [], 0
     for s in streams:
         layer, n = layers[s.expert], s.hidden.shape[1]
-        h = s.hidden + layer.self_attn.o_proj(out[:, start:start + n])
+        h = s.hidden + layer.self_attn.o_proj(out[:, start : start + n])
         h = h + layer.mlp(layer.post_attention_layernorm(h))
         updated.append(Stream(s.expert, h))
         start += n
@@ -81,9 +92,14 @@ class MixtureOfTransformers(nn.Module):
         self.norms = nn.ModuleList(norms)
         self.n_layers = depths.pop()
 
-    def forward(self, streams: list[Stream], position_ids: torch.Tensor, mask: torch.Tensor,
-                cache: LayerCache | None = None, keep_cache: bool = False
-                ) -> tuple[list[torch.Tensor], LayerCache | None]:
+    def forward(
+        self,
+        streams: list[Stream],
+        position_ids: torch.Tensor,
+        mask: torch.Tensor,
+        cache: LayerCache | None = None,
+        keep_cache: bool = False,
+    ) -> tuple[list[torch.Tensor], LayerCache | None]:
         """Run all layers; returns each stream's final-normed output and, if asked, the per-layer keys/values.
 
         With `cache`, the streams are new tokens appended after an already computed prefix: `mask` covers
@@ -92,7 +108,8 @@ class MixtureOfTransformers(nn.Module):
         cos, sin = self.rotary(streams[0].hidden, position_ids)
         new_cache: LayerCache = []
         for index in range(self.n_layers):
-            layers = [expert[index] for expert in self.experts]
+            # self.experts: one ModuleList of GemmaDecoderLayers per expert (ModuleList items are typed Module)
+            layers = [cast(GemmaDecoderLayer, cast(nn.ModuleList, expert)[index]) for expert in self.experts]
             streams, kv = joint_layer(layers, streams, cos, sin, mask, cache[index] if cache else None)
             if keep_cache:
                 new_cache.append(kv)

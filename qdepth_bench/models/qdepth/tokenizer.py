@@ -62,6 +62,7 @@ class FolderTokenizer:
 
     def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         prompts = [t.strip().replace("_", " ") + "\n" for t in texts]
-        out = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_tokens,
-                             return_tensors="np")
+        out = self.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="np"
+        )
         return out["input_ids"].astype(np.int64), out["attention_mask"].astype(bool)

@@ -1,0 +1,144 @@
+"""What every command shares: the consoles, the root app and its command groups, common options, the
+database opener, and printing or writing report views in one format.
+
+Input errors surface as one line on stderr (`error: ...` naming the fix) and their exit code (2); Ctrl-C
+during a run exits 130 after saying how many episodes are safely recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.policy import Policy
+from qdepth_bench.registry.base import parse_key_values
+from qdepth_bench.registry.policies import make_policy
+from qdepth_bench.report.render import FORMATS, render
+from qdepth_bench.results.reference import reference_rows
+from qdepth_bench.results.store import DB_ENV, Store
+
+# Piped output (files, CI logs) gets wide tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+class UserErrorsAsOneLine(TyperGroup):
+    """Every command's `UserError` becomes one line on stderr and its exit code, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=UserErrorsAsOneLine,
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="Benchmark vision-language-action policies on LIBERO and SIMPLER; tables and leaderboards.",
+)
+runs_app = typer.Typer(cls=UserErrorsAsOneLine, no_args_is_help=True, help="List, show or delete recorded runs.")
+app.add_typer(runs_app, name="runs")
+depth_app = typer.Typer(
+    cls=UserErrorsAsOneLine,
+    no_args_is_help=True,
+    help="Annotate demonstrations with depth, and encode it into VQ-VAE codes.",
+)
+app.add_typer(depth_app, name="depth")
+data_app = typer.Typer(
+    cls=UserErrorsAsOneLine, no_args_is_help=True, help="Generate demonstration datasets with a (scripted) policy."
+)
+app.add_typer(data_app, name="data")
+train_app = typer.Typer(
+    cls=UserErrorsAsOneLine,
+    no_args_is_help=True,
+    help="Train the depth VQ-VAE or co-train a policy from a recipe (content/training/*.yaml).",
+)
+app.add_typer(train_app, name="train")
+
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help=f"results database (default: ${DB_ENV} or results/qdepth-bench.sqlite)")
+]
+
+
+CheckpointOption = Annotated[Path | None, typer.Option(help="checkpoint folder (same as --policy-arg checkpoint=)")]
+
+
+def policy_options(policy_arg: list[str] | None, checkpoint: Path | None) -> dict[str, str]:
+    """`--policy-arg` pairs, with `--checkpoint` as the `checkpoint` option."""
+    options = parse_key_values(policy_arg or [])
+    if checkpoint is not None:
+        options["checkpoint"] = str(checkpoint)
+    return options
+
+
+#: One env worker per core (each simulator step is single-threaded work), capped for memory.
+DEFAULT_WORKERS = max(1, min(os.cpu_count() or 1, 8))
+
+
+def _known_format(value: str) -> str:
+    if value.lower() not in FORMATS:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(FORMATS)}.")
+    return value.lower()
+
+
+FormatOption = Annotated[
+    str, typer.Option("--format", "-f", callback=_known_format, help=f"output format: {', '.join(FORMATS)}")
+]
+
+
+def open_store(db: Path | None) -> Store:
+    """Open (or create) the database and make sure it holds the current reference numbers."""
+    store = Store(db)
+    rows, digest = reference_rows()
+    store.load_references(rows, digest)
+    return store
+
+
+def build_policy(policy: str, options: dict[str, str]) -> Policy:
+    """A policy from the registry, with what it has to tell the user printed first."""
+    agent = make_policy(policy, options)
+    for notice in agent.notices:
+        err_console.print(notice, markup=False, highlight=False, soft_wrap=True)
+    return agent
+
+
+def print_views(views: list[Any], fmt: str, out: Path | None = None, **options: Any) -> None:
+    """Print report views (or write them to `out`) in one format; rich goes to the terminal only, and a
+    file asked for in rich format is written as Markdown."""
+    name = fmt.lower()
+    if name == "rich" and out is None:
+        for table in render("rich", views):
+            console.print(table)
+        return
+    if name == "rich":
+        name = "markdown"
+        err_console.print(f"rich output is for the terminal; writing {out} as Markdown (--format markdown).")
+    write_text(render(name, views, **options), out)
+
+
+def write_text(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}; choose another --out.") from None
+    err_console.print(f"wrote {out}")
+
+
+def split_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None

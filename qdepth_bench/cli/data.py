@@ -1,0 +1,145 @@
+"""Data commands: `data generate` (demonstrations) and `depth annotate|encode` (the depth expert's targets)."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qdepth_bench.cli.common import DEFAULT_WORKERS, build_policy, console, data_app, depth_app, err_console
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.datasets.formats import read_episodes
+from qdepth_bench.eval.episode import EpisodeResult
+from qdepth_bench.eval.plan import RunPlan
+from qdepth_bench.registry.base import parse_key_values
+from qdepth_bench.registry.sims import make_backend
+from qdepth_bench.registry.suites import suite_registry
+
+
+@data_app.command("generate")
+def data_generate(
+    suite: Annotated[str, typer.Argument(help="a LIBERO suite, e.g. libero_object")],
+    policy: Annotated[str, typer.Option("--policy", "-p", help="the demonstrator (e.g. scripted)")] = "scripted",
+    episodes_per_task: Annotated[int, typer.Option(help="successful demonstrations to keep per task")] = 20,
+    tasks: Annotated[str | None, typer.Option(help="task ids, e.g. 0-4 (default: all)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: data/<suite>_<policy>)")] = None,
+    workers: Annotated[int, typer.Option(help="env worker processes")] = DEFAULT_WORKERS,
+    policy_arg: Annotated[list[str] | None, typer.Option("--policy-arg", "-a", help="policy option key=value")] = None,
+) -> None:
+    """Roll out a demonstrator from fresh initial states (never the evaluation's), keep the successes, and
+    write one LIBERO-format HDF5 per task with frames, proprio, actions and simulator states."""
+    from qdepth_bench.eval.generate import generate
+
+    specs = suite_registry().resolve(suite)
+    if len(specs) != 1:
+        raise UserError(f"data generate takes one suite (e.g. libero_object), not the group '{suite}'.")
+    spec = specs[0]
+    out = out or Path("data") / f"{spec.name}_{policy}"
+    agent = build_policy(policy, parse_key_values(policy_arg or []))
+    backend = make_backend(spec)
+    command = shlex.join(["qdepth-bench", *sys.argv[1:]])
+    progress: dict[str, int] = {"success": 0, "failure": 0, "error": 0}
+
+    def on_plan(plan: RunPlan) -> None:
+        console.print(
+            f"{spec.name} · {agent.name} · {len(plan.pending)} attempts to run "
+            f"({len(plan.episodes) - len(plan.pending)} already done) -> {out}",
+            highlight=False,
+        )
+
+    def on_episode(result: EpisodeResult) -> None:
+        if not result.will_retry:
+            progress[result.status] += 1
+        console.print(
+            f"  {result.episode.key} {result.status} ({result.steps} steps)"
+            + (f": {result.error}" if result.error else ""),
+            highlight=False,
+        )
+
+    try:
+        counts = generate(
+            spec,
+            backend,
+            agent,
+            tasks,
+            episodes_per_task,
+            out,
+            workers,
+            command,
+            on_plan=on_plan,
+            on_episode=on_episode,
+        )
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: finished attempts are kept in {out}; run the same command to continue.")
+        raise typer.Exit(130) from None
+    finally:
+        agent.close()
+    for task_id, n in counts.items():
+        console.print(f"task {task_id}: {n}/{episodes_per_task} demonstrations", highlight=False)
+    short = [t for t, n in counts.items() if n < episodes_per_task]
+    if short:
+        err_console.print(
+            f"tasks {short} have fewer demonstrations than asked: the demonstrator rarely succeeds "
+            "there; their files hold what succeeded."
+        )
+
+
+class DepthSource(str, Enum):
+    sim = "sim"
+    model = "model"
+
+
+@depth_app.command("annotate")
+def depth_annotate(
+    datasets: Annotated[list[Path], typer.Argument(help="LIBERO HDF5 files (or LeRobot folders with --source model)")],
+    source: Annotated[
+        DepthSource, typer.Option(help="sim: restore recorded states and render depth; model: a monocular estimator")
+    ] = DepthSource.sim,
+    model: Annotated[
+        Path | None, typer.Option(help="with --source model: a local depth-estimation model folder")
+    ] = None,
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            help="with --source sim: the LIBERO suite of the demos (default: found from the file's BDDL name)"
+        ),
+    ] = None,
+) -> None:
+    """Depth for every frame, cached beside each dataset (re-running skips what is done)."""
+    from qdepth_bench.datasets import depth as depth_cache
+
+    for dataset in datasets:
+        if not dataset.exists():
+            raise UserError(f"{dataset} does not exist.")
+        if source is DepthSource.sim:
+            frames = depth_cache.sim_frames(dataset, suite)
+        else:
+            if model is None:
+                raise UserError("--source model needs --model FOLDER (a Depth Anything model saved locally).")
+            frames = depth_cache.model_frames(functools.partial(read_episodes, dataset), model)
+        counts = depth_cache.annotate(
+            dataset, frames, source.value, lambda demo, n: console.print(f"  {demo}: {n} frames", highlight=False)
+        )
+        console.print(
+            f"{dataset}: annotated {counts['annotated']} demos ({counts['frames']} frames), skipped "
+            f"{counts['skipped']} already done -> {depth_cache.cache_path(dataset)}",
+            highlight=False,
+        )
+
+
+@depth_app.command("encode")
+def depth_encode(
+    datasets: Annotated[list[Path], typer.Argument(help="annotated datasets")],
+    vqvae: Annotated[Path, typer.Option(help="folder of a trained depth VQ-VAE")],
+) -> None:
+    """Turn annotated depth into VQ-VAE code indices (the depth expert's targets)."""
+    from qdepth_bench.train.vqvae import encode_dataset
+
+    for dataset in datasets:
+        n = encode_dataset(dataset, vqvae)
+        console.print(f"{dataset}: encoded {n} frames (frames already encoded by this VQ-VAE skipped)", highlight=False)

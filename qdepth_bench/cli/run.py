@@ -1,0 +1,216 @@
+"""`qdepth-bench run`: evaluate a policy on a suite, with a header line and a progress bar per suite."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from qdepth_bench.cli.common import (
+    DEFAULT_WORKERS,
+    CheckpointOption,
+    DbOption,
+    app,
+    build_policy,
+    console,
+    err_console,
+    open_store,
+    policy_options,
+    print_views,
+)
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.policy import Policy
+from qdepth_bench.core.protocol import SuiteSpec
+from qdepth_bench.eval.engine import EngineOptions, execute
+from qdepth_bench.eval.episode import EpisodeResult
+from qdepth_bench.eval.plan import RunPlan, plan_run
+from qdepth_bench.registry.sims import make_backend
+from qdepth_bench.registry.suites import suite_registry
+from qdepth_bench.report.tables import build_tables
+from qdepth_bench.results.store import Store
+
+
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class GridMode(str, Enum):
+    grid = "grid"
+    prepackaged = "prepackaged"
+
+
+@app.command()
+def run(
+    suite: Annotated[str, typer.Argument(help="suite or group: libero, libero_object, ... (see `suites`)")],
+    policy: Annotated[str, typer.Option("--policy", "-p", help="registered name, module:Class or policy YAML")],
+    policy_arg: Annotated[list[str] | None, typer.Option("--policy-arg", "-a", help="policy option key=value")] = None,
+    checkpoint: CheckpointOption = None,
+    tasks: Annotated[str | None, typer.Option(help="task ids, e.g. 0,1 or 0-4 (default: all)")] = None,
+    episodes: Annotated[int | None, typer.Option(help="episodes per task (default: the protocol's trials)")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="simulator, for suites with several (simpler_widowx: maniskill3 or simpler_env); recorded in the run"
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="env seed (default: the protocol's; others are non-standard)")
+    ] = None,
+    grid_mode: Annotated[
+        GridMode | None,
+        typer.Option(
+            case_sensitive=False,
+            help="SIMPLER: the published grid "
+            "of episodes, or SimplerEnv's prepackaged draws from the env's RNG (non-standard)",
+        ),
+    ] = None,
+    grid_repeats: Annotated[
+        int | None,
+        typer.Option(
+            help="SIMPLER, with --grid-mode prepackaged: draws per grid "
+            "cell (SimplerEnv's maintainers advise 3 for the Bridge tasks)"
+        ),
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="override the protocol's max policy steps")] = None,
+    replan_steps: Annotated[
+        int | None, typer.Option(help="actions executed open-loop per policy call (default: the protocol's)")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="env worker processes (default: one per CPU core, at most 8)")
+    ] = DEFAULT_WORKERS,
+    executor: Annotated[Executor, typer.Option(case_sensitive=False, help="where env workers run")] = Executor.local,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster address for --executor ray (default: "
+            "start a local instance; 'auto': this machine's cluster)"
+        ),
+    ] = None,
+    episode_timeout: Annotated[
+        float,
+        typer.Option(
+            help="seconds a worker may spend on one episode before it is restarted and the episode recorded as an error"
+        ),
+    ] = 900.0,
+    video: Annotated[Path | None, typer.Option(help="write an mp4 per episode under this folder")] = None,
+    db: DbOption = None,
+) -> None:
+    """Evaluate a policy on a suite; re-running the same command resumes it."""
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {workers}).")
+    for flag, value in (("--max-steps", max_steps), ("--replan-steps", replan_steps), ("--grid-repeats", grid_repeats)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1 (got {value}).")
+    overrides = {
+        k: v
+        for k, v in (
+            ("env_seed", seed),
+            ("max_steps", max_steps),
+            ("replan_steps", replan_steps),
+            ("grid_mode", grid_mode and grid_mode.value),
+            ("grid_repeats", grid_repeats),
+        )
+        if v is not None
+    }
+    specs = [
+        (spec.with_backend(backend) if backend else spec).with_overrides(overrides)
+        for spec in suite_registry().resolve(suite)
+    ]
+    store = open_store(db)
+    agent = build_policy(policy, policy_options(policy_arg, checkpoint))
+    engine = EngineOptions(
+        workers=workers,
+        executor=executor.value,
+        ray_address=ray_address,
+        episode_timeout_s=episode_timeout,
+        video_dir=video,
+    )
+    try:
+        evaluate(store, specs, agent, tasks, episodes, engine)
+    finally:
+        agent.close()
+    print_views(build_tables(store, suite, stand_ins=True), "rich")  # what was just run, flagged
+
+
+def _execution_note(agent: Policy, spec: SuiteSpec) -> str:
+    """Said up front when the policy's chunks are shorter than the protocol's replan steps (tables mark it)."""
+    chunk, replan = agent.requirements.chunk_size, int(spec.protocol["replan_steps"])
+    if chunk >= replan:
+        return ""
+    return (
+        f" · [yellow]chunks of {chunk} < the protocol's {replan} replan steps: it re-plans every {chunk} "
+        f"(non-standard execution, marked ‡)[/yellow]"
+    )
+
+
+def evaluate(
+    store: Store, specs: list[SuiteSpec], agent: Policy, tasks: str | None, episodes: int | None, engine: EngineOptions
+) -> None:
+    """Plan and execute one policy on each suite, with a header line and a progress bar per suite."""
+    command = shlex.join(["qdepth-bench", *sys.argv[1:]])
+    try:
+        for spec in specs:
+            plan = plan_run(store, spec, make_backend(spec), agent, tasks, episodes, command)
+            done = len(plan.episodes) - len(plan.pending)
+            console.print(
+                f"[bold]{spec.name}[/bold] · policy [bold]{agent.name}[/bold] · run {plan.run_id} · "
+                f"{len(plan.episodes)} episodes ({done} already recorded)"
+                + ("" if spec.is_standard() else " · [yellow]non-standard protocol[/yellow]")
+                + _execution_note(agent, spec)
+            )
+            options = dataclasses.replace(
+                engine,
+                workers=min(engine.workers, max(len(plan.pending), 1)),
+                log_path=store.path.parent / "logs" / f"{plan.run_id}.log",
+            )
+            _execute_with_progress(store, plan, options)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: finished episodes are saved in {store.path}; run the same command again to continue."
+        )
+        raise typer.Exit(130) from None
+
+
+def _execute_with_progress(store: Store, plan: RunPlan, options: EngineOptions) -> None:
+    counts = {"success": 0, "failure": 0, "error": 0, "retry": 0, "steps": 0}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task(plan.spec.name, total=len(plan.pending), stats="")
+
+        def on_episode(result: EpisodeResult) -> None:
+            counts["retry" if result.will_retry else result.status] += 1
+            counts["steps"] += result.steps
+            scored = counts["success"] + counts["failure"]
+            rate = f"{100 * counts['success'] / scored:.1f}%" if scored else "–"
+            elapsed = progress.tasks[0].elapsed or 1e-9
+            progress.update(
+                bar,
+                advance=0 if result.will_retry else 1,
+                stats=f"success {rate} · errors {counts['error']} · retried {counts['retry']} · "
+                f"{counts['steps'] / elapsed:.1f} env steps/s",
+            )
+            if result.status == "error":
+                again = " (will run it again)" if result.will_retry else ""
+                progress.console.print(
+                    f"[red]episode {result.episode.key} error{again}:[/red] {escape(result.error)}",
+                    markup=True,
+                    highlight=False,
+                )
+
+        execute(store, plan, options, on_episode)

@@ -1,0 +1,95 @@
+"""`qdepth-bench runs list|show|delete`: the recorded runs of a database."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from qdepth_bench.cli.common import DbOption, console, err_console, open_store, print_views, runs_app
+from qdepth_bench.report.tables import build_tables
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
+
+
+@runs_app.command("list")
+def runs_list(
+    suite: Annotated[str | None, typer.Option(help="only this suite")] = None,
+    policy: Annotated[str | None, typer.Option(help="only this policy")] = None,
+    db: DbOption = None,
+) -> None:
+    """Recorded runs, oldest first."""
+    store = open_store(db)
+    rows = store.runs(suite, policy)
+    if not rows:
+        err_console.print(f"no runs in {store.path}.")
+        return
+    out = Table("run", "suite", "policy", "status", "episodes", "success", "errors", "started", "protocol")
+    for r in rows:
+        states = store.episode_states(r["run_id"])
+        n_success = sum(1 for s, _ in states.values() if s == "success")
+        n_error = sum(1 for s, _ in states.values() if s == "error")
+        out.add_row(
+            r["run_id"],
+            r["suite"],
+            r["policy_name"],
+            r["status"],
+            str(len(states)),
+            str(n_success),
+            str(n_error),
+            _when(r["started_at"]),
+            "standard" if r["standard_protocol"] else "non-standard",
+        )
+    console.print(out)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="run id or unique prefix")], db: DbOption = None) -> None:
+    """Everything recorded about one run: key, protocol, provenance, per-task outcomes."""
+    store = open_store(db)
+    record = store.run(run_id)
+    for key in (
+        "run_id",
+        "suite",
+        "backend",
+        "policy_name",
+        "policy_config_hash",
+        "policy_checkpoint_hash",
+        "setting",
+        "protocol_hash",
+        "standard_protocol",
+        "replan_steps",
+        "actions_per_call",
+        "seed",
+        "status",
+        "git_commit",
+        "host",
+        "command",
+    ):
+        console.print(f"[bold]{key}[/bold]: {record[key]}")
+    console.print(
+        f"[bold]started[/bold]: {_when(record['started_at'])}  [bold]finished[/bold]: {_when(record['finished_at'])}"
+    )
+    for key in ("policy_config", "protocol", "package_versions"):
+        console.print(f"[bold]{key}[/bold]: {json.dumps(json.loads(record[key]), sort_keys=True)}")
+    print_views(build_tables(store, record["suite"], run_ids=[record["run_id"]], reference=False), "rich")
+
+
+@runs_app.command("delete")
+def runs_delete(
+    run_id: Annotated[str, typer.Argument(help="run id or unique prefix")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+    db: DbOption = None,
+) -> None:
+    """Delete a run and its episodes."""
+    store = open_store(db)
+    record = store.run(run_id)
+    if not yes and not typer.confirm(f"delete run {record['run_id']} ({record['policy_name']} on {record['suite']})?"):
+        raise typer.Exit(1)
+    n = store.delete_run(record["run_id"])
+    console.print(f"deleted run {record['run_id']} and its {n} episodes.")

@@ -1,0 +1,56 @@
+"""Training commands: `train vqvae` and `train policy`, each from a recipe (content/training/*.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from qdepth_bench.cli.common import console, train_app
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.registry.base import parse_key_values
+
+
+def _recipe(recipe: Path, overrides: list[str] | None, kind: str) -> Any:
+    from qdepth_bench.train.recipe import load_recipe
+
+    loaded = load_recipe(recipe, parse_key_values(overrides or []))
+    if loaded.kind != kind:
+        raise UserError(f"{recipe} is a {loaded.kind} recipe; use `qdepth-bench train {loaded.kind}`.")
+    return loaded
+
+
+def _print_log(row: dict[str, Any]) -> None:
+    console.print("  " + "  ".join(f"{k} {v}" for k, v in row.items()), highlight=False)
+
+
+@train_app.command("vqvae")
+def train_vqvae_command(
+    recipe: Annotated[Path, typer.Option(help="content/training/<name>.yaml with kind: vqvae")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe value: train.steps=100")] = None,
+) -> None:
+    """Train the depth VQ-VAE (K=256 codes of dimension 160 on a 16x16 grid) on annotated depth."""
+    from qdepth_bench.train.vqvae import train_vqvae
+
+    loaded = _recipe(recipe, set_, "vqvae")
+    out = train_vqvae(loaded, _print_log)
+    console.print(f"VQ-VAE written to {out}: {(out / 'evaluation.json').read_text()}", highlight=False)
+
+
+@train_app.command("policy")
+def train_policy_command(
+    recipe: Annotated[Path, typer.Option(help="content/training/<name>.yaml with kind: policy")],
+    resume: Annotated[bool, typer.Option(help="continue from the recipe's last checkpoint")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe value: train.steps=100")] = None,
+) -> None:
+    """Co-train QDepth-VLA (or a variant, or pi0) from a recipe; torchrun for several processes."""
+    from qdepth_bench.train.policy import train_policy
+
+    loaded = _recipe(recipe, set_, "policy")
+    out = train_policy(loaded, resume, _print_log)
+    console.print(
+        f"checkpoint written to {out}; evaluate it with `qdepth-bench run SUITE --policy "
+        f"{loaded.model.get('variant', 'qdepth')} --checkpoint {out}`",
+        highlight=False,
+    )

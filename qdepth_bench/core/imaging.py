@@ -1,0 +1,26 @@
+"""Image operations every simulator and dataset shares: the protocol's rotation and bilinear resizing."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def rotate(image: np.ndarray, rotation_deg: int) -> np.ndarray:
+    """Rotate a frame as a protocol says (0 or 180 degrees: LIBERO's renders are upside down)."""
+    if rotation_deg == 180:
+        return image[::-1, ::-1]
+    if rotation_deg != 0:
+        raise ValueError(f"unsupported rotation {rotation_deg}")
+    return image
+
+
+def resize_bilinear(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W[, C]) uint8 image or float map bilinearly to size x size (or (width, height)),
+    keeping its dtype (uint8 or float32); an image already that size is returned as it is."""
+    width, height = (size, size) if isinstance(size, int) else size
+    dtype = np.uint8 if image.dtype == np.uint8 else np.float32
+    image = np.ascontiguousarray(image, dtype=dtype)
+    if image.shape[0] != height or image.shape[1] != width:
+        image = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+    return np.ascontiguousarray(image, dtype=dtype)

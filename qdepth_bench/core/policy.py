@@ -1,0 +1,159 @@
+"""The policy protocol: the one meeting point of policies and suites.
+
+A policy is reset once per episode with the task it will face, then maps a *batch* of observations (rows
+from different episodes, possibly of different tasks) to a batch of action chunks. Batches let one model
+call serve many simulator workers. A policy declares what it needs (camera roles, state layout, chunk size,
+action dimension) so the suite renders only those cameras, and it has a stable identity that the results
+store records with every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from qdepth_bench.core.hashing import stable_hash
+
+#: Camera roles a policy can ask for; each suite maps them to its simulator's cameras.
+CAMERA_ROLES = ("main", "wrist")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a policy is told about the task of an episode."""
+
+    suite: str
+    task_id: int
+    task_name: str
+    instruction: str
+    robot: str
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    noop_action: tuple[float, ...]
+    state_layout: str
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.noop_action)
+
+
+@dataclass(frozen=True)
+class EpisodeContext:
+    """Passed to `Policy.reset`: the episode's unique key within its run, its task and its seed."""
+
+    key: str
+    task: TaskInfo
+    seed: int
+
+
+@dataclass
+class ObservationBatch:
+    """B observations: camera images by role as uint8 (B, H, W, 3), proprio state (B, D) in the simulator's
+    own dtype (float64 on LIBERO: a policy casts after its normalisation, as the reference loops do), instructions.
+
+    `keys[i]` is the episode key of row i, so a stateful policy can keep per-episode state across calls.
+    `depth` holds (B, H, W) float32 metric depth per camera role, only when the policy asked for it.
+    `privileged` holds per-row simulator state (object poses) for scripted experts that ask for it; a
+    learned policy never gets it.
+    """
+
+    keys: list[str]
+    images: dict[str, np.ndarray]
+    state: np.ndarray
+    instructions: list[str]
+    depth: dict[str, np.ndarray] = field(default_factory=dict)
+    privileged: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def concat(cls, batches: list[ObservationBatch]) -> ObservationBatch:
+        """Stack the rows of several batches (one per env worker) into one batch for a single policy call."""
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        return cls(
+            keys=[k for b in batches for k in b.keys],
+            images={role: np.concatenate([b.images[role] for b in batches]) for role in first.images},
+            state=np.concatenate([b.state for b in batches]),
+            instructions=[t for b in batches for t in b.instructions],
+            depth={role: np.concatenate([b.depth[role] for b in batches]) for role in first.depth},
+            privileged=[p for b in batches for p in b.privileged],
+        )
+
+
+@dataclass(frozen=True)
+class PolicyRequirements:
+    """What a policy needs from the suite.
+
+    `state_layouts` lists the proprio layouts it understands (empty: any); `action_dim` None means it adapts
+    to the suite's action space (the simple policies do).
+    """
+
+    cameras: tuple[str, ...] = ("main",)
+    image_size: int = 224
+    state_layouts: tuple[str, ...] = ()
+    chunk_size: int = 1
+    action_dim: int | None = None
+    depth: bool = False
+    privileged: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyIdentity:
+    """What makes two policies the same for the results store: name, config hash and checkpoint hash."""
+
+    name: str
+    config: dict[str, Any]
+    config_hash: str
+    checkpoint_hash: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "policy_name": self.name,
+            "policy_config_hash": self.config_hash,
+            "policy_checkpoint_hash": self.checkpoint_hash or "",
+        }
+
+
+class Policy(ABC):
+    """Base class for every policy. Subclasses set `Config` (a dataclass of their options)."""
+
+    #: The dataclass of this policy's options; the registry builds it from YAML and `--policy-arg`.
+    Config: ClassVar[type] = type("Config", (), {})
+
+    def __init__(self, config: Any, name: str) -> None:
+        self.config = config
+        self.name = name
+        #: what the user should know about how this policy was built (e.g. which checkpoint it fell back
+        #: to); the CLI prints these, library code never prints
+        self.notices: list[str] = []
+
+    @property
+    @abstractmethod
+    def requirements(self) -> PolicyRequirements:
+        """Cameras, state layouts, chunk size and action dimension this policy needs."""
+
+    def checkpoint_hash(self) -> str | None:
+        """Hash of the weights this policy runs with; None for policies without weights."""
+        return None
+
+    def identity(self) -> PolicyIdentity:
+        is_config = dataclasses.is_dataclass(self.config) and not isinstance(self.config, type)
+        config = dataclasses.asdict(self.config) if is_config else {}
+        return PolicyIdentity(self.name, config, stable_hash(config), self.checkpoint_hash())
+
+    def reset(self, episode: EpisodeContext) -> None:
+        """Called before each episode; the default keeps no per-episode state."""
+
+    @abstractmethod
+    def act(self, batch: ObservationBatch) -> np.ndarray:
+        """Return action chunks of shape (B, chunk, action_dim) as float32."""
+
+    def close(self) -> None:
+        """Release resources (model memory, connections)."""

@@ -1,0 +1,55 @@
+"""One demonstration episode, whatever file it came from, and the training samples cut from it.
+
+Images are uint8 (T, H, W, 3) per camera role, already in the orientation the policy sees at evaluation
+(LIBERO's files store frames upside down; readers turn them). A sample is the frame at time t with the
+action chunk a_t .. a_{t+chunk-1} (the last action repeated past the episode's end, with a mask saying
+which actions are real), and the depth target of that frame when annotated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Episode:
+    instruction: str
+    images: dict[str, np.ndarray]  # role -> (T, H, W, 3) uint8
+    state: np.ndarray  # (T, D) proprio
+    actions: np.ndarray  # (T, A)
+    sim_states: np.ndarray | None = None  # (T, S) flattened simulator states (LIBERO), for depth annotation
+    source: str = ""  # file and episode id, for messages and caches
+    depth: np.ndarray | None = None  # (T, H, W) relative depth in [0, 1]
+    depth_codes: np.ndarray | None = None  # (T, N) VQ-VAE code indices
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+@dataclass
+class Sample:
+    images: dict[str, np.ndarray]  # role -> (H, W, 3)
+    instruction: str
+    state: np.ndarray  # (D,)
+    actions: np.ndarray  # (chunk, A)
+    action_mask: np.ndarray  # (chunk,) True where the action is real
+    depth: np.ndarray | None = None
+    depth_codes: np.ndarray | None = None
+
+
+def sample_at(episode: Episode, t: int, chunk: int) -> Sample:
+    """The training sample of frame t: observation at t, actions t .. t+chunk-1 (padded with the last)."""
+    end = len(episode)
+    index = np.minimum(np.arange(t, t + chunk), end - 1)
+    return Sample(
+        {role: frames[t] for role, frames in episode.images.items()},
+        episode.instruction,
+        episode.state[t],
+        episode.actions[index],
+        np.arange(t, t + chunk) < end,
+        None if episode.depth is None else episode.depth[t],
+        None if episode.depth_codes is None else episode.depth_codes[t],
+    )

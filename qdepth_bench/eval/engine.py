@@ -1,0 +1,396 @@
+"""The rollout engine: env workers run episodes, one policy call serves every worker waiting for actions.
+
+The engine (in the CLI's process) hands episodes to idle workers from a queue, preferring an episode of
+the task a worker already has loaded, so one slow task never stalls the rest. Each worker sends back an
+observation whenever its episode needs the next chunk; the engine gathers the observations of all waiting
+workers and calls the policy once on the batch. It holds a waiting observation back only while another
+worker is expected to ask within one policy call's time (or `gather_window_s`, if longer): a cheap policy
+is called at once, an expensive one serves the workers together.
+
+Results do not depend on the number of workers or the order episodes finish in: each episode's seed and
+initial state come from its place in the run, the env is reset to them, and policies keep their
+per-episode state by episode key. Every finished episode is committed at once. A worker that dies, or
+works longer than `episode_timeout_s` on one episode, is restarted; its episode is recorded as an error
+and run again, up to MAX_ATTEMPTS in all. Ctrl-C stops at a safe point with all finished work kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch
+from qdepth_bench.core.protocol import EpisodeSpec
+from qdepth_bench.core.sim import EpisodeSink
+from qdepth_bench.eval.episode import EpisodeResult, check_chunk
+from qdepth_bench.eval.interrupt import GracefulInterrupt
+from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan
+from qdepth_bench.eval.pool import LocalPool, WorkerPool
+from qdepth_bench.eval.videos import VideoSink
+from qdepth_bench.eval.worker import error_text
+from qdepth_bench.results.store import Store
+
+#: consecutive worker deaths without any finished episode after which the run stops as a setup problem
+MAX_STARTUP_DEATHS = 3
+
+
+@dataclass
+class EngineOptions:
+    """How to execute a run; none of these change its results."""
+
+    workers: int = 1
+    executor: str = "local"  # local | ray
+    ray_address: str | None = None
+    gather_window_s: float = 0.005
+    episode_timeout_s: float = 900.0
+    video_dir: Path | None = None
+    log_path: Path | None = None
+    #: more places finished episodes go (e.g. demonstration files for data generation)
+    sinks: tuple[EpisodeSink, ...] = ()
+    #: cameras to render beyond the policy's (demonstration files hold every camera)
+    extra_cameras: tuple[str, ...] = ()
+
+
+@dataclass
+class EngineStats:
+    """What a run cost: policy calls and the rows they served, env steps, wall time."""
+
+    policy_calls: int = 0
+    policy_rows: int = 0
+    policy_seconds: float = 0.0
+    env_steps: int = 0
+    episodes: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def calls_per_step(self) -> float:
+        return self.policy_calls / self.env_steps if self.env_steps else 0.0
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.env_steps / self.wall_s if self.wall_s else 0.0
+
+
+@dataclass
+class _Slot:
+    """The engine's view of one worker: its episode, whether it waits for actions, how long it has worked."""
+
+    episode: EpisodeSpec | None = None
+    task_id: int | None = None
+    observation: ObservationBatch | None = None
+    waiting_since: float = 0.0
+    sent_at: float | None = None
+    #: what the worker is doing: "episode" (reset, maybe an env build) or "chunk"; predicts its next answer
+    phase: str = "episode"
+    busy_s: float = 0.0
+
+    def assign(self, episode: EpisodeSpec, now: float) -> None:
+        self.episode, self.task_id, self.observation, self.sent_at, self.busy_s = (
+            episode,
+            episode.task_id,
+            None,
+            now,
+            0.0,
+        )
+        self.phase = "episode"
+
+    def clear(self) -> None:
+        self.episode, self.observation, self.sent_at = None, None, None
+
+    def worked(self, now: float) -> float:
+        return self.busy_s + (now - self.sent_at if self.sent_at is not None else 0.0)
+
+
+@dataclass
+class _RunLog:
+    """Append-only per-run log: one line per event, next to the database (`logs/<run id>.log`)."""
+
+    path: Path | None
+
+    def write(self, text: str) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(f"{datetime.now().isoformat(timespec='seconds')} {text}\n")
+
+
+def make_pool(options: EngineOptions, plan: RunPlan) -> WorkerPool:
+    """The worker pool of the chosen executor."""
+    videos: tuple[EpisodeSink, ...] = (VideoSink(options.video_dir),) if options.video_dir is not None else ()
+    sinks = videos + options.sinks
+    requirements = plan.policy.requirements
+    cameras = tuple(dict.fromkeys((*requirements.cameras, *options.extra_cameras)))
+    args = (plan.spec, dataclasses.replace(requirements, cameras=cameras), plan.run_id, sinks)
+    if options.executor == "local":
+        return LocalPool(options.workers, *args)
+    if options.executor == "ray":
+        try:
+            from qdepth_bench.eval.ray_pool import RayPool
+        except ImportError:
+            raise UserError(
+                "--executor ray needs Ray: install the extra with QDEPTH_EXTRAS=libero,model,ray,dev "
+                "bash scripts/setup.sh (or pip install 'ray>=2.40')."
+            ) from None
+        return RayPool(options.workers, *args, address=options.ray_address)
+    raise UserError(f"unknown executor '{options.executor}': use local or ray.")
+
+
+def execute(
+    store: Store, plan: RunPlan, options: EngineOptions, on_episode: Callable[[EpisodeResult], None] | None = None
+) -> EngineStats:
+    """Run the plan's pending episodes on `options.workers` env workers, recording each as it finishes."""
+    stats = EngineStats()
+    start = time.perf_counter()
+    log = _RunLog(options.log_path)
+    store.start_run(plan.record)
+    log.write(
+        f"start run {plan.run_id} suite={plan.spec.name} policy={plan.policy.name} "
+        f"pending={len(plan.pending)} workers={options.workers} executor={options.executor}"
+    )
+    status = "failed"
+    pool: WorkerPool | None = None
+    with GracefulInterrupt() as stop:
+        try:
+            if plan.pending:
+                pool = make_pool(options, plan)
+                _Engine(store, plan, options, pool, log, on_episode, stats).run(stop)
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except UserError as exc:
+            log.write(f"setup error: {exc}")
+            raise
+        finally:
+            if pool is not None:
+                pool.close()
+            store.finish_run(plan.run_id, status)
+            stats.wall_s = time.perf_counter() - start
+            log.write(
+                f"end run {plan.run_id} status={status} episodes={stats.episodes} steps={stats.env_steps} "
+                f"policy_calls={stats.policy_calls} policy_rows={stats.policy_rows} wall={stats.wall_s:.1f}s"
+            )
+    return stats
+
+
+class _Engine:
+    def __init__(
+        self,
+        store: Store,
+        plan: RunPlan,
+        options: EngineOptions,
+        pool: WorkerPool,
+        log: _RunLog,
+        on_episode: Callable[[EpisodeResult], None] | None,
+        stats: EngineStats,
+    ) -> None:
+        self.store, self.plan, self.options, self.pool, self.log = store, plan, options, pool, log
+        self.on_episode, self.stats = on_episode, stats
+        self.queue: deque[EpisodeSpec] = deque(plan.pending)
+        self.slots = [_Slot() for _ in range(pool.size)]
+        self.replan = int(plan.spec.protocol["replan_steps"])
+        self.tasks = {t: plan.backend.task_info(t) for t in sorted({e.task_id for e in plan.pending})}
+        self.deaths_without_result = 0
+        #: moving averages, as the workers report them, of the seconds a reset and a chunk take
+        self.phase_s: dict[str, float] = {}
+
+    def run(self, stop: GracefulInterrupt) -> None:
+        while self.queue or any(s.episode is not None for s in self.slots):
+            stop.check()
+            self._hand_out()
+            for slot, reply in self.pool.poll(self._poll_timeout()):
+                self._on_reply(slot, reply)
+            self._act_if_ready()
+            self._kill_overdue()
+
+    def _hand_out(self) -> None:
+        now = time.perf_counter()
+        for i, slot in enumerate(self.slots):
+            if slot.episode is not None or not self.queue:
+                continue
+            episode = self._next_episode(slot)
+            self.queue.remove(episode)
+            self.plan.policy.reset(EpisodeContext(episode.key, self.tasks[episode.task_id], episode.seed))
+            slot.assign(episode, now)
+            self.pool.send(i, ("episode", episode))
+
+    def _window(self) -> float:
+        """How long waiting for another worker's observation pays: the option, or one policy call if longer.
+
+        Waiting less than a call's cost for a worker that is about to ask saves that call; once workers are
+        served together they finish their chunks together and stay in step.
+        """
+        mean_call = self.stats.policy_seconds / self.stats.policy_calls if self.stats.policy_calls else 0.0
+        return max(self.options.gather_window_s, mean_call)
+
+    def _worth_waiting(self, running: list[int], waiting: list[int], now: float) -> bool:
+        """True while a running worker is expected to ask within about one window (and the wait is not overdue).
+
+        When the chunk takes longer than a policy call, serving workers in turn and serving them together give
+        the same env throughput; together they need 1/N of the calls, so the wait costs nothing once in step.
+        """
+        window = self._window()
+        if now >= min(self.slots[i].waiting_since for i in waiting) + 2 * window:
+            return False
+        for i in running:
+            slot = self.slots[i]
+            expected = self.phase_s.get(slot.phase)
+            if slot.observation is None and slot.sent_at is not None and expected is not None:
+                if slot.sent_at + expected - now <= 1.5 * window:  # 1.5: arrivals jitter around the estimate
+                    return True
+        return False
+
+    def _next_episode(self, slot: _Slot) -> EpisodeSpec:
+        """An episode of the task this worker has loaded, else of a task no other worker has loaded, else the
+        queue's first: every env construction (seconds) that this avoids is time for steps."""
+        loaded = {s.task_id for s in self.slots if s is not slot}
+        for wanted in (lambda e: e.task_id == slot.task_id, lambda e: e.task_id not in loaded):
+            episode = next((e for e in self.queue if wanted(e)), None)
+            if episode is not None:
+                return episode
+        return self.queue[0]
+
+    def _poll_timeout(self) -> float:
+        waiting = [s for s in self.slots if s.observation is not None]
+        if waiting:
+            return max(0.0005, min(s.waiting_since for s in waiting) + 2 * self._window() - time.perf_counter())
+        return 1.0
+
+    def _on_reply(self, i: int, reply: tuple) -> None:
+        slot, kind, now = self.slots[i], reply[0], time.perf_counter()
+        if kind == "fatal":
+            raise UserError(reply[1])
+        if kind == "died":
+            episode = slot.episode
+            self._restart(i)
+            self.deaths_without_result += 1
+            if episode is not None:
+                self._fail(i, episode, f"{reply[1]} during the episode; worker restarted")
+            if self.deaths_without_result >= MAX_STARTUP_DEATHS:
+                raise UserError(
+                    f"env workers keep dying before finishing an episode ({reply[1]}); "
+                    "check the simulator with `qdepth-bench doctor`."
+                )
+            return
+        if slot.episode is None:  # an answer for an episode already given up (aborted or timed out)
+            return
+        if slot.sent_at is not None:
+            slot.busy_s += now - slot.sent_at
+            slot.sent_at = None
+        if kind == "obs":
+            slot.observation, slot.waiting_since = reply[2], now
+            took, previous = reply[3], self.phase_s.get(slot.phase)
+            self.phase_s[slot.phase] = took if previous is None else 0.8 * previous + 0.2 * took
+        elif kind == "end":
+            self.deaths_without_result = 0
+            self._finish(i, reply[1])
+
+    def _act_if_ready(self) -> None:
+        """One policy call for every waiting worker, once all running workers wait or the window closes."""
+        running = [i for i, s in enumerate(self.slots) if s.episode is not None]
+        waiting = [i for i in running if self.slots[i].observation is not None]
+        if not waiting:
+            return
+        if len(waiting) < len(running) and self._worth_waiting(running, waiting, time.perf_counter()):
+            return
+        # `waiting` holds running slots with an observation: both are set
+        batch = ObservationBatch.concat([cast(ObservationBatch, self.slots[i].observation) for i in waiting])
+        action_dim = self.tasks[cast(EpisodeSpec, self.slots[waiting[0]].episode).task_id].action_dim
+        started = time.perf_counter()
+        try:
+            self.stats.policy_calls += 1
+            self.stats.policy_rows += len(waiting)
+            chunks = check_chunk(self.plan.policy.act(batch), len(waiting), action_dim)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the episodes of this batch fail with the policy's error
+            for i in waiting:
+                self.pool.send(i, ("abort",))
+                self._fail(i, cast(EpisodeSpec, self.slots[i].episode), f"policy: {error_text(exc)}")
+            return
+        now = time.perf_counter()
+        self.stats.policy_seconds += now - started
+        for row, i in enumerate(waiting):
+            slot = self.slots[i]
+            slot.observation, slot.sent_at, slot.phase = None, now, "chunk"
+            self.pool.send(i, ("chunk", np.asarray(chunks[row, : self.replan])))
+
+    def _kill_overdue(self) -> None:
+        now = time.perf_counter()
+        for i, slot in enumerate(self.slots):
+            if slot.episode is None or slot.worked(now) <= self.options.episode_timeout_s:
+                continue
+            episode = slot.episode
+            self._restart(i)
+            self._fail(
+                i,
+                episode,
+                f"env worker took over {self.options.episode_timeout_s:g} s on this episode (hung?); worker restarted",
+            )
+
+    def _restart(self, i: int) -> None:
+        """A fresh worker in slot i (it has no env loaded yet)."""
+        self.pool.restart(i)
+        self.slots[i].task_id = None
+
+    def _fail(self, i: int, episode: EpisodeSpec, error: str) -> None:
+        """Record the episode slot i was running as an error (run again while attempts are left)."""
+        self._finish(i, EpisodeResult(episode, self.tasks[episode.task_id].task_name, "error", error=error))
+
+    def _finish(self, i: int, result: EpisodeResult) -> None:
+        """Record an episode's outcome; an error with attempts left goes back in the queue."""
+        slot = self.slots[i]
+        slot.clear()
+        key = (result.episode.task_id, result.episode.episode_index)
+        attempts = self.plan.attempts.get(key, 0) + 1
+        self.plan.attempts[key] = attempts
+        if result.status == "error" and attempts < MAX_ATTEMPTS:
+            result.will_retry = True
+            self.queue.append(result.episode)
+        record_episode(self.store, self.plan, result, attempts)
+        self.stats.env_steps += result.steps
+        self.stats.episodes += 1
+        self.log.write(
+            f"episode {result.episode.key} worker={i} status={result.status} steps={result.steps} "
+            f"wall={result.wall_time_s:.2f}s attempt={attempts}" + (f" error={result.error!r}" if result.error else "")
+        )
+        if self.on_episode is not None:
+            self.on_episode(result)
+
+
+def record_episode(store: Store, plan: RunPlan, result: EpisodeResult, attempts: int) -> None:
+    """Write one episode's row (its video was written by the worker)."""
+    episode = result.episode
+    store.record_episode(
+        {
+            "run_id": plan.run_id,
+            "suite": plan.spec.name,
+            "task_id": episode.task_id,
+            "task_name": result.task_name,
+            "episode_index": episode.episode_index,
+            "variant": episode.variant,
+            "seed": episode.seed,
+            "status": result.status,
+            "success": None if result.status == "error" else int(result.status == "success"),
+            "partial_success": result.partial_success,
+            "steps": result.steps,
+            "wall_time_s": round(result.wall_time_s, 4),
+            "error": result.error,
+            "video_path": result.video_path,
+            "attempts": attempts,
+            "metrics": json.dumps(result.metrics, sort_keys=True),
+            "policy_calls": result.policy_calls,
+            "actions_per_call": result.actions_per_call,
+        }
+    )

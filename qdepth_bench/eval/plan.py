@@ -1,0 +1,127 @@
+"""Plan a run: its identity in the store, and which of the requested episodes still need running.
+
+The run key is the policy identity + suite + protocol hash + seed; the store's run id is its hash, so
+repeating a command resumes it: recorded successes and failures are skipped, errors are run again until
+an episode has had `MAX_ATTEMPTS` attempts. `engine.execute` runs the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.policy import Policy
+from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
+from qdepth_bench.core.provenance import git_commit, host, package_versions
+from qdepth_bench.core.sim import Backend
+from qdepth_bench.results.store import Store
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    spec: SuiteSpec
+    backend: Backend
+    policy: Policy
+    record: dict
+    episodes: list[EpisodeSpec]
+    pending: list[EpisodeSpec]
+    attempts: dict[tuple[int, int], int] = field(default_factory=dict)
+
+
+def parse_tasks(text: str | None, n_tasks: int, suite: str) -> list[int]:
+    """'0,2,5-7' -> [0, 2, 5, 6, 7]; None -> every task. Out-of-range ids name the valid range."""
+    if text is None or not text.strip():
+        return list(range(n_tasks))
+    ids: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                ids.extend(range(lo, hi + 1))
+            else:
+                ids.append(int(part))
+        except ValueError:
+            raise UserError(f"--tasks '{text}' is not a list of task ids such as 0,1 or 0-4.") from None
+    bad = [t for t in ids if not 0 <= t < n_tasks]
+    if bad:
+        raise UserError(f"unknown task {bad[0]} for {suite}: it has tasks 0..{n_tasks - 1}.")
+    return sorted(set(ids))
+
+
+def setting_of(policy: Policy) -> str:
+    """The paper's view setting: one main camera is single-view, anything more is multi-view."""
+    return "single-view" if tuple(policy.requirements.cameras) in ((), ("main",)) else "multi-view"
+
+
+def plan_run(
+    store: Store,
+    spec: SuiteSpec,
+    backend: Backend,
+    policy: Policy,
+    tasks: str | None,
+    n_episodes: int | None,
+    command: str,
+    purpose: str = "evaluation",
+    episode_source: Callable[[list[int], int, int], list[EpisodeSpec]] | None = None,
+) -> RunPlan:
+    """Work out the run id and which of the requested episodes still need running.
+
+    `purpose` other than evaluation (e.g. demonstrations) is part of the run key, and `episode_source`
+    replaces the protocol's episodes (then `n_episodes` may exceed the protocol's trials).
+    """
+    per_task = spec.episodes_per_task
+    if n_episodes is None:
+        n_episodes = per_task
+    if n_episodes < 1:
+        raise UserError(f"--episodes must be at least 1 (got {n_episodes}).")
+    if n_episodes > per_task and episode_source is None:
+        raise UserError(f"--episodes {n_episodes} exceeds the {per_task} trials per task of {spec.name}.")
+    task_ids = parse_tasks(tasks, spec.n_tasks, spec.name)
+    backend.check_requirements(policy.requirements)
+    identity = policy.identity()
+    seed = int(spec.protocol["env_seed"])
+    key = {
+        **identity.as_record(),
+        "suite": spec.name,
+        "protocol_hash": spec.protocol_hash(),
+        "seed": seed,
+        **({"purpose": purpose} if purpose != "evaluation" else {}),
+    }
+    run_id = Store.run_id_for(key)
+    record = {
+        "run_id": run_id,
+        "run_key": json.dumps(key, sort_keys=True),
+        "suite": spec.name,
+        "suite_family": spec.family,
+        "backend": spec.backend,
+        **identity.as_record(),
+        "policy_config": json.dumps(identity.config, sort_keys=True, default=str),
+        "policy_requirements": json.dumps(policy.requirements.__dict__, default=list),
+        "setting": setting_of(policy),
+        "protocol": json.dumps(spec.protocol_record(), sort_keys=True),
+        "protocol_hash": spec.protocol_hash(),
+        "protocol_version": spec.protocol_version,
+        "standard_protocol": int(spec.is_standard()),
+        "seed": seed,
+        "git_commit": git_commit(),
+        "package_versions": json.dumps(package_versions(), sort_keys=True),
+        "host": host(),
+        "command": command,
+        "replan_steps": spec.protocol.get("replan_steps"),
+    }
+    episodes = (episode_source or backend.episodes)(task_ids, n_episodes, seed)
+    record["episodes_requested"] = len(episodes)  # gridded tasks can have fewer episodes than the cap
+    states = store.episode_states(run_id)
+    pending, attempts = [], {}
+    for ep in episodes:
+        status, tries = states.get((ep.task_id, ep.episode_index), (None, 0))
+        if status is None or (status == "error" and tries < MAX_ATTEMPTS):
+            pending.append(ep)
+            attempts[(ep.task_id, ep.episode_index)] = tries
+    return RunPlan(run_id, spec, backend, policy, record, episodes, pending, attempts)

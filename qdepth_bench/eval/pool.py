@@ -1,0 +1,139 @@
+"""Worker pools: how the engine reaches its env workers. Local spawned processes by default, Ray actors
+across machines (`ray_pool.py`); both present `send` / `poll` / `restart` / `close` over numbered slots.
+
+A worker that dies shows up in `poll` as a ("died", reason) reply for its slot; the engine records the
+episode it was running as an error and restarts the slot.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from abc import ABC, abstractmethod
+from multiprocessing.connection import wait
+
+from qdepth_bench.core.policy import PolicyRequirements
+from qdepth_bench.core.protocol import SuiteSpec
+from qdepth_bench.core.sim import EpisodeSink
+
+
+def renderer_threads(workers: int, cores: int | None = None) -> dict[str, str]:
+    """Environment for workers' software rendering: split the cores between workers.
+
+    Mesa's llvmpipe renders with one thread per core in every process; N workers on N cores would then
+    fight over the cores. With fewer cores than workers each renders inline (0 extra threads), the cheapest
+    per frame. A value the user set is kept. Frames are identical whatever the thread count.
+    """
+    if "LP_NUM_THREADS" in os.environ:
+        return {}
+    cores = cores or os.cpu_count() or 1
+    share = cores // max(workers, 1)
+    return {"LP_NUM_THREADS": str(share if share >= 2 else 0)}
+
+
+class WorkerPool(ABC):
+    """Numbered env workers that take messages and answer asynchronously."""
+
+    size: int
+
+    @abstractmethod
+    def send(self, slot: int, message: tuple) -> None:
+        """Queue a message for the worker of `slot`."""
+
+    @abstractmethod
+    def poll(self, timeout: float) -> list[tuple[int, tuple]]:
+        """Replies that arrived within `timeout` seconds, as (slot, reply); ("died", reason) for a dead worker."""
+
+    @abstractmethod
+    def restart(self, slot: int) -> None:
+        """Kill the worker of `slot` (hung or dead) and start a fresh one in its place."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop every worker."""
+
+
+class LocalPool(WorkerPool):
+    """Env workers as spawned processes on this machine (spawn, never fork: GL contexts do not survive fork)."""
+
+    def __init__(
+        self,
+        size: int,
+        spec: SuiteSpec,
+        requirements: PolicyRequirements,
+        run_id: str,
+        sinks: tuple[EpisodeSink, ...] = (),
+    ) -> None:
+        self.size = size
+        self._args = (spec, requirements, run_id, sinks, renderer_threads(size))
+        self._ctx = mp.get_context("spawn")
+        self._procs: list = [None] * size
+        self._conns: list = [None] * size
+        for slot in range(size):
+            self._start(slot)
+
+    def _start(self, slot: int) -> None:
+        from qdepth_bench.eval.worker import worker_main
+
+        ours, theirs = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=worker_main, args=(theirs, *self._args), daemon=True, name=f"qdepth-bench-env-{slot}"
+        )
+        proc.start()
+        theirs.close()
+        self._procs[slot], self._conns[slot] = proc, ours
+
+    def send(self, slot: int, message: tuple) -> None:
+        try:
+            self._conns[slot].send(message)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # the worker died; its sentinel reports it in the next poll
+
+    def poll(self, timeout: float) -> list[tuple[int, tuple]]:
+        by_handle = {}
+        for slot, (proc, conn) in enumerate(zip(self._procs, self._conns, strict=True)):
+            by_handle[conn] = slot
+            by_handle[proc.sentinel] = slot
+        replies: list[tuple[int, tuple]] = []
+        dead: set[int] = set()
+        for handle in wait(list(by_handle), timeout):
+            slot = by_handle[handle]
+            if handle is self._conns[slot]:
+                if not self._drain(slot, replies):
+                    dead.add(slot)
+            else:
+                dead.add(slot)
+        for slot in sorted(dead):
+            self._drain(slot, replies)
+            proc = self._procs[slot]
+            proc.join(timeout=5)
+            replies.append((slot, ("died", f"env worker pid {proc.pid} exited with code {proc.exitcode}")))
+        return replies
+
+    def _drain(self, slot: int, replies: list[tuple[int, tuple]]) -> bool:
+        """Collect every reply waiting on the slot's pipe; False when the pipe is closed (worker gone)."""
+        conn = self._conns[slot]
+        try:
+            while conn.poll():
+                replies.append((slot, conn.recv()))
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def restart(self, slot: int) -> None:
+        self._kill(slot)
+        self._start(slot)
+
+    def _kill(self, slot: int) -> None:
+        proc, conn = self._procs[slot], self._conns[slot]
+        if proc.is_alive():
+            proc.kill()
+        proc.join(timeout=10)
+        conn.close()
+
+    def close(self) -> None:
+        for slot in range(self.size):
+            self.send(slot, ("close",))
+        for slot, proc in enumerate(self._procs):
+            proc.join(timeout=10)
+            self._kill(slot)

@@ -1,0 +1,58 @@
+"""Per-episode videos: the main camera as the policy saw it, one mp4 per episode, never overwritten."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.sim import RecordedEpisode
+
+
+def video_path(folder: Path, run_id: str, suite: str, task_id: int, episode_index: int, status: str) -> Path:
+    """`<folder>/<run id>/<suite>_task<t>_ep<e>_<status>.mp4`: unique per episode and outcome."""
+    return folder / run_id / f"{suite}_task{task_id:02d}_ep{episode_index:03d}_{status}.mp4"
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int) -> Path:
+    """Encode frames as H.264 mp4; an existing file gets a numbered sibling instead of being replaced."""
+    try:
+        import imageio.v2 as imageio
+    except ImportError as exc:
+        raise UserError("--video needs imageio and imageio-ffmpeg: pip install imageio imageio-ffmpeg") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = path, 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
+        n += 1
+    writer: Any  # imageio's v2 stubs type the writer as its base class, which lacks append_data
+    with imageio.get_writer(candidate, fps=fps, codec="libx264", quality=7, macro_block_size=1) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    return candidate
+
+
+@dataclass(frozen=True)
+class VideoSink:
+    """`--video FOLDER`: every episode's main-camera frames as one mp4 (an `EpisodeSink`)."""
+
+    folder: Path
+    wants_frames: bool = True
+    wants_demo: bool = False
+    name: str = "video"
+
+    def write(self, record: RecordedEpisode) -> str | None:
+        if not record.frames:
+            return None
+        path = video_path(
+            self.folder,
+            record.run_id,
+            record.episode.suite,
+            record.episode.task_id,
+            record.episode.episode_index,
+            record.status,
+        )
+        return str(write_video(path, record.frames, record.control_hz))

@@ -1,0 +1,153 @@
+"""The simulator side of the rollout engine: one worker owns one env and answers the engine's messages.
+
+Messages in (tuples): ("episode", EpisodeSpec) starts an episode; ("chunk", actions) executes a chunk;
+("abort",) drops the running episode; ("close",) ends the worker. Replies: ("obs", key, ObservationBatch,
+seconds spent) when the episode needs its next chunk, ("end", EpisodeResult) when it is over, ("fatal", text) when the
+suite cannot be set up at all (a setup error that no retry fixes). The same `EnvWorker` runs in a spawned
+process (`worker_main`, local executor) or inside a Ray actor (ray executor).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.policy import PolicyRequirements
+from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
+from qdepth_bench.core.sim import Env, EpisodeSink, RecordedEpisode
+from qdepth_bench.eval.episode import EpisodeResult, EpisodeRunner
+from qdepth_bench.registry.sims import make_backend
+
+
+def error_text(exc: BaseException) -> str:
+    """The last line of an exception, as stored with an episode."""
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()[:2000]
+
+
+class EnvWorker:
+    """One simulator, reused across consecutive episodes of the same task and rebuilt when the task changes."""
+
+    def __init__(
+        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...] = ()
+    ) -> None:
+        self.spec = spec
+        self.requirements = requirements
+        self.run_id = run_id
+        #: where finished episodes go besides the database (videos, demonstration files)
+        self.sinks = sinks
+        self.backend = make_backend(spec)
+        self.env: Env | None = None
+        self.runner: EpisodeRunner | None = None
+
+    def handle(self, message: tuple) -> tuple | None:
+        """Answer one message of the engine (None: no answer is due)."""
+        kind = message[0]
+        if kind == "abort":
+            self.runner = None
+            return None
+        if kind == "close":
+            self.close()
+            return None
+        if kind == "ping":
+            return ("pong", os.getpid())
+        if kind == "episode":
+            episode: EpisodeSpec = message[1]
+        elif self.runner is not None:
+            episode = self.runner.result.episode
+        else:
+            return ("fatal", f"the engine sent {kind!r} with no episode running")
+        start = time.perf_counter()
+        try:
+            obs = self._start(episode) if kind == "episode" else self._running().run_chunk(message[1])
+        except UserError as exc:
+            self.close()
+            return ("fatal", str(exc))
+        except Exception as exc:  # noqa: BLE001 - this episode's error; the env is rebuilt for the next
+            result = self.runner.result if self.runner else EpisodeResult(episode, "", "failure")
+            result.status, result.error = "error", error_text(exc)
+            self.close()
+            return ("end", result)
+        if obs is not None:
+            return ("obs", episode.key, obs, time.perf_counter() - start)
+        return ("end", self._finish())
+
+    def _start(self, episode: EpisodeSpec) -> Any:
+        if self.env is not None and self.env.task.task_id != episode.task_id:
+            self.env.close()
+            self.env = None
+        if self.env is None:
+            self.env = self.backend.make_env(episode.task_id, self.requirements)
+        self.runner = EpisodeRunner(
+            self.env,
+            episode,
+            int(self.spec.protocol["max_steps"]),
+            record_frames=any(s.wants_frames for s in self.sinks),
+            record_demo=any(s.wants_demo for s in self.sinks),
+        )
+        return self.runner.start()
+
+    def _running(self) -> EpisodeRunner:
+        if self.runner is None:
+            raise RuntimeError("no episode is running")
+        return self.runner
+
+    def _finish(self) -> EpisodeResult:
+        runner, self.runner = self._running(), None
+        result = runner.result
+        record = RecordedEpisode(
+            result.episode,
+            runner.env.task,
+            self.run_id,
+            result.status,
+            int(self.spec.protocol["control_hz"]),
+            runner.frames,
+            runner.demo_rows,
+            runner.demo_actions,
+        )
+        for sink in self.sinks:
+            path = sink.write(record)
+            if path is not None and sink.name == "video":
+                result.video_path = path
+        return result
+
+    def close(self) -> None:
+        self.runner = None
+        if self.env is not None:
+            env, self.env = self.env, None
+            env.close()
+
+
+def worker_main(
+    conn: Connection,
+    spec: SuiteSpec,
+    requirements: PolicyRequirements,
+    run_id: str,
+    sinks: tuple[EpisodeSink, ...],
+    environment: dict[str, str],
+) -> None:
+    """Entry point of a spawned env worker process.
+
+    Ctrl-C is the engine's to handle (it stops the run at a safe point and closes the workers), so the
+    worker ignores SIGINT, which a terminal sends to the whole process group.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.update(environment)
+    worker = EnvWorker(spec, requirements, run_id, sinks)
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:  # the engine is gone
+                return
+            reply = worker.handle(message)
+            if message[0] == "close":
+                return
+            if reply is not None:
+                conn.send(reply)
+    finally:
+        worker.close()

@@ -1,0 +1,18 @@
+"""Output formats, each one module with one `render(grids)`, serving every view (tables, leaderboard,
+ablations) through `grid.py`. A new format is one module plus one line in `FORMATS`."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from qdepth_bench.report.render.grid import grids
+
+#: format name -> its module under report/render/
+FORMATS = {"rich": "rich", "markdown": "markdown", "csv": "csv", "latex": "latex", "html": "html"}
+
+
+def render(fmt: str, views: list[Any], **options: Any) -> Any:
+    """Views in one format: text for files, rich tables for `rich`."""
+    module = importlib.import_module(f"qdepth_bench.report.render.{FORMATS[fmt]}")
+    return module.render(grids(views), **options)

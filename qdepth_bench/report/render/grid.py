@@ -1,0 +1,151 @@
+"""Every report view as one shape, a `Grid`, so that each output format is written once.
+
+Comparison tables, leaderboards and ablations become grids here: a title, aligned columns, rows of
+cells (a value, its interval and n, and what part of the protocol it covers), footnotes, and the flat
+records the CSV form carries. Published cells print as the paper prints them (one decimal); ours add
+n and the 95% Wilson interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qdepth_bench.report.ablation import AblationRow, AblationView, ablation_records
+from qdepth_bench.report.cells import Cell
+from qdepth_bench.report.tables import TableView, mark_notes, method_label, table_records
+
+CHECK, CROSS = "✓", "✗"
+
+
+@dataclass(frozen=True)
+class GridColumn:
+    label: str
+    align: str = "right"  # "left", "right" or "center"
+
+
+@dataclass
+class GridCell:
+    value: str
+    #: the 95% interval, '[low, high]' ('' for published cells)
+    interval: str = ""
+    #: n and errors, 'n=50 err=1'
+    counts: str = ""
+    #: what part of the protocol the cell covers and whether its run finished ('' for a whole one)
+    marks: str = ""
+    #: why the cell is flagged, said in formats with tooltips
+    why: str = ""
+
+    @property
+    def detail(self) -> str:
+        """Interval, n, errors and marks as one line of small print."""
+        detail = " ".join(p for p in (self.interval, self.counts) if p)
+        return f"{detail} · {self.marks}".strip(" ·") if self.marks else detail
+
+
+@dataclass
+class GridRow:
+    kind: str  # "published" or "ours"
+    cells: list[GridCell]
+
+
+@dataclass
+class Grid:
+    id: str
+    title: str
+    columns: list[GridColumn]
+    rows: list[GridRow]
+    notes: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _value(cell: Cell | None) -> str:
+    if cell is None:
+        return "–"
+    if cell.rate is None:
+        return f"err {cell.errors}" if cell.errors else "–"
+    return f"{cell.rate:.1f}"
+
+
+def _why(cell: Cell) -> str:
+    return "; ".join(
+        (
+            [f"covers {cell.coverage} of the protocol: not a suite score, not averaged, not ranked"]
+            if cell.coverage
+            else []
+        )
+        + (["from a run that did not finish"] if cell.unfinished else [])
+    )
+
+
+def rate_cell(cell: Cell | None, ours: bool) -> GridCell:
+    """A success-rate cell; ours carry interval, n, errors and marks."""
+    if cell is None or not ours:
+        return GridCell(_value(cell))
+    interval = f"[{cell.ci_low:.1f}, {cell.ci_high:.1f}]" if cell.ci_low is not None else ""
+    counts = (f"n={cell.n}" if cell.ci_low is not None else "") + (
+        f" err={cell.errors}" if cell.errors and cell.rate is not None else ""
+    )
+    return GridCell(_value(cell), interval, counts.strip(), cell.marks, _why(cell))
+
+
+def table_grid(view: TableView) -> Grid:
+    ranked = any(r.rank is not None for r in view.rows)
+    columns = ([GridColumn("Rank")] if ranked else []) + [
+        GridColumn(n, "left") for n in ("Method", "Setting", "Source")
+    ]
+    columns += [GridColumn(c.label) for c in view.columns]
+    rows = []
+    for row in view.rows:
+        ours = row.kind == "ours"
+        text = [
+            *([("–" if row.rank is None else str(row.rank))] if ranked else []),
+            method_label(row),
+            row.setting,
+            "ours" if ours else "published",
+        ]
+        rows.append(
+            GridRow(
+                row.kind, [GridCell(t) for t in text] + [rate_cell(row.cells.get(c.label), ours) for c in view.columns]
+            )
+        )
+    return Grid(view.id, view.title, columns, rows, mark_notes(view.rows), table_records([view]))
+
+
+def _ablation_cells(view: AblationView, row: AblationRow) -> list[GridCell]:
+    ours = view.source == "ours"
+    marks = [GridCell(CROSS if c in row.variant.removes else CHECK) for c in view.spec.components]
+    rates = [_marked(rate_cell(row.cells[label], ours)) for label in view.spec.columns]
+    average = rate_cell(row.average, ours)
+    average = _marked(
+        GridCell("–" if row.average.rate is None else average.value, marks=average.marks, why=average.why)
+    )
+    delta = "–" if row.delta is None or row.variant.policy == view.spec.full else f"{row.delta:+.1f}"
+    test = (
+        ""
+        if row.p_value is None or row.discordant is None
+        else f"p={row.p_value:.3f} ({row.discordant[0]}/{row.discordant[1]})"
+    )
+    return [GridCell(row.variant.label), *marks, *rates, average, GridCell(delta), GridCell(test)]
+
+
+def _marked(cell: GridCell) -> GridCell:
+    """An ablation cell: the value with its marks in brackets, no interval (the columns are narrow)."""
+    return GridCell(cell.value + (f" ({cell.marks})" if cell.marks else ""), why=cell.why)
+
+
+def ablation_grid(view: AblationView) -> Grid:
+    header = ["Model", *view.spec.components, *view.spec.columns, "Avg", "Δ vs full", "paired test"]
+    columns = [GridColumn(h, "left" if i == 0 else "center") for i, h in enumerate(header)]
+    rows = [GridRow(view.source, _ablation_cells(view, row)) for row in view.rows]
+    notes = (
+        ["paired test: exact McNemar against the full model on the same episodes (only-full / only-variant successes)"]
+        if view.source == "ours"
+        else []
+    )
+    return Grid(f"{view.spec.id}-{view.source}", view.title, columns, rows, notes, ablation_records([view]))
+
+
+def grids(views: list[TableView] | list[AblationView]) -> list[Grid]:
+    """Any report's views as grids."""
+    return [table_grid(v) if isinstance(v, TableView) else ablation_grid(v) for v in views]

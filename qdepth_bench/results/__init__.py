@@ -1,0 +1,1 @@
+"""Where results live: the SQLite store of runs and episodes, and the paper's published tables."""

@@ -1,0 +1,302 @@
+"""The results database: runs, episodes and the paper's reference numbers, in one SQLite file.
+
+A run is one policy (identity) on one suite under one protocol (hash) and seed; its id is a hash of that
+key, so running the same command again finds the same run and only adds the episodes it lacks. Each
+episode is written in its own transaction the moment it ends, keyed by (run, task, episode index), so
+an interrupted run loses nothing and a repeated one never duplicates. WAL mode lets readers (tables,
+progress) work while a run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlite_utils
+
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.hashing import stable_hash
+
+#: 2: episodes.metrics (backend-specific outcomes as JSON); 3: how chunks were executed (runs.replan_steps,
+#: runs.actions_per_call, episodes.policy_calls, episodes.actions_per_call)
+SCHEMA_VERSION = 3
+META_TABLE = "qdepth_bench_meta"
+DEFAULT_DB = Path("results") / "qdepth-bench.sqlite"
+DB_ENV = "QDEPTH_BENCH_DB"
+
+RUN_COLUMNS: dict[str, type] = {
+    "run_id": str,
+    "run_key": str,
+    "suite": str,
+    "suite_family": str,
+    "backend": str,
+    "policy_name": str,
+    "policy_config_hash": str,
+    "policy_checkpoint_hash": str,
+    "policy_config": str,
+    "policy_requirements": str,
+    "setting": str,
+    "protocol": str,
+    "protocol_hash": str,
+    "protocol_version": int,
+    "standard_protocol": int,
+    "seed": int,
+    "git_commit": str,
+    "package_versions": str,
+    "host": str,
+    "command": str,
+    "created_at": float,
+    "started_at": float,
+    "finished_at": float,
+    "status": str,
+    "episodes_requested": int,
+    "replan_steps": int,
+    "actions_per_call": int,
+}
+EPISODE_COLUMNS: dict[str, type] = {
+    "run_id": str,
+    "suite": str,
+    "task_id": int,
+    "task_name": str,
+    "episode_index": int,
+    "variant": str,
+    "seed": int,
+    "status": str,
+    "success": int,
+    "partial_success": float,
+    "steps": int,
+    "wall_time_s": float,
+    "error": str,
+    "video_path": str,
+    "attempts": int,
+    "finished_at": float,
+    "metrics": str,
+    "policy_calls": int,
+    "actions_per_call": int,
+}
+REFERENCE_COLUMNS: dict[str, type] = {
+    "source": str,
+    "table_id": str,
+    "table_title": str,
+    "category": str,
+    "method": str,
+    "setting": str,
+    "column_label": str,
+    "column_order": int,
+    "suite": str,
+    "task": str,
+    "success_rate": float,
+    "row_order": int,
+}
+#: Episode outcomes; an error is neither a success nor a failure and is retried on resume.
+OUTCOMES = ("success", "failure", "error")
+
+
+def default_db_path() -> Path:
+    return Path(os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
+def _check_existing(path: Path) -> None:
+    """Refuse, without writing a byte, a file that is not a qdepth-bench database."""
+    if path.is_dir():
+        raise UserError(f"--db {path} is a directory; give a file path such as {path / 'qdepth-bench.sqlite'}.")
+    if path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        header = f.read(16)
+    if header != b"SQLite format 3\x00":
+        raise UserError(f"--db {path} is not a qdepth-bench database (not SQLite); pass another --db path.")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+            version = None
+            if META_TABLE in tables:
+                row = conn.execute(f"select value from {META_TABLE} where key='schema_version'").fetchone()
+                version = int(row[0]) if row else None
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"--db {path} cannot be read as SQLite ({exc}); pass another --db path.") from exc
+    if tables and META_TABLE not in tables:
+        raise UserError(f"--db {path} is a SQLite database but not a qdepth-bench one; pass another --db path.")
+    if version is not None and version > SCHEMA_VERSION:
+        raise UserError(f"--db {path} was written by a newer qdepth-bench (schema {version}); upgrade qdepth-bench.")
+
+
+class Store:
+    """The results database at `path`, created with its schema on first use."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        if self.path.exists():
+            _check_existing(self.path)
+        folder = self.path.parent if str(self.path.parent) else Path(".")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"cannot create the folder of --db {self.path}: {exc.strerror}; pass a --db path in a writable folder."
+            ) from exc
+        # WAL needs the folder writable too (it keeps -wal and -shm files beside the database).
+        if not os.access(folder, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+            raise UserError(f"--db {self.path} is not writable; pass a --db path in a writable folder or set {DB_ENV}.")
+        try:
+            self.db = sqlite_utils.Database(self.path)
+            self.db.enable_wal()
+            self._ensure_schema()
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"--db {self.path}: {exc}; pass another --db path.") from exc
+
+    # -------------------------------------------------------------------------------------------- schema
+
+    def _ensure_schema(self) -> None:
+        with self.db.conn:
+            self.db.table(META_TABLE).create({"key": str, "value": str}, pk="key", if_not_exists=True)
+            self.db.table("runs").create(RUN_COLUMNS, pk="run_id", if_not_exists=True)
+            self.db.table("episodes").create(
+                EPISODE_COLUMNS,
+                pk=("run_id", "task_id", "episode_index"),
+                foreign_keys=[("run_id", "runs", "run_id")],
+                if_not_exists=True,
+            )
+            self.db.table("reference_results").create(REFERENCE_COLUMNS, if_not_exists=True)
+            for table, columns in (("runs", RUN_COLUMNS), ("episodes", EPISODE_COLUMNS)):  # older schemas
+                for name in sorted(set(columns) - set(self.db.table(table).columns_dict)):
+                    self.db.table(table).add_column(name, columns[name])
+            if self.meta("schema_version") != str(SCHEMA_VERSION):  # reading a report leaves the file as it was
+                self.db.table(META_TABLE).upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+        self.db.table("episodes").create_index(["run_id", "status"], if_not_exists=True)
+
+    def meta(self, key: str) -> str | None:
+        rows = list(self.db.query(f"select value from {META_TABLE} where key = ?", [key]))
+        return rows[0]["value"] if rows else None
+
+    # ---------------------------------------------------------------------------------------------- runs
+
+    @staticmethod
+    def run_id_for(key: dict[str, Any]) -> str:
+        """The id of a run key: policy identity + suite + protocol hash + seed."""
+        return stable_hash(key, 12)
+
+    def start_run(self, record: dict[str, Any]) -> str:
+        """Create the run, or mark an existing one with the same key as running again; return its id."""
+        run_id = record["run_id"]
+        now = time.time()
+        with self.db.conn:
+            if self.db.table("runs").count_where("run_id = ?", [run_id]):
+                self.db.table("runs").update(
+                    run_id,
+                    {
+                        "status": "running",
+                        "started_at": now,
+                        "finished_at": None,
+                        "command": record.get("command", ""),
+                        "episodes_requested": record.get("episodes_requested"),
+                        "git_commit": record.get("git_commit", ""),
+                        "package_versions": record.get("package_versions", ""),
+                    },
+                )
+            else:
+                self.db.table("runs").insert({**record, "created_at": now, "started_at": now, "status": "running"})
+        return run_id
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        """Mark the run ended; its `actions_per_call` becomes the fewest actions any of its episodes executed
+        per policy call (what happened, whatever the protocol asked for)."""
+        fewest = self.db.execute("select min(actions_per_call) from episodes where run_id = ?", [run_id]).fetchone()[0]
+        with self.db.conn:
+            self.db.table("runs").update(
+                run_id, {"status": status, "finished_at": time.time(), "actions_per_call": fewest}
+            )
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        matches = list(self.db.query("select * from runs where run_id like ?", [run_id + "%"]))
+        if not matches:
+            raise UserError(f"no run '{run_id}' in {self.path}; `qdepth-bench runs list` shows the run ids.")
+        if len(matches) > 1:
+            raise UserError(f"run id prefix '{run_id}' matches {len(matches)} runs; give more characters.")
+        return matches[0]
+
+    def runs(self, suite: str | None = None, policy: str | None = None) -> list[dict[str, Any]]:
+        where, params = [], []
+        if suite:
+            where.append("suite = ?")
+            params.append(suite)
+        if policy:
+            where.append("policy_name = ?")
+            params.append(policy)
+        sql = "select * from runs" + (" where " + " and ".join(where) if where else "") + " order by started_at"
+        return list(self.db.query(sql, params))
+
+    def delete_run(self, run_id: str) -> int:
+        """Delete a run and its episodes in one transaction; returns the number of episodes removed."""
+        with self.db.conn:
+            n = self.db.table("episodes").count_where("run_id = ?", [run_id])
+            self.db.execute("delete from episodes where run_id = ?", [run_id])
+            self.db.execute("delete from runs where run_id = ?", [run_id])
+        return n
+
+    # ------------------------------------------------------------------------------------------ episodes
+
+    def episode_states(self, run_id: str) -> dict[tuple[int, int], tuple[str, int]]:
+        """(task, episode index) -> (status, attempts) of every recorded episode of a run."""
+        rows = self.db.query("select task_id, episode_index, status, attempts from episodes where run_id = ?", [run_id])
+        return {(r["task_id"], r["episode_index"]): (r["status"], r["attempts"] or 1) for r in rows}
+
+    def record_episode(self, record: dict[str, Any]) -> None:
+        """Write one finished episode atomically (an error row is replaced when a retry finishes)."""
+        if record["status"] not in OUTCOMES:
+            raise ValueError(f"episode status must be one of {OUTCOMES}")
+        row = {**record, "variant": json.dumps(record.get("variant") or {}, sort_keys=True), "finished_at": time.time()}
+        with self.db.conn:
+            self.db.table("episodes").upsert(row, pk=("run_id", "task_id", "episode_index"))
+
+    def episodes_frame(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Episodes joined with their run's policy, setting and protocol flags, as a DataFrame."""
+        sql = (
+            "select e.*, r.policy_name, r.policy_config_hash, r.policy_checkpoint_hash, r.setting, "
+            "r.standard_protocol, r.protocol_hash, r.backend, r.replan_steps, "
+            "r.status as run_status, r.started_at as run_started_at from episodes e join runs r using (run_id)"
+        )
+        params: list[Any] = []
+        if run_ids is not None:
+            ids = list(run_ids)
+            sql += f" where e.run_id in ({','.join('?' * len(ids))})"
+            params = ids
+        return pd.DataFrame(
+            list(self.db.query(sql, params)),
+            columns=[
+                *EPISODE_COLUMNS,
+                "policy_name",
+                "policy_config_hash",
+                "policy_checkpoint_hash",
+                "setting",
+                "standard_protocol",
+                "protocol_hash",
+                "backend",
+                "replan_steps",
+                "run_status",
+                "run_started_at",
+            ],
+        )
+
+    # ---------------------------------------------------------------------------------------- references
+
+    def load_references(self, rows: list[dict[str, Any]], digest: str) -> None:
+        """Replace the reference rows when their source files changed (digest differs)."""
+        if self.meta("reference_digest") == digest:
+            return
+        with self.db.conn:
+            self.db.execute("delete from reference_results")
+            self.db.table("reference_results").insert_all(rows)
+            self.db.table(META_TABLE).upsert({"key": "reference_digest", "value": digest}, pk="key")
+
+    def references_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(list(self.db.query("select * from reference_results")), columns=list(REFERENCE_COLUMNS))

@@ -1,0 +1,23 @@
+"""SIMPLER's tasks and episode grids (`base.py`), its robot conventions (`adapters.py`), and the two
+simulators that run them: ManiSkill3 (`maniskill3.py`, WidowX) and SimplerEnv (`simpler_env.py`, every
+task). Tables tag their rows with the simulator, since the same suite runs on both."""
+
+from qdepth_bench.core.sim import SimulatorInfo
+
+MANISKILL3 = SimulatorInfo(
+    name="maniskill3",
+    backend="qdepth_bench.sims.simpler.maniskill3:ManiSkill3Backend",
+    install_hint="QDEPTH_EXTRAS=libero,model,simpler bash scripts/setup.sh (mani-skill 3.0.1 and Mesa >= 25 lavapipe)",
+    checks="qdepth_bench.sims.simpler.doctor:maniskill3_checks",
+    tag_rows=True,
+)
+
+SIMPLER_ENV = SimulatorInfo(
+    name="simpler_env",
+    backend="qdepth_bench.sims.simpler.simpler_env:SimplerEnvBackend",
+    install_hint="git clone --recurse-submodules https://github.com/simpler-env/SimplerEnv && .venv/bin/pip install "
+    "-c constraints.txt -e SimplerEnv/ManiSkill2_real2sim -e SimplerEnv (needs a GPU with Vulkan; on "
+    "CPU run simpler_widowx with --backend maniskill3)",
+    checks="qdepth_bench.sims.simpler.doctor:simpler_env_checks",
+    tag_rows=True,
+)

@@ -1,0 +1,65 @@
+"""What the two SIMPLER backends share: tasks from `content/suites/simpler.yaml`, episodes from their grids.
+
+A task runs on a backend when its `env_ids` names that backend; `simpler_widowx` has both, `simpler_google`
+only `simpler_env`. Choosing the backend (`qdepth-bench run --backend`) changes the run's protocol hash, so
+runs on the two are never pooled (docs/protocols.md, last section).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.grid import task_cells
+from qdepth_bench.core.policy import TaskInfo
+from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec, episode_seed
+from qdepth_bench.core.sim import Backend
+
+
+class SimplerBackend(Backend):
+    #: the key of this backend in each task's `env_ids`
+    name = ""
+
+    def __init__(self, spec: SuiteSpec) -> None:
+        super().__init__(spec)
+        self.tasks: list[dict[str, Any]] = spec.extra["tasks"]
+        unsupported = [t["key"] for t in self.tasks if self.name not in t.get("env_ids", {})]
+        if unsupported:
+            raise UserError(
+                f"suite '{spec.name}' task '{unsupported[0]}' has no {self.name} env id; "
+                f"choose another --backend ({', '.join(spec.backend_choices)})."
+            )
+
+    def task_info(self, task_id: int) -> TaskInfo:
+        task = self.tasks[task_id]
+        p = self.spec.protocol
+        return TaskInfo(
+            self.spec.name,
+            task_id,
+            task["key"],
+            task["instruction"],
+            p["robot"],
+            tuple(p["action_low"]),
+            tuple(p["action_high"]),
+            tuple(p["noop_action"]),
+            p["state_layout"],
+        )
+
+    def episodes(self, task_ids: list[int], n_episodes: int, run_seed: int) -> list[EpisodeSpec]:
+        """One episode per grid cell (or prepackaged draw), the cell recorded as the episode's variant."""
+        out = []
+        for t in task_ids:
+            cells = task_cells(self.tasks[t], self.spec.protocol["grid_mode"], int(self.spec.protocol["grid_repeats"]))
+            out += [
+                EpisodeSpec(self.spec.name, t, i, episode_seed(run_seed, self.spec.name, t, i), cell)
+                for i, cell in enumerate(cells[:n_episodes])
+            ]
+        return out
+
+
+def reset_seed(episode: EpisodeSpec) -> int:
+    """The env seed of one episode: a prepackaged draw is its recorded seed (the env's RNG picks the layout
+    from it, as SimplerEnv does); a grid cell fixes the layout, and the seed is the episode's own."""
+    if episode.variant.get("mode") == "prepackaged":
+        return int(episode.variant["seed"])
+    return int(episode.seed) % 2**31

@@ -1,0 +1,84 @@
+"""A toy simulator, registered the way a simulator from another package is (an entry point): a point on a
+line that must reach x >= 1. The architecture test shows that doctor, suites, requirement checks and
+tables pick it up with nothing else added."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qdepth_bench.core.checks import Check
+from qdepth_bench.core.policy import ObservationBatch, Policy, PolicyRequirements, TaskInfo
+from qdepth_bench.core.protocol import EpisodeSpec
+from qdepth_bench.core.sim import Backend, Env, SimulatorInfo, StepResult
+
+
+def checks() -> list[Check]:
+    return [Check("toy line world", True, "renders nothing, needs nothing", required=False)]
+
+
+class LineEnv(Env):
+    def __init__(self, task: TaskInfo, size: int, max_steps: int) -> None:
+        self.task, self.size, self.max_steps = task, size, max_steps
+        self.x, self.steps, self.key = 0.0, 0, ""
+
+    def _observation(self) -> ObservationBatch:
+        image = np.full((1, self.size, self.size, 3), int(255 * min(max(self.x, 0.0), 1.0)), np.uint8)
+        self.last_observation = ObservationBatch(
+            [self.key], {"main": image}, np.array([[self.x]]), [self.task.instruction]
+        )
+        return self.last_observation
+
+    def reset(self, episode: EpisodeSpec) -> ObservationBatch:
+        self.x, self.steps, self.key = 0.0, 0, episode.key
+        return self._observation()
+
+    def step(self, action: np.ndarray) -> StepResult:
+        self.x += 0.25 * float(np.clip(action[0], -1, 1))
+        self.steps += 1
+        success = self.x >= 1.0
+        return StepResult(self._observation(), success or self.steps >= self.max_steps, success)
+
+
+class LineBackend(Backend):
+    def task_info(self, task_id: int) -> TaskInfo:
+        p = self.spec.protocol
+        return TaskInfo(
+            self.spec.name,
+            task_id,
+            f"reach_{task_id}",
+            "move right until x >= 1",
+            "point",
+            tuple(p["action_low"]),
+            tuple(p["action_high"]),
+            tuple(p["noop_action"]),
+            p["state_layout"],
+        )
+
+    def make_env(self, task_id: int, requirements: PolicyRequirements) -> LineEnv:
+        return LineEnv(self.task_info(task_id), requirements.image_size, int(self.spec.protocol["max_steps"]))
+
+
+TOY = SimulatorInfo(
+    name="toy_line",
+    backend="helpers_toy_sim:LineBackend",
+    install_hint="nothing to install",
+    checks="helpers_toy_sim:checks",
+    tag_rows=True,
+)
+
+
+class PushRight(Policy):
+    """Always the largest step right: solves the toy task in 4 steps."""
+
+    @property
+    def requirements(self) -> PolicyRequirements:
+        return PolicyRequirements(image_size=8)
+
+    def act(self, batch: ObservationBatch) -> np.ndarray:
+        return np.ones((len(batch.keys), 1, 1), np.float32)
+
+
+class NeedsDepth(PushRight):
+    @property
+    def requirements(self) -> PolicyRequirements:
+        return PolicyRequirements(image_size=8, depth=True)
