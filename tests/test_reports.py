@@ -188,8 +188,8 @@ def test_table6_from_the_paper_is_reproduced_exactly(tmp_path):
 @pytest.mark.slow
 def test_ablation_from_real_runs_has_paired_tests(runs_db, tmp_path):
     content = tmp_path / "content"
-    (content / "results" / "ablations").mkdir(parents=True)
-    (content / "results" / "ablations" / "toy.yaml").write_text(
+    (content / "ablations").mkdir(parents=True)
+    (content / "ablations" / "toy.yaml").write_text(
         "id: toy\ntitle: toy ablation\nsuite: libero_object\ncolumns: {T0: '0', T1: '1'}\n"
         "components: [Motion]\nfull: random\nvariants:\n"
         "  - {policy: random, label: random (full), removes: []}\n"

@@ -153,4 +153,4 @@ def figure(
             f"`qdepth-bench run {suite} --policy NAME`."
         )
         return
-    err_console.print(f"wrote {path}")
+    err_console.print(f"wrote {written}")

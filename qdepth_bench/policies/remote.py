@@ -90,27 +90,25 @@ class RemotePolicy(Policy):
 
         data = pack(request)
         for attempt in range(self.config.retries + 1):
+            if attempt:  # the connection dropped: wait, reconnect, and send the batch's resets again
+                time.sleep(min(2 ** (attempt - 1), 10))
+                self._connect_quietly()
+                if BATCH_KEY in request:
+                    request["resets"] = [self._reset_record(self._contexts[k]) for k in request["keys"]]
+                    self._sent_resets.update(request["keys"])
+                    data = pack(request)
             try:
                 self._ws.send(data)
                 reply = self._ws.recv(timeout=self.config.timeout_s)
-                break
             except TimeoutError:
                 self._connect_quietly()
                 raise RuntimeError(f"no answer from {self.config.url} within {self.config.timeout_s:g} s") from None
             except (ConnectionClosed, OSError):
-                if attempt == self.config.retries:
-                    raise RuntimeError(
-                        f"lost the connection to {self.config.url} {self.config.retries + 1} times"
-                    ) from None
-                time.sleep(min(2**attempt, 10))
-                self._connect_quietly()
-                if BATCH_KEY in request:  # a new connection: send the batch's resets again
-                    request["resets"] = [self._reset_record(self._contexts[k]) for k in request["keys"]]
-                    self._sent_resets.update(request["keys"])
-                    data = pack(request)
-        if isinstance(reply, str):
-            raise RuntimeError(f"policy server: {reply}")
-        return unpack(reply)
+                continue
+            if isinstance(reply, str):
+                raise RuntimeError(f"policy server: {reply}")
+            return unpack(reply)
+        raise RuntimeError(f"lost the connection to {self.config.url} {self.config.retries + 1} times")
 
     def _connect_quietly(self) -> None:
         try:
