@@ -250,7 +250,7 @@ def test_measured_tiny_ablation_comes_from_the_shipped_checkpoints(tmp_path):
     db = Path(__file__).parents[1] / "results" / "measured" / "libero-object-tiny.sqlite"
     copy = tmp_path / db.name  # rendering loads reference rows into the database: leave the committed file alone
     shutil.copy(db, copy)
-    for policy in ("qdepth",):  # pi0 is still to be re-measured under LIBERO protocol version 2
+    for policy in ("qdepth", "pi0"):
         shipped = load_checkpoint(root / "policies" / "checkpoints" / f"{policy}-tiny-libero-object")
         runs = db_rows(
             copy,
@@ -274,5 +274,6 @@ def test_measured_tiny_ablation_comes_from_the_shipped_checkpoints(tmp_path):
     result = run_cli_subprocess("ablation", "libero-object-tiny", "--format", "csv", "--db", str(copy), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = {r["variant"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
-    assert set(rows) == {"QDepth-VLA (tiny)"}
+    assert set(rows) == {"QDepth-VLA (tiny)", "open-pi0 (tiny, no depth branch)"}
     assert float(rows["QDepth-VLA (tiny)"]["Avg"]) == 18.0
+    assert 0.0 <= float(rows["open-pi0 (tiny, no depth branch)"]["p_value"]) <= 1.0
