@@ -27,7 +27,7 @@ def _print_log(row: dict[str, Any]) -> None:
 
 @train_app.command("vqvae")
 def train_vqvae_command(
-    recipe: Annotated[Path, typer.Option(help="content/training/<name>.yaml with kind: vqvae")],
+    recipe: Annotated[Path, typer.Option(help="a recipe file, or the name of one in content/training/ (kind: vqvae)")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe value: train.steps=100")] = None,
 ) -> None:
     """Train the depth VQ-VAE (K=256 codes of dimension 160 on a 16x16 grid) on annotated depth."""
@@ -40,7 +40,7 @@ def train_vqvae_command(
 
 @train_app.command("policy")
 def train_policy_command(
-    recipe: Annotated[Path, typer.Option(help="content/training/<name>.yaml with kind: policy")],
+    recipe: Annotated[Path, typer.Option(help="a recipe file, or the name of one in content/training/ (kind: policy)")],
     resume: Annotated[bool, typer.Option(help="continue from the recipe's last checkpoint")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe value: train.steps=100")] = None,
 ) -> None:

@@ -76,7 +76,7 @@ class QDepthPolicy(Policy):
             )
         folder = builtin_root() / config.default_checkpoint
         notice = (
-            f"{name}: no --checkpoint given, using {config.default_checkpoint}: a small model (tiny size, "
+            f"{name}: no --checkpoint given, using the shipped {config.default_checkpoint}: a small model (tiny size, "
             "trained from scratch on this project's scripted LIBERO-Object demos, tasks 0 and 3, see "
             "docs/training.md), not the paper's weights; pass --checkpoint FOLDER for real weights."
         )
