@@ -72,9 +72,9 @@ def _spec(data: dict[str, Any], source: str) -> AblationSpec:
 def ablation_registry() -> Registry[AblationSpec]:
     """Every ablation in the content folders, by id."""
 
-    def parse(path: Path) -> list[tuple[str, AblationSpec]]:
+    def parse(path: Path) -> tuple[str, AblationSpec]:
         spec = _spec(read_yaml(path), str(path))
-        return [(spec.id, spec)]
+        return spec.id, spec
 
     return Registry.from_content("ablation", "ablations", parse)
 

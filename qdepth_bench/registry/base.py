@@ -69,15 +69,12 @@ class Registry(Generic[T]):
         return list(self._entries.items())
 
     @classmethod
-    def from_content(
-        cls, kind: str, folder: str, parse: Callable[[Path], list[tuple[str, T]]], pattern: str = "*.yaml"
-    ) -> Registry[T]:
-        """Every entry that `parse` reads from the files of one content folder, built-in roots first."""
+    def from_content(cls, kind: str, folder: str, parse: Callable[[Path], tuple[str, T]]) -> Registry[T]:
+        """The (name, entry) that `parse` reads from each YAML file of one content folder, built-in roots first."""
         registry: Registry[T] = cls(kind, f"content folder {folder}/")
         for directory in content_dirs(folder):
-            for path in sorted(directory.glob(pattern)):
-                for name, entry in parse(path):
-                    registry.register(name, entry)
+            for path in sorted(directory.glob("*.yaml")):
+                registry.register(*parse(path))
         return registry
 
 

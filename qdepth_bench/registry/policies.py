@@ -47,9 +47,12 @@ def _policy_entry(path: Path) -> PolicyEntry:
 @lru_cache(maxsize=1)
 def policy_registry() -> Registry[PolicyEntry]:
     """Every policy registered in the content folders, by name."""
-    return Registry.from_content(
-        "policy", "policies", lambda path: [(entry.name, entry) for entry in [_policy_entry(path)]]
-    )
+
+    def parse(path: Path) -> tuple[str, PolicyEntry]:
+        entry = _policy_entry(path)
+        return entry.name, entry
+
+    return Registry.from_content("policy", "policies", parse)
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:

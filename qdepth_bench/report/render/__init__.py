@@ -8,11 +8,13 @@ from typing import Any
 
 from qdepth_bench.report.render.grid import grids
 
-#: format name -> its module under report/render/
-FORMATS = {"rich": "rich", "markdown": "markdown", "csv": "csv", "latex": "latex", "html": "html"}
+#: the formats, each the name of its module under report/render/
+FORMATS = ("rich", "markdown", "csv", "latex", "html")
 
 
 def render(fmt: str, views: list[Any], **options: Any) -> Any:
     """Views in one format: text for files, rich tables for `rich`."""
-    module = importlib.import_module(f"qdepth_bench.report.render.{FORMATS[fmt]}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
+    module = importlib.import_module(f"qdepth_bench.report.render.{fmt}")
     return module.render(grids(views), **options)
