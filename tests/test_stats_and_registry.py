@@ -12,7 +12,7 @@ from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, TaskInfo
 from qdepth_bench.registry.base import parse_key_values
 from qdepth_bench.registry.policies import make_policy
 from qdepth_bench.registry.suites import suite_registry
-from qdepth_bench.report.stats import wilson_interval
+from qdepth_bench.report.stats import detectable_change, mcnemar_exact, mcnemar_power, wilson_interval
 
 
 def test_wilson_known_values():
@@ -22,6 +22,34 @@ def test_wilson_known_values():
     assert low == 0.0 and round(high, 4) == 0.6576
     assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
     assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+def test_mcnemar_power_matches_enumerating_every_outcome():
+    """The power sums over the binomial number of discordant pairs; here every (only-first, only-second,
+    concordant) count of a small design is enumerated instead, from the multinomial directly."""
+    p1, p2, n, alpha = 0.7, 0.2, 14, 0.05
+    cells = (p1 * (1 - p2), p2 * (1 - p1), 1 - p1 * (1 - p2) - p2 * (1 - p1))
+    enumerated = sum(
+        math.factorial(n)
+        / (math.factorial(b) * math.factorial(c) * math.factorial(n - b - c))
+        * cells[0] ** b
+        * cells[1] ** c
+        * cells[2] ** (n - b - c)
+        for b in range(n + 1)
+        for c in range(n + 1 - b)
+        if b + c and mcnemar_exact(b, c) <= alpha
+    )
+    assert mcnemar_power(p1, p2, n, alpha) == pytest.approx(enumerated, rel=1e-9)
+    assert mcnemar_power(0.4, 0.4, 100) <= 0.05  # no difference: rejects at most alpha (the exact test is conservative)
+
+
+def test_detectable_change_shrinks_with_more_pairs():
+    low_100, high_100 = detectable_change(0.18, 100)
+    low_300, high_300 = detectable_change(0.18, 300)
+    assert low_100 is not None and low_300 is not None and high_100 is not None and high_300 is not None
+    assert low_100 < low_300 < 0.18 < high_300 < high_100
+    assert mcnemar_power(0.18, low_300, 300) >= 0.8 > mcnemar_power(0.18, (low_300 + 0.18) / 2, 300)
+    assert detectable_change(0.02, 20)[0] is None  # from 2%, no drop can be seen in 20 pairs
 
 
 def test_policy_args_are_converted_to_config_types():

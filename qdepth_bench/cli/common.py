@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -96,6 +98,19 @@ def _known_format(value: str) -> str:
 FormatOption = Annotated[
     str, typer.Option("--format", "-f", callback=_known_format, help=f"output format: {', '.join(FORMATS)}")
 ]
+
+
+@contextmanager
+def progress_on_stderr(enabled: bool) -> Iterator[None]:
+    """Send progress text to stderr while a machine-readable report is bound for stdout."""
+    if not enabled:
+        yield
+        return
+    saved, console.file = console.file, sys.stderr
+    try:
+        yield
+    finally:
+        console.file = saved
 
 
 def open_store(db: Path | None) -> Store:

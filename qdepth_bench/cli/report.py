@@ -1,4 +1,5 @@
-"""Report commands: `table`, `ablation`, `leaderboard` and `figure`, all read from the results database."""
+"""Report commands: `table`, `leaderboard` and `figure`, all read from the results database (`ablation` has
+its own module: it can also train and run what it reports)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,15 @@ from typing import Annotated
 import typer
 
 from qdepth_bench.cli.common import (
-    DEFAULT_WORKERS,
     DbOption,
     FormatOption,
     app,
-    build_policy,
     err_console,
     open_store,
     print_views,
     split_list,
 )
-from qdepth_bench.cli.run import evaluate
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.eval.engine import EngineOptions
-from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.tables import build_tables
 
 
@@ -47,46 +43,6 @@ def table(
         )
     if views:
         print_views(views, fmt)
-
-
-@app.command()
-def ablation(
-    name: Annotated[str, typer.Argument(help="ablation id (content/ablations/<id>.yaml), e.g. table6")],
-    reference: Annotated[bool, typer.Option("--reference/--no-reference", help="show the published ablation")] = True,
-    run_missing: Annotated[bool, typer.Option("--run", help="first run the variants that have no results")] = False,
-    tasks: Annotated[str | None, typer.Option(help="with --run: task ids (default: all)")] = None,
-    episodes: Annotated[
-        int | None, typer.Option(help="with --run: episodes per task (default: the protocol's)")
-    ] = None,
-    workers: Annotated[int, typer.Option(help="with --run: env worker processes")] = DEFAULT_WORKERS,
-    fmt: FormatOption = "rich",
-    out: Annotated[Path | None, typer.Option(help="write to this file instead of printing")] = None,
-    db: DbOption = None,
-) -> None:
-    """An ablation table (components, per-task success, change vs the full model, paired tests)."""
-    from qdepth_bench.registry.ablations import ablation_spec
-    from qdepth_bench.report.ablation import build_ablation, missing_variants
-
-    spec = ablation_spec(name)
-    store = open_store(db)
-    if run_missing:
-        for variant in missing_variants(store, spec):
-            agent = build_policy(variant.policy, {})
-            try:
-                evaluate(
-                    store, suite_registry().resolve(spec.suite), agent, tasks, episodes, EngineOptions(workers=workers)
-                )
-            finally:
-                agent.close()
-    views = build_ablation(store, spec, reference)
-    if not views:
-        err_console.print(
-            f"no results in {store.path} for the variants of {spec.id} on {spec.suite} "
-            f"({', '.join(v.policy for v in spec.variants)}); record them with --run or "
-            "`qdepth-bench run`."
-        )
-        return
-    print_views(views, fmt, out)
 
 
 @app.command()

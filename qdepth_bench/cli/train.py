@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from qdepth_bench.cli.common import console, train_app
 from qdepth_bench.core.errors import UserError
@@ -23,6 +26,31 @@ def _recipe(recipe: Path, overrides: list[str] | None, kind: str) -> Any:
 
 def _print_log(row: dict[str, Any]) -> None:
     console.print("  " + "  ".join(f"{k} {v}" for k, v in row.items()), highlight=False)
+
+
+@contextmanager
+def training_progress(label: str, steps: int, start: int = 0) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A progress bar over training steps (step, loss, ETA) on a terminal; log lines elsewhere (CI, files).
+    Yields the `on_log` callback the training calls with each logged row."""
+    if not console.is_terminal:
+        yield _print_log
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task(label, total=steps, completed=start, loss="")
+
+        def on_log(row: dict[str, Any]) -> None:
+            losses = "  ".join(f"{k} {row[k]:.4g}" for k in ("total", "flow", "depth") if isinstance(row.get(k), float))
+            progress.update(bar, completed=int(row["step"]) + 1, loss=losses)
+
+        yield on_log
 
 
 @train_app.command("vqvae")
@@ -48,7 +76,8 @@ def train_policy_command(
     from qdepth_bench.train.policy import train_policy
 
     loaded = _recipe(recipe, set_, "policy")
-    out = train_policy(loaded, resume, _print_log)
+    with training_progress(loaded.name, loaded.train.steps) as on_log:
+        out = train_policy(loaded, resume, on_log)
     console.print(
         f"checkpoint written to {out}; evaluate it with `qdepth-bench run SUITE --policy "
         f"{loaded.model.get('variant', 'qdepth')} --checkpoint {out}`",

@@ -104,6 +104,11 @@ class PolicyRequirements:
     privileged: bool = False
 
 
+#: The weights file of a checkpoint folder; its `file_hash` is the policy's checkpoint hash, so results can be
+#: matched to a folder without loading it.
+CHECKPOINT_WEIGHTS = "model.safetensors"
+
+
 @dataclass(frozen=True)
 class PolicyIdentity:
     """What makes two policies the same for the results store: name, config hash and checkpoint hash."""

@@ -19,13 +19,14 @@ import numpy as np
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
 from qdepth_bench.models.preprocessing import images_to_model
-from qdepth_bench.registry.content import builtin_root
+from qdepth_bench.registry.content import builtin_root, content_path
 
 
 @dataclass
 class QDepthPolicyConfig:
-    """`checkpoint`: a checkpoint folder. `default_checkpoint`: the folder (relative to the checkout) used when
-    no checkpoint is given: the small model trained here that ships with the project. `variant`: the registered
+    """`checkpoint`: a checkpoint folder. `default_checkpoint`: the folder used when no checkpoint is given,
+    relative to a content root (so the identity is the same on every machine): the small model trained here
+    that ships with the project, or a model an ablation trained into a content folder. `variant`: the registered
     variant this policy must be. `num_steps`: Euler steps of the flow integration (None: the checkpoint's, 10
     in the paper). `batch_invariant`: run each row on its own, so its actions are bit-identical whatever
     episodes share its batch (false: one batched pass, faster with many workers, not bit-reproducible)."""
@@ -74,7 +75,9 @@ class QDepthPolicy(Policy):
                 f"policy {name} needs a checkpoint: --checkpoint FOLDER (a folder written by "
                 "`qdepth-bench train policy`)."
             )
-        folder = builtin_root() / config.default_checkpoint
+        folder = content_path(config.default_checkpoint)
+        if not folder.is_relative_to(builtin_root()):
+            return folder, f"{name}: no --checkpoint given, using {folder} (a content folder's)."
         notice = (
             f"{name}: no --checkpoint given, using the shipped {config.default_checkpoint}: a small model (tiny size, "
             "trained from scratch on this project's scripted LIBERO-Object demos, tasks 0 and 3, see "

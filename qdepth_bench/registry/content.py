@@ -27,10 +27,20 @@ def builtin_root() -> Path:
     return root
 
 
+def content_roots() -> list[Path]:
+    """The built-in root, then the user roots of QDEPTH_BENCH_CONTENT (later wins)."""
+    return [builtin_root(), *(Path(p) for p in os.environ.get(CONTENT_ENV, "").split(os.pathsep) if p)]
+
+
+def content_path(relative: str) -> Path:
+    """A path given relative to a content root (`policies/checkpoints/X`): the last root that has it, else
+    the built-in one (whose missing path the caller reports)."""
+    found = [root / relative for root in content_roots() if (root / relative).exists()]
+    return found[-1] if found else builtin_root() / relative
+
+
 def content_dirs(folder: str) -> list[Path]:
     """Every existing directory for one content folder, built-in first, user roots after (later wins)."""
     if folder not in FOLDERS:
         raise ValueError(f"unknown content folder {folder!r}")
-    roots = [builtin_root()]
-    roots += [Path(p) for p in os.environ.get(CONTENT_ENV, "").split(os.pathsep) if p]
-    return [root / folder for root in roots if (root / folder).is_dir()]
+    return [root / folder for root in content_roots() if (root / folder).is_dir()]

@@ -10,28 +10,50 @@ the episodes where exactly one of them succeeded say anything about a difference
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from qdepth_bench.registry.ablations import AblationSpec, Variant
+from qdepth_bench.core.hashing import file_hash
+from qdepth_bench.registry.ablations import AblationSpec, Member, Variant
 from qdepth_bench.registry.suites import suite_trials
 from qdepth_bench.report.cells import Cell, cell_of, protocol_trials, task_episodes
 from qdepth_bench.report.episodes import load_episodes
-from qdepth_bench.report.stats import mcnemar_exact
+from qdepth_bench.report.stats import detectable_change, mcnemar_exact
 from qdepth_bench.results.store import Store
+
+
+@dataclass
+class SeedResult:
+    """One training seed of a variant: its average over the ablation's tasks, and its paired test against
+    the full model's run of the same seed (when the full model has that seed)."""
+
+    seed: int
+    average: Cell
+    p_value: float | None = None
+    discordant: tuple[int, int] | None = None
 
 
 @dataclass
 class AblationRow:
     variant: Variant
-    cells: dict[str, Cell]
+    cells: dict[str, Cell]  # ours: pooled over the variant's evaluated training seeds
     average: Cell
     delta: float | None = None  # average minus the full model's, in points
-    p_value: float | None = None  # paired test against the full model (ours only)
+    p_value: float | None = None  # paired test against the full model, pooled over matched seeds (ours only)
     discordant: tuple[int, int] | None = None  # (only full succeeded, only variant succeeded)
     run_ids: tuple[str, ...] = ()
+    seeds: list[SeedResult] = field(default_factory=list)
+    planned_seeds: int = 1
+    pairs: int = 0  # paired episodes behind the pooled test
+
+    @property
+    def seed_spread(self) -> float | None:
+        """Sample standard deviation of the seeds' averages, in points (None below two seeds)."""
+        rates = [s.average.rate for s in self.seeds if s.average.rate is not None]
+        return statistics.stdev(rates) if len(rates) > 1 else None
 
 
 @dataclass
@@ -39,12 +61,32 @@ class AblationView:
     spec: AblationSpec
     source: str  # "published" or "ours"
     rows: list[AblationRow]
+    #: its column labels: ours are the spec's tasks; published ones are the paper table's own columns, which
+    #: may be another benchmark's (the tiny LIBERO ablation beside the paper's SIMPLER Table 6)
+    columns: list[str] = field(default_factory=list)
 
     @property
     def title(self) -> str:
         if self.source == "published":
-            return f"{self.spec.title} — as published"
+            return f"{self.spec.title} — the paper's {self.spec.reference_table}, as published"
         return f"{self.spec.title} — our runs on {self.spec.suite} {self.spec.subset}"
+
+    def detectable(self) -> list[str]:
+        """For each number of paired episodes behind a test: the smallest change against the full model's
+        rate that the exact McNemar test finds with 80% power at alpha 0.05."""
+        full = next((r for r in self.rows if r.variant.policy == self.spec.full), None)
+        if full is None or full.average.rate is None:
+            return []
+        lines = []
+        for pairs in sorted({r.pairs for r in self.rows if r.pairs}):
+            low, high = detectable_change(full.average.rate / 100, pairs)
+            drop = f"a drop to {100 * low:.1f}%" if low is not None else "no drop (even to 0%)"
+            rise = f"a rise to {100 * high:.1f}%" if high is not None else "no rise"
+            lines.append(
+                f"detectable with {pairs} paired episodes: {drop} or {rise} from the full model's "
+                f"{full.average.rate:.1f}% (80% power, alpha 0.05, exact McNemar, outcomes independent between models)"
+            )
+        return lines
 
 
 def _with_deltas(spec: AblationSpec, rows: list[AblationRow]) -> list[AblationRow]:
@@ -60,40 +102,94 @@ def published_ablation(spec: AblationSpec, references: pd.DataFrame) -> Ablation
     if not spec.reference_table:
         return None
     part = references[references["table_id"] == spec.reference_table]
+    columns = [c for c in dict.fromkeys(part["column_label"]) if c != "Avg"]
     rows = []
     for variant in spec.variants:
         mine = part[part["method"] == variant.reference_method]
         if mine.empty:
             continue
         values = dict(zip(mine["column_label"], mine["success_rate"].astype(float), strict=True))
-        cells = {label: Cell(values.get(label)) for label in spec.columns}
+        cells = {label: Cell(values.get(label)) for label in columns}
         rows.append(AblationRow(variant, cells, Cell(values.get("Avg"))))
-    return AblationView(spec, "published", _with_deltas(spec, rows)) if rows else None
+    return AblationView(spec, "published", _with_deltas(spec, rows), columns) if rows else None
 
 
-def measured_ablation(store: Store, spec: AblationSpec) -> AblationView | None:
-    """Our rows: the latest finished run of each variant's policy on the suite, with paired tests."""
+def member_episodes(frame: pd.DataFrame, member: Member) -> pd.DataFrame:
+    """The episodes of one trained model: the latest run of its checkpoint's weights under its policy name
+    (or, without a checkpoint, of the policy name's latest identity)."""
+    mine = frame[frame["policy_name"] == member.variant.policy]
+    if member.weights is not None:
+        if not member.weights.is_file():
+            return mine.iloc[0:0]
+        mine = mine[mine["policy_checkpoint_hash"] == file_hash(member.weights)]
+    return _latest_identity(mine)
+
+
+def measured_ablation(store: Store, spec: AblationSpec, seeds: int | None = None) -> AblationView | None:
+    """Our rows: per variant, its training seeds' runs pooled, each seed's own average, and paired tests
+    against the full model's run of the same seed, per seed and pooled over the matched seeds."""
     frame = load_episodes(store, None, None)
     frame = frame[frame["suite"] == spec.suite]
-    by_policy = {v.policy: _latest_identity(frame[frame["policy_name"] == v.policy]) for v in spec.variants}
-    full_episodes = by_policy[spec.full]
     trials = suite_trials(spec.suite)
+    members = spec.members(seeds)
+    found = {(m.variant.policy, m.seed): member_episodes(frame, m) for m in members}
+    full_runs = {seed: eps for (policy, seed), eps in found.items() if policy == spec.full and not eps.empty}
     rows = []
     for variant in spec.variants:
-        episodes = by_policy[variant.policy]
-        if episodes.empty:
+        runs = {seed: eps for (policy, seed), eps in found.items() if policy == variant.policy and not eps.empty}
+        if not runs:
             continue
+        pooled = pd.concat(list(runs.values()))
+        per_seed = {seed: _columns(spec, trials, eps) for seed, eps in runs.items()}
         cells = {
-            label: cell_of(part, protocol_trials(trials, task, part))
+            label: _worst_coverage(cell_of(task_episodes(pooled, task)), [c[label] for c in per_seed.values()])
             for label, task in spec.columns.items()
-            for part in [task_episodes(episodes, task)]
         }
-        average = _subset_average(list(cells.values()))
-        row = AblationRow(variant, cells, average, run_ids=tuple(sorted(episodes["run_id"].unique())))
-        if variant.policy != spec.full and not full_episodes.empty:
-            row.discordant, row.p_value = paired_test(full_episodes, episodes)
+        row = AblationRow(
+            variant,
+            cells,
+            _subset_average(list(cells.values())),
+            run_ids=tuple(sorted(pooled["run_id"].unique())),
+            seeds=[SeedResult(seed, _subset_average(list(c.values()))) for seed, c in sorted(per_seed.items())],
+            planned_seeds=sum(1 for m in members if m.variant.policy == variant.policy),
+        )
+        if variant.policy != spec.full:
+            _paired(row, runs, full_runs)
         rows.append(row)
-    return AblationView(spec, "ours", _with_deltas(spec, rows)) if rows else None
+    return AblationView(spec, "ours", _with_deltas(spec, rows), list(spec.columns)) if rows else None
+
+
+def _columns(spec: AblationSpec, trials: dict[int, int] | None, episodes: pd.DataFrame) -> dict[str, Cell]:
+    return {
+        label: cell_of(part, protocol_trials(trials, task, part))
+        for label, task in spec.columns.items()
+        for part in [task_episodes(episodes, task)]
+    }
+
+
+def _worst_coverage(pooled: Cell, seeds: list[Cell]) -> Cell:
+    """A pooled cell covers the protocol only as far as its least complete seed does."""
+    worst = min(seeds, key=lambda c: ((c.tasks_covered or 0) / (c.tasks_total or 1), (c.trials_per_task or 0)))
+    pooled.tasks_covered, pooled.tasks_total = worst.tasks_covered, worst.tasks_total
+    pooled.trials_per_task, pooled.protocol_trials = worst.trials_per_task, worst.protocol_trials
+    return pooled
+
+
+def _paired(row: AblationRow, runs: dict[int, pd.DataFrame], full_runs: dict[int, pd.DataFrame]) -> None:
+    """Per seed: the variant against the full model trained with the same seed. Pooled: the seeds' discordant
+    pairs summed into one exact McNemar test (each seed a stratum; see docs/training.md)."""
+    only_full = only_variant = 0
+    for result in row.seeds:
+        if result.seed not in full_runs:
+            continue
+        result.discordant, result.p_value, pairs = paired_test(full_runs[result.seed], runs[result.seed])
+        only_full, only_variant, row.pairs = (
+            only_full + result.discordant[0],
+            only_variant + result.discordant[1],
+            row.pairs + pairs,
+        )
+    if row.pairs:
+        row.discordant, row.p_value = (only_full, only_variant), mcnemar_exact(only_full, only_variant)
 
 
 def _subset_average(cells: list[Cell]) -> Cell:
@@ -124,8 +220,9 @@ def _latest_identity(episodes: pd.DataFrame) -> pd.DataFrame:
     return episodes[episodes["row_key"] == latest]
 
 
-def paired_test(full: pd.DataFrame, variant: pd.DataFrame) -> tuple[tuple[int, int], float]:
-    """Exact McNemar over the episodes both ran (same task and initial state), errors left out."""
+def paired_test(full: pd.DataFrame, variant: pd.DataFrame) -> tuple[tuple[int, int], float, int]:
+    """Exact McNemar over the episodes both ran (same task and initial state), errors left out; also the
+    number of pairs."""
     keys = ["task_id", "episode_index"]
 
     def scored(frame: pd.DataFrame) -> pd.DataFrame:
@@ -134,18 +231,16 @@ def paired_test(full: pd.DataFrame, variant: pd.DataFrame) -> tuple[tuple[int, i
     pairs = scored(full).merge(scored(variant), on=keys, suffixes=("_full", "_variant"))
     full_ok, variant_ok = pairs["status_full"] == "success", pairs["status_variant"] == "success"
     only_full, only_variant = int((full_ok & ~variant_ok).sum()), int((~full_ok & variant_ok).sum())
-    return (only_full, only_variant), mcnemar_exact(only_full, only_variant)
+    return (only_full, only_variant), mcnemar_exact(only_full, only_variant), len(pairs)
 
 
-def missing_variants(store: Store, spec: AblationSpec) -> list[Variant]:
-    """Variants with no recorded episode on the ablation's suite."""
-    frame = store.episodes_frame()
-    have = set(frame.loc[frame["suite"] == spec.suite, "policy_name"])
-    return [v for v in spec.variants if v.policy not in have]
-
-
-def build_ablation(store: Store, spec: AblationSpec, reference: bool = True) -> list[AblationView]:
-    views = [published_ablation(spec, store.references_frame()) if reference else None, measured_ablation(store, spec)]
+def build_ablation(
+    store: Store, spec: AblationSpec, reference: bool = True, seeds: int | None = None
+) -> list[AblationView]:
+    views = [
+        published_ablation(spec, store.references_frame()) if reference else None,
+        measured_ablation(store, spec, seeds),
+    ]
     return [v for v in views if v is not None]
 
 
@@ -170,5 +265,13 @@ def ablation_records(views: list[AblationView]) -> list[dict[str, Any]]:
             record["delta"] = row.delta
             record["p_value"] = None if row.p_value is None else round(row.p_value, 6)
             record["discordant"] = "" if row.discordant is None else f"{row.discordant[0]}/{row.discordant[1]}"
+            if view.source == "ours":
+                record["seeds"] = " ".join(
+                    f"{s.seed}:{'' if s.average.rate is None else round(s.average.rate, 4)}" for s in row.seeds
+                )
+                record["seed_sd"] = None if row.seed_spread is None else round(row.seed_spread, 4)
+                record["seed_p_values"] = " ".join(
+                    f"{s.seed}:{round(s.p_value, 6)}" for s in row.seeds if s.p_value is not None
+                )
             records.append(record)
     return records

@@ -31,6 +31,17 @@ class MetricsLog:
         self.summary = out / "metrics.json"
         out.mkdir(parents=True, exist_ok=True)
 
+    def drop_from(self, step: int) -> None:
+        """Forget rows of `step` and later (a resumed run logs them again)."""
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) < step]
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
     def write(self, row: dict[str, Any]) -> None:
         new = not self.path.exists()
         with self.path.open("a", newline="") as f:

@@ -2,7 +2,8 @@
 
 Total loss = flow matching + lambda_t * depth loss, lambda_t = lambda_0 * gamma^t; AdamW with the paper's
 lr, linear warm-up then cosine; gradient accumulation up to the global batch; a checkpoint every
-`checkpoint_every` steps and at the end (weights + optimizer + step, so `--resume` continues exactly);
+`checkpoint_every` steps and at the end (weights, optimizer, step and random state, so `--resume` continues
+exactly as an uninterrupted run would, bit for bit on one machine);
 one log row per `log_every` steps in `<out>/log.csv`. Under torchrun the model is sharded with FSDP on GPUs
 (DDP on CPUs) and each process draws its own samples.
 """
@@ -70,11 +71,13 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
     state_dim, action_dim = dataset_dims(episodes)
     checkpoint_dir = recipe.out / CHECKPOINT
     start_step = 0
-    if resume and (recipe.out / TRAINER_STATE).is_file():
+    if resume and last_checkpoint(recipe.out) is not None:
         loaded = load_checkpoint(checkpoint_dir)
         model, variant, stats = loaded.model.train(), loaded.variant, loaded.stats
-        trainer_state = torch.load(recipe.out / TRAINER_STATE, weights_only=False)
+        trainer_state = torch.load(checkpoint_dir / TRAINER_STATE, weights_only=False)
         start_step = trainer_state["step"]
+        if "rng" in trainer_state:  # the flow noise and times continue as if never interrupted
+            torch.set_rng_state(trainer_state["rng"])
     else:
         if resume:
             raise UserError(f"nothing to resume in {recipe.out}; run without --resume to start.")
@@ -94,6 +97,8 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
         optimizer.load_state_dict(trainer_state["optimizer"])
         scheduler.load_state_dict(trainer_state["scheduler"])
     log = MetricsLog(recipe.out, FIELDS) if dist_info.main else None
+    if log is not None:
+        log.drop_from(start_step)  # rows logged after the last checkpoint are run again
     accumulation, started = settings.accumulation, time.perf_counter()
     for step in range(start_step, settings.steps):
         sums = {"total": 0.0, "flow": 0.0, "depth": 0.0}
@@ -145,7 +150,8 @@ def _save(
     step: int,
     main: bool,
 ) -> None:
-    """Checkpoint (policy-loadable) + trainer state; written to a temporary name first, then swapped in."""
+    """Checkpoint (policy-loadable, with the trainer state inside): written under a temporary name, then
+    swapped in by renames, so a stop at any moment leaves one complete checkpoint (see `last_checkpoint`)."""
     state = full_state_dict(wrapped, model)
     if not main:
         return
@@ -154,12 +160,28 @@ def _save(
     save_checkpoint(
         partial, model.config, weights, stats, variant, tokenizer, extra={"recipe": recipe.source, "step": step}
     )
-    final = recipe.out / CHECKPOINT
-    if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
     torch.save(
-        {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-        recipe.out / TRAINER_STATE,
+        {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+        },
+        partial / TRAINER_STATE,
     )
+    final, previous = recipe.out / CHECKPOINT, recipe.out / (CHECKPOINT + ".previous")
+    if final.exists():
+        final.rename(previous)
+    partial.rename(final)  # from here the new checkpoint is the one a resume finds
+    if previous.exists():
+        shutil.rmtree(previous)
     (recipe.out / "recipe.json").write_text(json.dumps(recipe.source, indent=2, default=str))
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint of a training in `out` (weights and trainer state written together),
+    also when the process stopped between swapping the old one out and the new one in."""
+    final, previous = out / CHECKPOINT, out / (CHECKPOINT + ".previous")
+    if not final.exists() and previous.exists():
+        previous.rename(final)
+    return final if (final / TRAINER_STATE).is_file() else None

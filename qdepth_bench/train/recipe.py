@@ -12,6 +12,12 @@ Fields (defaults are the paper's optimisation setup, section 3.4.4):
   train: {steps, batch_size, global_batch, lr, weight_decay, warmup_steps, cosine_cycle, seed,
           log_every, checkpoint_every, workers}
   out: folder for checkpoints, logs and the recipe copy
+  extends: another recipe (a name or file) this one starts from; its values are merged in underneath, so a
+           variant recipe states only what differs (its model variant, name and out) and cannot drift from
+           the data, steps and schedule of the recipe it extends
+
+A training seed other than the recipe's own (`load_recipe(..., seed=N)`) is a recipe of its own: `train.seed`
+set, and `-seedN` added to `out`, so seeds never share a folder and each checkpoint records its seed.
 """
 
 from __future__ import annotations
@@ -90,10 +96,34 @@ def recipe_path(recipe: Path | str) -> Path:
     raise UserError(f"recipe {recipe} does not exist; give a recipe file or a named recipe ({known}).")
 
 
-def load_recipe(recipe: Path | str, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Read a recipe (a file or a name); `overrides` are dotted keys from the command line (train.steps=10)."""
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, merging nested mappings key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = (
+            _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    data = read_yaml(path)
+    if "extends" not in data:
+        return data
+    base_path = recipe_path(str(data.pop("extends")))
+    if base_path.resolve() in seen:
+        raise UserError(f"recipe {path}: `extends` loops back to {base_path}.")
+    return _merged(_read_with_bases(base_path, (*seen, base_path.resolve())), data)
+
+
+def load_recipe(recipe: Path | str, overrides: dict[str, Any] | None = None, seed: int | None = None) -> Recipe:
+    """Read a recipe (a file or a name, with what it extends); `overrides` are dotted keys from the command
+    line (train.steps=10); `seed`, when it differs from the recipe's, makes the seeded recipe (see above)."""
     path = recipe_path(recipe)
-    data = read_yaml(Path(path))
+    data = _read_with_bases(Path(path), (Path(path).resolve(),))
+    own_seed = int(data.get("train", {}).get("seed", 0))
+    if seed is not None and seed != own_seed:
+        overrides = {**(overrides or {}), "train.seed": seed, "out": f"{data.get('out', '')}-seed{seed}"}
     for key, value in (overrides or {}).items():
         target = data
         *parents, last = key.split(".")

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.hashing import file_hash
 from qdepth_bench.datasets import depth as depth_cache
-from qdepth_bench.models.qdepth.checkpoint import file_hash
 from qdepth_bench.models.vqvae import DepthVQVAE, VQVAEConfig
 from qdepth_bench.train.data import depth_frames
 from qdepth_bench.train.loop import MetricsLog

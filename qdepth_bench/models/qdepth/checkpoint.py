@@ -9,7 +9,6 @@ transformers' own loader; its vision and text sizes replace those of the `full` 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,13 @@ import numpy as np
 import torch
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.hashing import file_hash
+from qdepth_bench.core.policy import CHECKPOINT_WEIGHTS
 from qdepth_bench.models.qdepth.config import QDepthConfig, TextConfig, VisionConfig, build_config
 from qdepth_bench.models.qdepth.model import QDepthVLA
 from qdepth_bench.models.qdepth.tokenizer import FolderTokenizer, HashWordTokenizer
 
-CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", "model.safetensors", "norm_stats.json"
+CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", CHECKPOINT_WEIGHTS, "norm_stats.json"
 
 
 @dataclass
@@ -62,14 +63,6 @@ class NormStats:
     @classmethod
     def identity(cls, state_dim: int, action_dim: int) -> NormStats:
         return cls([-1.0] * state_dim, [1.0] * state_dim, [-1.0] * action_dim, [1.0] * action_dim)
-
-
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def save_checkpoint(

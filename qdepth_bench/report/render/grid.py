@@ -115,10 +115,16 @@ def table_grid(view: TableView) -> Grid:
 def _ablation_cells(view: AblationView, row: AblationRow) -> list[GridCell]:
     ours = view.source == "ours"
     marks = [GridCell(CROSS if c in row.variant.removes else CHECK) for c in view.spec.components]
-    rates = [_marked(rate_cell(row.cells[label], ours)) for label in view.spec.columns]
+    rates = [_marked(rate_cell(row.cells.get(label), ours)) for label in view.columns]
     average = rate_cell(row.average, ours)
     average = _marked(
-        GridCell("–" if row.average.rate is None else average.value, marks=average.marks, why=average.why)
+        GridCell(
+            "–" if row.average.rate is None else average.value,
+            average.interval,
+            average.counts,
+            average.marks,
+            average.why,
+        )
     )
     delta = "–" if row.delta is None or row.variant.policy == view.spec.full else f"{row.delta:+.1f}"
     test = (
@@ -126,26 +132,79 @@ def _ablation_cells(view: AblationView, row: AblationRow) -> list[GridCell]:
         if row.p_value is None or row.discordant is None
         else f"p={row.p_value:.3f} ({row.discordant[0]}/{row.discordant[1]})"
     )
-    return [GridCell(row.variant.label), *marks, *rates, average, GridCell(delta), GridCell(test)]
+    cells = [GridCell(row.variant.label), *marks, *rates, average, GridCell(delta), GridCell(test)]
+    return [*cells, _seeds_cell(row)] if ours else cells
+
+
+def _seeds_cell(row: AblationRow) -> GridCell:
+    """Each training seed's average, then their mean ± standard deviation when there are several."""
+    rates = " / ".join("–" if s.average.rate is None else f"{s.average.rate:.1f}" for s in row.seeds)
+    spread = "" if row.seed_spread is None else f"mean {row.average.rate or 0:.1f} ± {row.seed_spread:.1f}"
+    shown = f"{len(row.seeds)}/{row.planned_seeds}" if len(row.seeds) < row.planned_seeds else str(len(row.seeds))
+    return GridCell(rates, counts=f"{shown} seed{'s' if row.planned_seeds != 1 else ''}", marks=spread)
 
 
 def _marked(cell: GridCell) -> GridCell:
-    """An ablation cell: the value with its marks in brackets, no interval (the columns are narrow)."""
-    return GridCell(cell.value + (f" ({cell.marks})" if cell.marks else ""), why=cell.why)
+    """An ablation cell: the value with its coverage marks in brackets (and ours with interval and n)."""
+    return GridCell(cell.value + (f" ({cell.marks})" if cell.marks else ""), cell.interval, cell.counts, why=cell.why)
 
 
 def ablation_grid(view: AblationView) -> Grid:
-    header = ["Model", *view.spec.components, *view.spec.columns, "Avg", "Δ vs full", "paired test"]
+    ours = view.source == "ours"
+    header = ["Model", *view.spec.components, *view.columns, "Avg", "Δ vs full", "paired test"]
+    header += ["training seeds"] if ours else []
     columns = [GridColumn(h, "left" if i == 0 else "center") for i, h in enumerate(header)]
     rows = [GridRow(view.source, _ablation_cells(view, row)) for row in view.rows]
     notes = (
-        ["paired test: exact McNemar against the full model on the same episodes (only-full / only-variant successes)"]
-        if view.source == "ours"
+        [
+            "paired test: exact McNemar against the full model on the same episodes (only-full / only-variant "
+            "successes), each training seed against the full model's same seed, the seeds' pairs pooled",
+            *view.detectable(),
+        ]
+        if ours
         else []
     )
     return Grid(f"{view.spec.id}-{view.source}", view.title, columns, rows, notes, ablation_records([view]))
 
 
+def seed_grid(view: AblationView) -> Grid:
+    """One row per (variant, training seed): its average with interval, and its own paired test."""
+    columns = [
+        GridColumn("Model", "left"),
+        GridColumn("seed"),
+        GridColumn("Avg"),
+        GridColumn("paired test (same seed)"),
+    ]
+    rows = []
+    for row in view.rows:
+        for result in row.seeds:
+            test = (
+                ""
+                if result.p_value is None or result.discordant is None
+                else (f"p={result.p_value:.3f} ({result.discordant[0]}/{result.discordant[1]})")
+            )
+            rows.append(
+                GridRow(
+                    "ours",
+                    [
+                        GridCell(row.variant.label),
+                        GridCell(str(result.seed)),
+                        rate_cell(result.average, True),
+                        GridCell(test),
+                    ],
+                )
+            )
+    return Grid(f"{view.spec.id}-seeds", f"{view.spec.id}: each training seed", columns, rows)
+
+
 def grids(views: list[TableView] | list[AblationView]) -> list[Grid]:
     """Any report's views as grids."""
-    return [table_grid(v) if isinstance(v, TableView) else ablation_grid(v) for v in views]
+    out = []
+    for view in views:
+        if isinstance(view, TableView):
+            out.append(table_grid(view))
+            continue
+        out.append(ablation_grid(view))
+        if view.source == "ours" and any(len(r.seeds) > 1 for r in view.rows):
+            out.append(seed_grid(view))
+    return out

@@ -1,0 +1,163 @@
+"""`qdepth-bench ablation NAME [--train] [--run]`: an ablation table, and everything it takes to make one.
+
+With `--train` every (variant, training seed) without a checkpoint is trained from its variant's recipe
+(an interrupted training continues from its last checkpoint); with `--run` every trained one is evaluated
+on the ablation's tasks (a run already recorded is resumed, not repeated); then the table is rendered. Each
+step is one item of a plan printed first, so the whole plan's progress shows item by item.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from qdepth_bench.cli.common import (
+    DEFAULT_WORKERS,
+    DbOption,
+    FormatOption,
+    app,
+    build_policy,
+    console,
+    err_console,
+    open_store,
+    print_views,
+    progress_on_stderr,
+)
+from qdepth_bench.cli.run import evaluate
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.eval.engine import EngineOptions
+from qdepth_bench.registry.ablations import AblationSpec, Member
+from qdepth_bench.registry.policies import policy_registry
+from qdepth_bench.registry.suites import suite_registry
+from qdepth_bench.results.store import Store
+
+
+def policy_options(spec: AblationSpec, member: Member) -> dict[str, Any]:
+    """How the policy is told to load this member's checkpoint: by its path relative to the content root
+    (so the run's identity is the same on every machine), or nothing when that is the policy's default."""
+    if member.checkpoint is None:
+        return {}
+    if spec.root is None or not member.checkpoint.is_relative_to(spec.root):
+        return {"checkpoint": str(member.checkpoint)}
+    relative = member.checkpoint.relative_to(spec.root).as_posix()
+    default = policy_registry().get(member.variant.policy).options.get("default_checkpoint")
+    return {} if relative == default else {"default_checkpoint": relative}
+
+
+def _plan_lines(spec: AblationSpec, store: Store, members: list[Member], train: bool, run: bool) -> list[str]:
+    from qdepth_bench.report.ablation import member_episodes
+    from qdepth_bench.report.episodes import load_episodes
+    from qdepth_bench.train.members import member_recipe, resume_step
+
+    frame = load_episodes(store, None, None)
+    frame = frame[frame["suite"] == spec.suite]
+    lines = []
+    for member in members:
+        if member.trained:
+            trained = "trained" if member.checkpoint is not None else "no training"
+        elif train:
+            recipe = member_recipe(member)
+            step = resume_step(recipe)
+            trained = f"to train: {recipe.name}" + (f" from step {step}/{recipe.train.steps}" if step else "")
+        else:
+            trained = "not trained (--train trains it)"
+        recorded = len(member_episodes(frame, member))
+        lines.append(f"  {member.name:<34} {trained:<58} {recorded} episodes recorded")
+    return lines
+
+
+@app.command()
+def ablation(
+    name: Annotated[str, typer.Argument(help="ablation id (content/ablations/<id>.yaml), e.g. table6")],
+    reference: Annotated[bool, typer.Option("--reference/--no-reference", help="show the published ablation")] = True,
+    train: Annotated[
+        bool, typer.Option("--train", help="first train each variant and seed that has no checkpoint (resumable)")
+    ] = False,
+    run_missing: Annotated[
+        bool, typer.Option("--run", help="first evaluate each trained variant and seed (a recorded run resumes)")
+    ] = False,
+    seeds: Annotated[
+        int | None, typer.Option(min=1, help="training seeds per trained variant (default: each variant's own)")
+    ] = None,
+    tasks: Annotated[str | None, typer.Option(help="with --run: task ids (default: the ablation's columns)")] = None,
+    episodes: Annotated[
+        int | None,
+        typer.Option(min=1, help="with --run: episodes per task (default: the ablation's, else the protocol's)"),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="with --run: env worker processes")] = DEFAULT_WORKERS,
+    fmt: FormatOption = "rich",
+    out: Annotated[Path | None, typer.Option(help="write to this file instead of printing")] = None,
+    db: DbOption = None,
+) -> None:
+    """An ablation table (components, per-task success, change vs the full model, paired tests, training
+    seeds), optionally training and evaluating its variants first."""
+    from qdepth_bench.registry.ablations import ablation_spec
+    from qdepth_bench.report.ablation import build_ablation
+
+    spec = ablation_spec(name)
+    store = open_store(db)
+    members = spec.members(seeds)
+    if train or run_missing:
+        err_console.print(f"[bold]{spec.id}[/bold]: {len(members)} models (variant x training seed)")
+        for line in _plan_lines(spec, store, members, train, run_missing):
+            err_console.print(line, markup=False, highlight=False)
+    with progress_on_stderr(fmt.lower() != "rich" and out is None):
+        if train:
+            _train_all(members)
+        if run_missing:
+            _run_all(store, spec, members, tasks or spec.task_ids, episodes or spec.episodes, workers)
+    views = build_ablation(store, spec, reference, seeds)
+    if not views:
+        err_console.print(
+            f"no results in {store.path} for the variants of {spec.id} on {spec.suite} "
+            f"({', '.join(v.policy for v in spec.variants)}); record them with --run or "
+            "`qdepth-bench run`."
+        )
+        return
+    print_views(views, fmt, out)
+
+
+def _train_all(members: list[Member]) -> None:
+    from qdepth_bench.cli.train import training_progress
+    from qdepth_bench.train.members import member_recipe, resume_step, train_member
+
+    todo = [m for m in members if not m.trained]
+    for number, member in enumerate(todo, 1):
+        recipe = member_recipe(member)
+        start = resume_step(recipe) or 0
+        console.print(
+            f"[bold][train {number}/{len(todo)}][/bold] {member.name}: recipe {recipe.name}, {recipe.train.steps} steps"
+            + (f", continuing from step {start}" if start else "")
+            + f" -> {member.checkpoint}",
+            highlight=False,
+        )
+        try:
+            with training_progress(member.name, recipe.train.steps, start) as on_log:
+                train_member(member, on_log)
+        except KeyboardInterrupt:
+            err_console.print(
+                f"interrupted: the training of {member.name} continues from its last checkpoint in {recipe.out} "
+                "when you run the same command again."
+            )
+            raise typer.Exit(130) from None
+
+
+def _run_all(
+    store: Store, spec: AblationSpec, members: list[Member], tasks: str | None, episodes: int | None, workers: int
+) -> None:
+    suite = suite_registry().resolve(spec.suite)
+    trained = [m for m in members if m.trained]
+    untrained = [m.name for m in members if not m.trained]
+    if untrained:
+        err_console.print(f"not evaluated, no checkpoint yet (train with --train): {', '.join(untrained)}")
+    for number, member in enumerate(trained, 1):
+        console.print(f"[bold][run {number}/{len(trained)}][/bold] {member.name}", highlight=False)
+        agent = build_policy(member.variant.policy, policy_options(spec, member))
+        try:
+            evaluate(store, suite, agent, tasks, episodes, EngineOptions(workers=workers))
+        finally:
+            agent.close()
+    if not trained and members:
+        raise UserError(f"nothing of {spec.id} is trained yet; add --train to train it first.")
