@@ -92,6 +92,7 @@ def test_ablation_trains_runs_survives_a_kill_and_resumes_to_the_same_table(tmp_
             resumed = run_cli_subprocess(*ablation_command(db), cwd=work, env=env)
             assert resumed.returncode == 0, resumed.stderr
             assert "to train: mini-pixel from step" in resumed.stderr  # the plan says where it continues
+            assert "[train 1/2] qdepth-pixel seed 0" in resumed.stderr and "[run 2/2] pi0 seed 0" in resumed.stderr
             tables[case] = table(resumed.stdout)
         else:
             result = run_cli_subprocess(*ablation_command(db), cwd=work, env=env)

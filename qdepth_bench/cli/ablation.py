@@ -128,7 +128,8 @@ def _train_all(members: list[Member]) -> None:
         recipe = member_recipe(member)
         start = resume_step(recipe) or 0
         console.print(
-            f"[bold][train {number}/{len(todo)}][/bold] {member.name}: recipe {recipe.name}, {recipe.train.steps} steps"
+            f"[bold]\\[train {number}/{len(todo)}][/bold] {member.name}: "
+            f"recipe {recipe.name}, {recipe.train.steps} steps"
             + (f", continuing from step {start}" if start else "")
             + f" -> {member.checkpoint}",
             highlight=False,
@@ -153,7 +154,7 @@ def _run_all(
     if untrained:
         err_console.print(f"not evaluated, no checkpoint yet (train with --train): {', '.join(untrained)}")
     for number, member in enumerate(trained, 1):
-        console.print(f"[bold][run {number}/{len(trained)}][/bold] {member.name}", highlight=False)
+        console.print(f"[bold]\\[run {number}/{len(trained)}][/bold] {member.name}", highlight=False)
         agent = build_policy(member.variant.policy, policy_options(spec, member))
         try:
             evaluate(store, suite, agent, tasks, episodes, EngineOptions(workers=workers))
