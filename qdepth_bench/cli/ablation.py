@@ -46,7 +46,7 @@ def policy_options(spec: AblationSpec, member: Member) -> dict[str, Any]:
     return {} if relative == default else {"default_checkpoint": relative}
 
 
-def _plan_lines(spec: AblationSpec, store: Store, members: list[Member], train: bool, run: bool) -> list[str]:
+def _plan_lines(spec: AblationSpec, store: Store, members: list[Member], train: bool) -> list[str]:
     from qdepth_bench.report.ablation import member_episodes
     from qdepth_bench.report.episodes import load_episodes
     from qdepth_bench.train.members import member_recipe, resume_step
@@ -101,7 +101,7 @@ def ablation(
     members = spec.members(seeds)
     if train or run_missing:
         err_console.print(f"[bold]{spec.id}[/bold]: {len(members)} models (variant x training seed)")
-        for line in _plan_lines(spec, store, members, train, run_missing):
+        for line in _plan_lines(spec, store, members, train):
             err_console.print(line, markup=False, highlight=False)
     with progress_on_stderr(fmt.lower() != "rich" and out is None):
         if train:
@@ -126,7 +126,8 @@ def _train_all(members: list[Member]) -> None:
     todo = [m for m in members if not m.trained]
     for number, member in enumerate(todo, 1):
         recipe = member_recipe(member)
-        start = resume_step(recipe) or 0
+        step = resume_step(recipe)
+        start = step or 0
         console.print(
             f"[bold]\\[train {number}/{len(todo)}][/bold] {member.name}: "
             f"recipe {recipe.name}, {recipe.train.steps} steps"
@@ -136,7 +137,7 @@ def _train_all(members: list[Member]) -> None:
         )
         try:
             with training_progress(member.name, recipe.train.steps, start) as on_log:
-                train_member(member, on_log)
+                train_member(member, recipe, step is not None, on_log)
         except KeyboardInterrupt:
             err_console.print(
                 f"interrupted: the training of {member.name} continues from its last checkpoint in {recipe.out} "

@@ -55,12 +55,14 @@ def resume_step(recipe: Recipe) -> int | None:
     return int(meta.get("step", 0))
 
 
-def train_member(member: Member, on_log: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """Train (or finish training) one member and install its checkpoint; returns the installed folder."""
+def train_member(
+    member: Member, recipe: Recipe, resume: bool, on_log: Callable[[dict[str, Any]], None] | None = None
+) -> Path:
+    """Train (or finish training) one member from its `member_recipe`, continuing when `resume` (its
+    `resume_step` found a checkpoint), and install the checkpoint; returns the installed folder."""
     if member.checkpoint is None:
         raise UserError(f"{member.name} names no checkpoint folder to train into.")
-    recipe = member_recipe(member)
-    trained = train_policy(recipe, resume_step(recipe) is not None, on_log)
+    trained = train_policy(recipe, resume, on_log)
     partial = member.checkpoint.with_name(member.checkpoint.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)

@@ -127,13 +127,14 @@ def _ablation_cells(view: AblationView, row: AblationRow) -> list[GridCell]:
         )
     )
     delta = "–" if row.delta is None or row.variant.policy == view.spec.full else f"{row.delta:+.1f}"
-    test = (
-        ""
-        if row.p_value is None or row.discordant is None
-        else f"p={row.p_value:.3f} ({row.discordant[0]}/{row.discordant[1]})"
-    )
+    test = _paired_text(row.p_value, row.discordant)
     cells = [GridCell(row.variant.label), *marks, *rates, average, GridCell(delta), GridCell(test)]
     return [*cells, _seeds_cell(row)] if ours else cells
+
+
+def _paired_text(p_value: float | None, discordant: tuple[int, int] | None) -> str:
+    """A paired test as printed: 'p=0.004 (18/4)' (only-full / only-variant successes), '' for none."""
+    return "" if p_value is None or discordant is None else f"p={p_value:.3f} ({discordant[0]}/{discordant[1]})"
 
 
 def _seeds_cell(row: AblationRow) -> GridCell:
@@ -178,11 +179,7 @@ def seed_grid(view: AblationView) -> Grid:
     rows = []
     for row in view.rows:
         for result in row.seeds:
-            test = (
-                ""
-                if result.p_value is None or result.discordant is None
-                else (f"p={result.p_value:.3f} ({result.discordant[0]}/{result.discordant[1]})")
-            )
+            test = _paired_text(result.p_value, result.discordant)
             rows.append(
                 GridRow(
                     "ours",
