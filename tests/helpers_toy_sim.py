@@ -32,11 +32,12 @@ class LineEnv(Env):
         self.x, self.steps, self.key = 0.0, 0, episode.key
         return self._observation()
 
-    def step(self, action: np.ndarray) -> StepResult:
+    def step(self, action: np.ndarray, observe: bool = True) -> StepResult:
         self.x += 0.25 * float(np.clip(action[0], -1, 1))
         self.steps += 1
         success = self.x >= 1.0
-        return StepResult(self._observation(), success or self.steps >= self.max_steps, success)
+        observation = self._observation() if observe else None
+        return StepResult(observation, success or self.steps >= self.max_steps, success)
 
 
 class LineBackend(Backend):

@@ -119,14 +119,15 @@ def test_version_1_database_gains_the_newer_columns(tmp_path):
 
     path = tmp_path / "v1.sqlite"
     conn = sqlite3.connect(path)
-    columns = ", ".join(c for c in EPISODE_COLUMNS if c not in ("metrics", "policy_calls", "actions_per_call"))
+    newer = ("metrics", "policy_calls", "actions_per_call", "timing")
+    columns = ", ".join(c for c in EPISODE_COLUMNS if c not in newer)
     conn.execute(f"create table episodes ({columns}, primary key (run_id, task_id, episode_index))")
     conn.execute("create table qdepth_bench_meta (key text primary key, value text)")
     conn.execute("insert into qdepth_bench_meta values ('schema_version', '1')")
     conn.commit()
     conn.close()
     store = Store(path)
-    assert {"metrics", "policy_calls", "actions_per_call"} <= set(store.db["episodes"].columns_dict)
+    assert set(newer) <= set(store.db["episodes"].columns_dict)
     assert {"replan_steps", "actions_per_call"} <= set(store.db["runs"].columns_dict)
     assert store.meta("schema_version") == str(SCHEMA_VERSION)
 

@@ -31,6 +31,7 @@ from qdepth_bench.core.protocol import SuiteSpec
 from qdepth_bench.eval.engine import EngineOptions, execute
 from qdepth_bench.eval.episode import EpisodeResult
 from qdepth_bench.eval.plan import RunPlan, plan_run
+from qdepth_bench.eval.timing import describe
 from qdepth_bench.registry.sims import make_backend
 from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.tables import build_tables
@@ -213,4 +214,7 @@ def _execute_with_progress(store: Store, plan: RunPlan, options: EngineOptions) 
                     highlight=False,
                 )
 
-        execute(store, plan, options, on_episode)
+        stats = execute(store, plan, options, on_episode)
+    if stats.episode_timings:
+        first_call = "" if stats.first_call_s is None else f"first policy call after {stats.first_call_s:.1f} s; "
+        console.print(f"time: {first_call}{describe(stats.phases)}", highlight=False)

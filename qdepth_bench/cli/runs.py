@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from qdepth_bench.cli.common import DbOption, console, err_console, open_store, print_views, runs_app
+from qdepth_bench.eval.timing import bound, split
 from qdepth_bench.report.tables import build_tables
+from qdepth_bench.results.store import Store
 
 
 def _when(ts: float | None) -> str:
@@ -77,7 +79,23 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id or unique prefi
     )
     for key in ("policy_config", "protocol", "package_versions"):
         console.print(f"[bold]{key}[/bold]: {json.dumps(json.loads(record[key]), sort_keys=True)}")
+    _print_timing(store, record["run_id"])
     print_views(build_tables(store, record["suite"], run_ids=[record["run_id"]], reference=False), "rich")
+
+
+def _print_timing(store: Store, run_id: str) -> None:
+    """Where the run's time went, summed over its episodes (those recorded before timings were kept have none)."""
+    rows = list(store.db.query("select timing, steps from episodes where run_id = ? and timing is not null", [run_id]))
+    if not rows:
+        return
+    phases = split(json.loads(r["timing"]) for r in rows)
+    steps = sum(r["steps"] or 0 for r in rows)
+    whole = sum(phases.values()) or 1e-9
+    out = Table("phase", "episode-seconds", "share", "ms per env step", title=f"time ({bound(phases)}-bound)")
+    for phase, seconds in phases.items():
+        per_step = f"{1000 * seconds / steps:.1f}" if steps else ""
+        out.add_row(phase, f"{seconds:.1f}", f"{seconds / whole:.0%}", per_step)
+    console.print(out)
 
 
 @runs_app.command("delete")

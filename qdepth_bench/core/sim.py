@@ -22,7 +22,8 @@ from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec, episode_seed
 
 @dataclass
 class StepResult:
-    observation: ObservationBatch
+    #: None when the step was taken with `observe=False` and the backend skipped rendering
+    observation: ObservationBatch | None
     done: bool
     success: bool
     info: dict[str, Any] = field(default_factory=dict)
@@ -37,14 +38,22 @@ class Env(ABC):
     task: TaskInfo
     sim_env: Any = None
     last_observation: ObservationBatch | None = None
+    #: render at every step, settle steps included, even when nobody reads the frame, as the reference
+    #: evaluation loops do: what the lazy-rendering equivalence test and the benchmarks compare against
+    render_every_step: bool = False
 
     @abstractmethod
     def reset(self, episode: EpisodeSpec) -> ObservationBatch:
         """Put the simulator in the episode's initial state (including settle steps); return the first obs."""
 
     @abstractmethod
-    def step(self, action: np.ndarray) -> StepResult:
-        """Apply one action of the suite's action space."""
+    def step(self, action: np.ndarray, observe: bool = True) -> StepResult:
+        """Apply one action of the suite's action space.
+
+        `observe=False` says nobody will read this step's observation (an action inside an open-loop chunk):
+        a backend may then skip rendering and return `observation=None`. Physics, `done`, `success` and
+        `info` must not depend on it, and the next observed step must look exactly as if every step had
+        been observed (the lazy-rendering equivalence test checks this per backend)."""
 
     def frame(self) -> np.ndarray:
         """The main camera image of the last observation as the policy sees it (for videos)."""

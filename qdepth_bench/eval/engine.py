@@ -21,7 +21,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import cast
@@ -36,6 +36,7 @@ from qdepth_bench.eval.episode import EpisodeResult, check_chunk
 from qdepth_bench.eval.interrupt import GracefulInterrupt
 from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan
 from qdepth_bench.eval.pool import LocalPool, WorkerPool
+from qdepth_bench.eval.timing import describe, split
 from qdepth_bench.eval.videos import VideoSink
 from qdepth_bench.eval.worker import error_text
 from qdepth_bench.results.store import Store
@@ -71,6 +72,15 @@ class EngineStats:
     env_steps: int = 0
     episodes: int = 0
     wall_s: float = 0.0
+    #: seconds from the start of `execute` to the first policy call (worker start, env build, first reset)
+    first_call_s: float | None = None
+    #: the `timing` of every episode recorded, in the order they finished
+    episode_timings: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def phases(self) -> dict[str, float]:
+        """Episode-seconds per phase (`eval.timing.split`)."""
+        return split(self.episode_timings)
 
     @property
     def calls_per_step(self) -> float:
@@ -93,6 +103,11 @@ class _Slot:
     #: what the worker is doing: "episode" (reset, maybe an env build) or "chunk"; predicts its next answer
     phase: str = "episode"
     busy_s: float = 0.0
+    #: this episode's seconds waiting for a policy call; a reply's time beyond the worker's own, for its first
+    #: observation (a worker process still starting up, a message in flight) and for its chunks (transfer)
+    policy_wait_s: float = 0.0
+    start_wait_s: float = 0.0
+    transfer_s: float = 0.0
 
     def assign(self, episode: EpisodeSpec, now: float) -> None:
         self.episode, self.task_id, self.observation, self.sent_at, self.busy_s = (
@@ -102,7 +117,7 @@ class _Slot:
             now,
             0.0,
         )
-        self.phase = "episode"
+        self.phase, self.policy_wait_s, self.start_wait_s, self.transfer_s = "episode", 0.0, 0.0, 0.0
 
     def clear(self) -> None:
         self.episode, self.observation, self.sent_at = None, None, None
@@ -164,7 +179,7 @@ def execute(
         try:
             if plan.pending:
                 pool = make_pool(options, plan)
-                _Engine(store, plan, options, pool, log, on_episode, stats).run(stop)
+                _Engine(store, plan, options, pool, log, on_episode, stats, start).run(stop)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -177,10 +192,14 @@ def execute(
                 pool.close()
             store.finish_run(plan.run_id, status)
             stats.wall_s = time.perf_counter() - start
+            first_call = "" if stats.first_call_s is None else f" first_policy_call={stats.first_call_s:.1f}s"
             log.write(
                 f"end run {plan.run_id} status={status} episodes={stats.episodes} steps={stats.env_steps} "
                 f"policy_calls={stats.policy_calls} policy_rows={stats.policy_rows} wall={stats.wall_s:.1f}s"
+                f"{first_call}"
             )
+            if stats.episode_timings:
+                log.write(f"time: {describe(stats.phases)}")
     return stats
 
 
@@ -194,9 +213,12 @@ class _Engine:
         log: _RunLog,
         on_episode: Callable[[EpisodeResult], None] | None,
         stats: EngineStats,
+        started: float,
     ) -> None:
         self.store, self.plan, self.options, self.pool, self.log = store, plan, options, pool, log
         self.on_episode, self.stats = on_episode, stats
+        #: when `execute` began (before the workers were started), for the time to the first policy call
+        self.started = started
         self.queue: deque[EpisodeSpec] = deque(plan.pending)
         self.slots = [_Slot() for _ in range(pool.size)]
         self.replan = int(plan.spec.protocol["replan_steps"])
@@ -285,12 +307,20 @@ class _Engine:
             return
         if slot.episode is None:  # an answer for an episode already given up (aborted or timed out)
             return
+        round_trip = None
         if slot.sent_at is not None:
-            slot.busy_s += now - slot.sent_at
+            round_trip = now - slot.sent_at
+            slot.busy_s += round_trip
             slot.sent_at = None
         if kind == "obs":
             slot.observation, slot.waiting_since = reply[2], now
             took, previous = reply[3], self.phase_s.get(slot.phase)
+            if round_trip is not None:  # beyond the worker's own time: transfer, or a worker still starting
+                waited = max(0.0, round_trip - took)
+                if slot.phase == "episode":
+                    slot.start_wait_s += waited
+                else:
+                    slot.transfer_s += waited
             self.phase_s[slot.phase] = took if previous is None else 0.8 * previous + 0.2 * took
         elif kind == "end":
             self.deaths_without_result = 0
@@ -308,6 +338,8 @@ class _Engine:
         batch = ObservationBatch.concat([cast(ObservationBatch, self.slots[i].observation) for i in waiting])
         action_dim = self.tasks[cast(EpisodeSpec, self.slots[waiting[0]].episode).task_id].action_dim
         started = time.perf_counter()
+        if self.stats.first_call_s is None:
+            self.stats.first_call_s = started - self.started
         try:
             self.stats.policy_calls += 1
             self.stats.policy_rows += len(waiting)
@@ -323,6 +355,7 @@ class _Engine:
         self.stats.policy_seconds += now - started
         for row, i in enumerate(waiting):
             slot = self.slots[i]
+            slot.policy_wait_s += now - slot.waiting_since
             slot.observation, slot.sent_at, slot.phase = None, now, "chunk"
             self.pool.send(i, ("chunk", np.asarray(chunks[row, : self.replan])))
 
@@ -351,6 +384,9 @@ class _Engine:
     def _finish(self, i: int, result: EpisodeResult) -> None:
         """Record an episode's outcome; an error with attempts left goes back in the queue."""
         slot = self.slots[i]
+        result.timing.update(
+            policy_wait_s=slot.policy_wait_s, worker_start_s=slot.start_wait_s, transfer_s=slot.transfer_s
+        )
         slot.clear()
         key = (result.episode.task_id, result.episode.episode_index)
         attempts = self.plan.attempts.get(key, 0) + 1
@@ -359,6 +395,7 @@ class _Engine:
             result.will_retry = True
             self.queue.append(result.episode)
         record_episode(self.store, self.plan, result, attempts)
+        self.stats.episode_timings.append(result.timing)
         self.stats.env_steps += result.steps
         self.stats.episodes += 1
         self.log.write(
@@ -392,5 +429,6 @@ def record_episode(store: Store, plan: RunPlan, result: EpisodeResult, attempts:
             "metrics": json.dumps(result.metrics, sort_keys=True),
             "policy_calls": result.policy_calls,
             "actions_per_call": result.actions_per_call,
+            "timing": json.dumps({k: round(float(v), 4) for k, v in result.timing.items()}, sort_keys=True),
         }
     )

@@ -1,6 +1,10 @@
 """One episode, driven a chunk at a time: reset the env to its spec, execute each action chunk open-loop,
 stop at success, at the env's own end, or at the step limit.
 
+Only the last step of a chunk is observed (the policy reads nothing in between), unless a video or a
+demonstration file keeps every step: the env may skip rendering the others, which is most of a step's
+cost (`Env.render_every_step` turns that off, for the equivalence test and the benchmarks).
+
 The policy is not called here: the worker that owns the env hands each observation back to the engine,
 which batches observations of many workers into one policy call and returns each its chunk.
 """
@@ -15,6 +19,7 @@ import numpy as np
 from qdepth_bench.core.policy import ObservationBatch
 from qdepth_bench.core.protocol import EpisodeSpec
 from qdepth_bench.core.sim import Env
+from qdepth_bench.eval.timing import new_episode_timing
 
 
 @dataclass
@@ -37,6 +42,8 @@ class EpisodeResult:
     #: replan steps; a policy whose chunks are shorter replans more often than the protocol)
     policy_calls: int = 0
     actions_per_call: int | None = None
+    #: seconds per phase (`eval.timing`): env build, reset, observed and unobserved steps, policy wait, transfer
+    timing: dict = field(default_factory=new_episode_timing)
 
 
 def check_chunk(actions: np.ndarray, batch: int, action_dim: int) -> np.ndarray:
@@ -53,11 +60,17 @@ class EpisodeRunner:
     """The state of one running episode on one env: steps taken, frames kept for a video, the outcome."""
 
     def __init__(
-        self, env: Env, episode: EpisodeSpec, max_steps: int, record_frames: bool = False, record_demo: bool = False
+        self,
+        env: Env,
+        episode: EpisodeSpec,
+        max_steps: int,
+        record_frames: bool = False,
+        record_demo: bool = False,
     ) -> None:
         self.env = env
         self.max_steps = max_steps
         self.record_frames = record_frames
+        self.observe_every_step = env.render_every_step or record_frames or record_demo
         self.frames: list[np.ndarray] = []
         #: with `record_demo`, one dataset row (frames as rendered, proprio, simulator state) per step, and its action
         self.record_demo = record_demo
@@ -69,7 +82,9 @@ class EpisodeRunner:
 
     def start(self) -> ObservationBatch:
         """Reset the env to the episode's initial state; returns the first observation."""
+        started = time.perf_counter()
         obs = self.env.reset(self.result.episode)
+        self.result.timing["reset_s"] += time.perf_counter() - started
         if self.record_frames:
             self.frames.append(self.env.frame())
         return obs
@@ -80,11 +95,17 @@ class EpisodeRunner:
         self.result.policy_calls += 1
         fewest = self.result.actions_per_call
         self.result.actions_per_call = len(actions) if fewest is None else min(fewest, len(actions))
-        for action in actions:
+        last = len(actions) - 1
+        for i, action in enumerate(actions):
             if self.record_demo:
                 self.demo_rows.append(self.env.demo_frame())
                 self.demo_actions.append(np.asarray(action, dtype=np.float64))
-            step = self.env.step(action)
+            observe = self.observe_every_step or i == last
+            started = time.perf_counter()
+            step = self.env.step(action, observe=observe)
+            kind = "observed" if observe else "blind"
+            self.result.timing[f"{kind}_step_s"] += time.perf_counter() - started
+            self.result.timing[f"{kind}_steps"] += 1
             self.result.steps += 1
             obs = step.observation
             if self.record_frames:

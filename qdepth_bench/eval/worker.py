@@ -80,8 +80,11 @@ class EnvWorker:
         if self.env is not None and self.env.task.task_id != episode.task_id:
             self.env.close()
             self.env = None
+        built = 0.0
         if self.env is None:
+            started = time.perf_counter()
             self.env = self.backend.make_env(episode.task_id, self.requirements)
+            built = time.perf_counter() - started
         self.runner = EpisodeRunner(
             self.env,
             episode,
@@ -89,6 +92,7 @@ class EnvWorker:
             record_frames=any(s.wants_frames for s in self.sinks),
             record_demo=any(s.wants_demo for s in self.sinks),
         )
+        self.runner.result.timing["env_build_s"] = built
         return self.runner.start()
 
     def _running(self) -> EpisodeRunner:

@@ -24,8 +24,9 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import stable_hash
 
 #: 2: episodes.metrics (backend-specific outcomes as JSON); 3: how chunks were executed (runs.replan_steps,
-#: runs.actions_per_call, episodes.policy_calls, episodes.actions_per_call)
-SCHEMA_VERSION = 3
+#: runs.actions_per_call, episodes.policy_calls, episodes.actions_per_call); 4: episodes.timing (seconds
+#: per phase as JSON, `eval.timing`)
+SCHEMA_VERSION = 4
 META_TABLE = "qdepth_bench_meta"
 DEFAULT_DB = Path("results") / "qdepth-bench.sqlite"
 DB_ENV = "QDEPTH_BENCH_DB"
@@ -79,6 +80,7 @@ EPISODE_COLUMNS: dict[str, type] = {
     "metrics": str,
     "policy_calls": int,
     "actions_per_call": int,
+    "timing": str,
 }
 REFERENCE_COLUMNS: dict[str, type] = {
     "source": str,

@@ -74,6 +74,16 @@ def _import_libero(assets: Path | None) -> Any:
     return benchmark
 
 
+def _blank_sensor(frame: np.ndarray) -> Any:
+    """A robosuite camera sensor that renders nothing: the frame of a step nobody reads."""
+
+    def blank(obs_cache: dict[str, Any]) -> np.ndarray:
+        return frame
+
+    blank.__modality__ = "image"  # type: ignore[attr-defined]  # robosuite's `sensor` decorator's mark
+    return blank
+
+
 def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
     """Unit quaternion (x, y, z, w) -> axis-angle vector, the orientation part of LIBERO's proprio state."""
     w = float(np.clip(quat[3], -1.0, 1.0))
@@ -162,6 +172,27 @@ class LiberoEnv(Env):
         )
         self._key = ""
         self._hard_reset_state: HardResetState | None = None
+        self._blank_images = {
+            f"{camera}_image": _blank_sensor(np.zeros((size, size, 3), np.uint8)) for camera in self.cameras.values()
+        }
+        self._real_sensors: dict[str, Any] = {}
+
+    def _render_cameras(self, on: bool) -> None:
+        """Let robosuite's camera observables render (on) or hand back a blank frame without rendering (off).
+
+        Only the sensor function is swapped: each observable's sampling clock and flags advance exactly as
+        when it renders, so the next rendered frame is sampled at the same physics substep as in an env that
+        renders every step. (Disabling the observable instead resets its clock, which moves that substep.)
+        A hard reset builds new observables, so this looks them up every time."""
+        if self.render_every_step:
+            on = True
+        observables = self.sim_env.env._observables
+        for name, blank in self._blank_images.items():
+            observable = observables[name]
+            if observable._sensor is not blank:
+                self._real_sensors[name] = observable._sensor
+            # robosuite's own setter (`set_sensor`) renders once to check the sensor; assigning does not
+            observable._sensor = self._real_sensors[name] if on else blank
 
     def _observation(self, obs: dict[str, np.ndarray]) -> ObservationBatch:
         self.raw_observation = obs
@@ -213,6 +244,7 @@ class LiberoEnv(Env):
     def restore(self, sim_state: np.ndarray) -> ObservationBatch:
         """Put the simulator in a recorded state (a flattened MuJoCo state) and observe it: how demonstrations
         are re-rendered, e.g. for their ground-truth depth."""
+        self._render_cameras(True)
         return self._observation(self.sim_env.set_init_state(np.asarray(sim_state)))
 
     def _privileged(self, obs: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -274,8 +306,11 @@ class LiberoEnv(Env):
                 )
             self._fresh_episode(episode, int(self.protocol["env_seed"]))
             state = self.init_states[index]
+        settle = int(self.protocol["settle_steps"])
+        self._render_cameras(settle == 0)  # only the observation after the last settle step is read
         obs = self.sim_env.set_init_state(state)
-        for _ in range(int(self.protocol["settle_steps"])):
+        for i in range(settle):
+            self._render_cameras(i == settle - 1)
             obs, _, _, _ = self.sim_env.step(self.noop)
         return self._observation(obs)
 
@@ -288,6 +323,7 @@ class LiberoEnv(Env):
         LIBERO's own reset of a fresh env starts it (tested; `benchmarks/libero_reset_cost.py` times both)."""
         self._key = episode.key
         self.sim_env.seed(seed)
+        self._render_cameras(False)  # reset's own observation is never read
         if self._hard_reset_state is None or self._hard_reset_state.seed != seed:
             self.sim_env.env.hard_reset = True
             try:
@@ -315,12 +351,14 @@ class LiberoEnv(Env):
             raise RuntimeError(f"sampled initial state {seed} coincides with an evaluation initial state")
         return state
 
-    def step(self, action: np.ndarray) -> StepResult:
+    def step(self, action: np.ndarray, observe: bool = True) -> StepResult:
+        self._render_cameras(observe)
         obs, _, done, info = self.sim_env.step(np.asarray(action, dtype=np.float64))
         # a digest of the whole MuJoCo state: episodes recorded elsewhere (other workers, order, machine)
         # compare beyond outcome and step count
         digest = hashlib.sha1(self.sim_env.sim.get_state().flatten().tobytes()).hexdigest()[:16]
-        return StepResult(self._observation(obs), bool(done), bool(done), {**info, "sim_state_digest": digest})
+        observation = self._observation(obs) if observe or self.render_every_step else None
+        return StepResult(observation, bool(done), bool(done), {**info, "sim_state_digest": digest})
 
 
 class LiberoBackend(Backend):

@@ -7,6 +7,8 @@ runs on the two are never pooled (docs/protocols.md, last section).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from qdepth_bench.core.errors import UserError
@@ -63,3 +65,21 @@ def reset_seed(episode: EpisodeSpec) -> int:
     if episode.variant.get("mode") == "prepackaged":
         return int(episode.variant["seed"])
     return int(episode.seed) % 2**31
+
+
+@contextmanager
+def unobserved(sim_env: Any, skip: bool) -> Iterator[None]:
+    """While `skip`, the env's steps return no observation and render nothing.
+
+    ManiSkill3 and ManiSkill2 (SimplerEnv) both have an observation mode "none" whose `get_obs` returns an
+    empty dict without updating the render scene or taking a picture; their physics, `evaluate` (success,
+    grasp) and the SIMPLER tasks' rewards never read the observation, and the next observed step renders
+    from the physics state as usual. The mode is switched for the step only, never for a reset."""
+    unwrapped = sim_env.unwrapped
+    obs_mode = unwrapped._obs_mode
+    if skip:
+        unwrapped._obs_mode = "none"
+    try:
+        yield
+    finally:
+        unwrapped._obs_mode = obs_mode

@@ -34,7 +34,7 @@ from qdepth_bench.sims.simpler.adapters import (
     rpy_to_axis_angle,
     widowx_gripper,
 )
-from qdepth_bench.sims.simpler.base import SimplerBackend, reset_seed
+from qdepth_bench.sims.simpler.base import SimplerBackend, reset_seed, unobserved
 
 #: height of the Bridge scene's table top (the plate rests at 0.8695 with a ~5 mm half height)
 TABLE_TOP_Z = 0.865
@@ -229,14 +229,16 @@ class ManiSkill3Env(Env):
         self.steps = 0
         return self._observation(obs)
 
-    def step(self, action: np.ndarray) -> StepResult:
+    def step(self, action: np.ndarray, observe: bool = True) -> StepResult:
         action = np.asarray(action, dtype=np.float64)
         target = self._arm._target_pose.p[0].cpu().numpy().astype(np.float64)
         current, _ = self._ee_at_base()
         arm = maniskill3_arm_action(action[:3], rpy_to_axis_angle(action[3:6]), target, current)
-        obs, _, _, _, info = self.sim_env.step(
-            np.concatenate([arm, [widowx_gripper(float(action[6]))]]).astype(np.float32)
-        )
+        observe = observe or self.render_every_step
+        with unobserved(self.sim_env, not observe):
+            obs, _, _, _, info = self.sim_env.step(
+                np.concatenate([arm, [widowx_gripper(float(action[6]))]]).astype(np.float32)
+            )
         self.steps += 1
         final = self.steps >= self.max_steps
         details = {"partial_success": float(bool(info["is_src_obj_grasped"][0])), "stand_in_table": self.stand_in}
@@ -244,7 +246,7 @@ class ManiSkill3Env(Env):
         if final:  # success is read at the last step, never earlier
             success = bool(info["success"][0])
             details["success_simpler_rule"] = self.simpler_rule_success()
-        return StepResult(self._observation(obs), final, success, details)
+        return StepResult(self._observation(obs) if observe else None, final, success, details)
 
 
 class ManiSkill3Backend(SimplerBackend):

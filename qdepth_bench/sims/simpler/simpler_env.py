@@ -33,7 +33,7 @@ from qdepth_bench.sims.simpler.adapters import (
     rpy_to_axis_angle,
     widowx_gripper,
 )
-from qdepth_bench.sims.simpler.base import SimplerBackend, reset_seed
+from qdepth_bench.sims.simpler.base import SimplerBackend, reset_seed, unobserved
 
 #: SimplerEnv's controller per robot (simpler_env/utils/env/env_builder.py)
 CONTROL_MODES = {
@@ -150,11 +150,13 @@ class SimplerEnvEnv(Env):
         obs, _ = env.reset(seed=reset_seed(episode), options=reset_options(self.task_data, episode.variant))
         return self._observation(obs)
 
-    def step(self, action: np.ndarray) -> StepResult:
+    def step(self, action: np.ndarray, observe: bool = True) -> StepResult:
         action = np.asarray(action, dtype=np.float64)
         gripper = self.sticky(float(action[6])) if self.google else widowx_gripper(float(action[6]))
         env_action = np.concatenate([action[:3], rpy_to_axis_angle(action[3:6]), [gripper]])
-        obs, _, _, _, info = self.sim_env.step(env_action)
+        observe = observe or self.render_every_step
+        with unobserved(self.sim_env, not observe):
+            obs, _, _, _, info = self.sim_env.step(env_action)
         self.steps += 1
         final = self.steps >= self.max_steps
         stats = info.get("episode_stats", {})
@@ -163,7 +165,8 @@ class SimplerEnvEnv(Env):
             details["partial_success"] = float(bool(stats["is_src_obj_grasped"]))
         if final:  # success is read at the last step, never earlier
             details.update({f"stat_{k}": float(bool(v)) for k, v in stats.items() if isinstance(v, (bool, np.bool_))})
-        return StepResult(self._observation(obs), final, bool(final and info["success"]), details)
+        observation = self._observation(obs) if observe else None
+        return StepResult(observation, final, bool(final and info["success"]), details)
 
 
 class SimplerEnvBackend(SimplerBackend):
