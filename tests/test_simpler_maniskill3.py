@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 from conftest import db_rows, run_cli_subprocess
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("mani_skill")
+pytestmark = [
+    pytest.mark.slow,
+    # found, not imported: ManiSkill3 reads its asset folder once, at import, and the backend sets it first
+    pytest.mark.skipif(importlib.util.find_spec("mani_skill") is None, reason="mani-skill is not installed"),
+]
 
 
 @pytest.mark.parametrize("task", [0, 2, 3])  # carrot, spoon, cube stacking

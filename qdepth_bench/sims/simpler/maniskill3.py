@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,13 @@ class ManiSkill3Backend(SimplerBackend):
                 "data/tasks/bridge_v2_real2sim_dataset and data/robots/widowx (../shared/assets/maniskill)."
             )
         os.environ["MS_ASSET_DIR"] = str(assets)
+        imported = sys.modules.get("mani_skill")
+        if imported is not None and Path(imported.ASSET_DIR) != assets / "data":
+            # ManiSkill3 binds its asset folder at import; a later one would ask to download on stdin.
+            raise UserError(
+                f"mani_skill was imported with its assets in {imported.ASSET_DIR} before qdepth-bench could point "
+                f"it at {assets}; set MS_ASSET_DIR={assets} before anything imports mani_skill."
+            )
         try:
             import mani_skill.envs  # noqa: F401 - registers the env ids
         except ImportError as exc:
