@@ -80,7 +80,7 @@ def test_episode_upsert_never_duplicates_and_replaces_errors(tmp_path):
     store.record_episode(episode("r1", 0, "error"))
     store.record_episode(episode("r1", 0, "success", attempts=2))
     store.record_episode(episode("r1", 1, "failure"))
-    assert store.episode_states("r1") == {(0, 0): ("success", 2), (0, 1): ("failure", 1)}
+    assert store.episode_states("r1") == {(0, 0, 0): ("success", 2), (0, 1, 0): ("failure", 1)}
     assert store.db["episodes"].count == 2
 
 
@@ -119,15 +119,22 @@ def test_version_1_database_gains_the_newer_columns(tmp_path):
 
     path = tmp_path / "v1.sqlite"
     conn = sqlite3.connect(path)
-    newer = ("metrics", "policy_calls", "actions_per_call", "timing")
+    newer = ("metrics", "policy_calls", "actions_per_call", "timing", "session_id", "repeat")
     columns = ", ".join(c for c in EPISODE_COLUMNS if c not in newer)
     conn.execute(f"create table episodes ({columns}, primary key (run_id, task_id, episode_index))")
     conn.execute("create table qdepth_bench_meta (key text primary key, value text)")
     conn.execute("insert into qdepth_bench_meta values ('schema_version', '1')")
+    values = ", ".join("?" for c in EPISODE_COLUMNS if c not in newer)
+    row = {c: None for c in EPISODE_COLUMNS if c not in newer} | {"run_id": "r1", "task_id": 0, "episode_index": 3}
+    conn.execute(f"insert into episodes values ({values})", [row[c] for c in EPISODE_COLUMNS if c not in newer])
     conn.commit()
     conn.close()
     store = Store(path)
     assert set(newer) <= set(store.db["episodes"].columns_dict)
+    # the repeat joins the episode key; rows recorded before it are repeat 0
+    assert store.db["episodes"].pks == ["run_id", "task_id", "episode_index", "repeat"]
+    assert [(int(r["episode_index"]), r["repeat"]) for r in store.db["episodes"].rows] == [(3, 0)]
+    assert "run_sessions" in store.db.table_names()
     assert {"replan_steps", "actions_per_call"} <= set(store.db["runs"].columns_dict)
     assert store.meta("schema_version") == str(SCHEMA_VERSION)
 

@@ -80,6 +80,13 @@ def run(
             "cell (SimplerEnv's maintainers advise 3 for the Bridge tasks)"
         ),
     ] = None,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            help="run each episode (initial state, grid cell) this many times, each with its own seed; one run, "
+            "pooled in tables with an interval over initial states"
+        ),
+    ] = 1,
     max_steps: Annotated[int | None, typer.Option(help="override the protocol's max policy steps")] = None,
     replan_steps: Annotated[
         int | None, typer.Option(help="actions executed open-loop per policy call (default: the protocol's)")
@@ -107,7 +114,12 @@ def run(
     """Evaluate a policy on a suite; re-running the same command resumes it."""
     if workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}).")
-    for flag, value in (("--max-steps", max_steps), ("--replan-steps", replan_steps), ("--grid-repeats", grid_repeats)):
+    for flag, value in (
+        ("--max-steps", max_steps),
+        ("--replan-steps", replan_steps),
+        ("--grid-repeats", grid_repeats),
+        ("--repeats", repeats),
+    ):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1 (got {value}).")
     overrides = {
@@ -134,8 +146,15 @@ def run(
         episode_timeout_s=episode_timeout,
         video_dir=video,
     )
+    if repeats > 1 and not agent.uses_seed:
+        err_console.print(
+            f"--repeats {repeats}: policy '{agent.name}' does not use the episode seed, so its repeats will be "
+            "identical wherever the simulator does not draw from it either (LIBERO).",
+            markup=False,
+            highlight=False,
+        )
     try:
-        evaluate(store, specs, agent, tasks, episodes, engine)
+        evaluate(store, specs, agent, tasks, episodes, engine, repeats)
     finally:
         agent.close()
     print_views(build_tables(store, suite, stand_ins=True), "rich")  # what was just run, flagged
@@ -153,13 +172,19 @@ def _execution_note(agent: Policy, spec: SuiteSpec) -> str:
 
 
 def evaluate(
-    store: Store, specs: list[SuiteSpec], agent: Policy, tasks: str | None, episodes: int | None, engine: EngineOptions
+    store: Store,
+    specs: list[SuiteSpec],
+    agent: Policy,
+    tasks: str | None,
+    episodes: int | None,
+    engine: EngineOptions,
+    repeats: int = 1,
 ) -> None:
     """Plan and execute one policy on each suite, with a header line and a progress bar per suite."""
     command = shlex.join(["qdepth-bench", *sys.argv[1:]])
     try:
         for spec in specs:
-            plan = plan_run(store, spec, make_backend(spec), agent, tasks, episodes, command)
+            plan = plan_run(store, spec, make_backend(spec), agent, tasks, episodes, command, repeats=repeats)
             done = len(plan.episodes) - len(plan.pending)
             console.print(
                 f"[bold]{spec.name}[/bold] · policy [bold]{agent.name}[/bold] · run {plan.run_id} · "
@@ -167,12 +192,14 @@ def evaluate(
                 + ("" if spec.is_standard() else " · [yellow]non-standard protocol[/yellow]")
                 + _execution_note(agent, spec)
             )
+            for notice in plan.notices:
+                err_console.print(notice, markup=False, highlight=False, soft_wrap=True)
             options = dataclasses.replace(
                 engine,
                 workers=min(engine.workers, max(len(plan.pending), 1)),
                 log_path=store.path.parent / "logs" / f"{plan.run_id}.log",
             )
-            _execute_with_progress(store, plan, options)
+            execute_with_progress(store, plan, options)
     except KeyboardInterrupt:
         err_console.print(
             f"interrupted: finished episodes are saved in {store.path}; run the same command again to continue."
@@ -180,7 +207,8 @@ def evaluate(
         raise typer.Exit(130) from None
 
 
-def _execute_with_progress(store: Store, plan: RunPlan, options: EngineOptions) -> None:
+def execute_with_progress(store: Store, plan: RunPlan, options: EngineOptions) -> None:
+    """Execute a plan with a progress bar (rate, errors, env steps/s) and a closing line on where time went."""
     counts = {"success": 0, "failure": 0, "error": 0, "retry": 0, "steps": 0}
     with Progress(
         TextColumn("{task.description}"),

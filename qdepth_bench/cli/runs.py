@@ -12,7 +12,7 @@ from rich.table import Table
 from qdepth_bench.cli.common import DbOption, console, err_console, open_store, print_views, runs_app
 from qdepth_bench.eval.timing import bound, split
 from qdepth_bench.report.tables import build_tables
-from qdepth_bench.results.store import Store
+from qdepth_bench.results.store import Store, session_alive
 
 
 def _when(ts: float | None) -> str:
@@ -31,7 +31,7 @@ def runs_list(
     if not rows:
         err_console.print(f"no runs in {store.path}.")
         return
-    out = Table("run", "suite", "policy", "status", "episodes", "success", "errors", "started", "protocol")
+    out = Table("run", "suite", "policy", "status", "episodes", "success", "errors", "started", "protocol", "machine")
     for r in rows:
         states = store.episode_states(r["run_id"])
         n_success = sum(1 for s, _ in states.values() if s == "success")
@@ -40,14 +40,21 @@ def runs_list(
             r["run_id"],
             r["suite"],
             r["policy_name"],
-            r["status"],
+            store.run_status(r),
             str(len(states)),
             str(n_success),
             str(n_error),
             _when(r["started_at"]),
             "standard" if r["standard_protocol"] else "non-standard",
+            _machines(store.sessions(r["run_id"])),
         )
     console.print(out)
+
+
+def _machines(sessions: list[dict]) -> str:
+    """The fingerprint hash of the machine that recorded the run's episodes; several joined by '+'."""
+    hashes = list(dict.fromkeys(s["fingerprint_hash"][:8] for s in sessions if s["episodes"]))
+    return " + ".join(hashes) if hashes else "–"
 
 
 @runs_app.command("show")
@@ -68,19 +75,64 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id or unique prefi
         "replan_steps",
         "actions_per_call",
         "seed",
-        "status",
         "git_commit",
         "host",
         "command",
     ):
         console.print(f"[bold]{key}[/bold]: {record[key]}")
+    console.print(f"[bold]status[/bold]: {store.run_status(record)}")
     console.print(
         f"[bold]started[/bold]: {_when(record['started_at'])}  [bold]finished[/bold]: {_when(record['finished_at'])}"
     )
     for key in ("policy_config", "protocol", "package_versions"):
         console.print(f"[bold]{key}[/bold]: {json.dumps(json.loads(record[key]), sort_keys=True)}")
+    _print_sessions(store, record)
     _print_timing(store, record["run_id"])
     print_views(build_tables(store, record["suite"], run_ids=[record["run_id"]], reference=False), "rich")
+
+
+def _print_sessions(store: Store, record: dict) -> None:
+    """Each invocation that worked on the run, and the machine fingerprint of each one that recorded episodes."""
+    sessions = store.sessions(record["run_id"])
+    older = len(store.episode_states(record["run_id"])) - sum(s["episodes"] for s in sessions)
+    out = Table("session", "started", "ended", "status", "host", "pid", "machine", "episodes", title="sessions")
+    for s in sessions:
+        status = "running" if session_alive(s) else ("interrupted" if s["status"] == "running" else s["status"])
+        out.add_row(
+            s["session_id"],
+            _when(s["started_at"]),
+            _when(s["ended_at"]),
+            status,
+            s["host"],
+            str(s["pid"]),
+            s["fingerprint_hash"][:8],
+            str(s["episodes"]),
+        )
+    if sessions:
+        console.print(out)
+    if older > 0:
+        console.print(f"{older} episodes were recorded before sessions were kept (host: {record['host']}).")
+    shown: set[str] = set()
+    for s in sessions:
+        if not s["episodes"] or s["fingerprint_hash"] in shown:
+            continue
+        shown.add(s["fingerprint_hash"])
+        console.print(f"[bold]machine {s['fingerprint_hash'][:8]}[/bold]:")
+        for key, value in _flat_fields(json.loads(s["fingerprint"])):
+            console.print(f"  {key}: {value}", highlight=False)
+
+
+def _flat_fields(fingerprint: dict) -> list[tuple[str, str]]:
+    """The fingerprint's fields as printable lines (packages in one line: they are also under package_versions)."""
+    lines = []
+    for key, value in fingerprint.items():
+        if isinstance(value, dict) and key != "packages":
+            lines += [
+                (f"{key}.{k}", json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in value.items()
+            ]
+        else:
+            lines.append((key, json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)))
+    return lines
 
 
 def _print_timing(store: Store, run_id: str) -> None:

@@ -131,6 +131,9 @@ class Policy(ABC):
 
     #: The dataclass of this policy's options; the registry builds it from YAML and `--policy-arg`.
     Config: ClassVar[type] = type("Config", (), {})
+    #: whether its actions depend on the episode seed; without it, repeats of an episode (`--repeats`) are
+    #: identical wherever the simulator does not draw from the seed either (LIBERO)
+    uses_seed: ClassVar[bool] = True
 
     def __init__(self, config: Any, name: str) -> None:
         self.config = config

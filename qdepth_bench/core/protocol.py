@@ -94,19 +94,28 @@ def with_grid_trials(protocol: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class EpisodeSpec:
-    """One episode to run: which task, which trial index, the seed it gets, and its variant fields."""
+    """One episode to run: which task, which trial index, the seed it gets, and its variant fields.
+
+    `repeat` > 0 runs the same trial (initial state, grid cell) again with a seed of its own (`--repeats`)."""
 
     suite: str
     task_id: int
     episode_index: int
     seed: int
     variant: dict[str, Any] = field(default_factory=dict)
+    repeat: int = 0
 
     @property
     def key(self) -> str:
-        return f"{self.suite}/{self.task_id}/{self.episode_index}"
+        return f"{self.suite}/{self.task_id}/{self.episode_index}" + (f"/r{self.repeat}" if self.repeat else "")
+
+    @property
+    def place(self) -> tuple[int, int, int]:
+        """(task, episode index, repeat): where the episode sits in its run, as the results store keys it."""
+        return (self.task_id, self.episode_index, self.repeat)
 
 
-def episode_seed(run_seed: int, suite: str, task_id: int, episode_index: int) -> int:
-    """The seed of one episode: fixed by the run seed and the episode's place, not by execution order."""
-    return derive_seed(run_seed, suite, task_id, episode_index)
+def episode_seed(run_seed: int, suite: str, task_id: int, episode_index: int, repeat: int = 0) -> int:
+    """The seed of one episode: fixed by the run seed and the episode's place, not by execution order.
+    Repeat 0 keeps the seed episodes had before repeats existed, so earlier runs stay resumable."""
+    return derive_seed(run_seed, suite, task_id, episode_index, *(("repeat", repeat) if repeat else ()))

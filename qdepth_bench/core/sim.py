@@ -69,6 +69,11 @@ class Env(ABC):
         """Put the simulator in a recorded state and observe it (re-rendering demonstrations, e.g. for depth)."""
         raise NotImplementedError(f"{type(self).__name__} cannot restore recorded states")
 
+    def renderer(self) -> str:
+        """The device string of the simulator's own rendering context (GL renderer, Vulkan device), once the
+        env has rendered; it enters the run's machine fingerprint. '' where the backend cannot tell."""
+        return ""
+
     def close(self) -> None:
         """Free the simulator."""
         sim_env, self.sim_env = self.sim_env, None

@@ -29,6 +29,7 @@ from typing import cast
 import numpy as np
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.fingerprint import with_renderer
 from qdepth_bench.core.policy import EpisodeContext, ObservationBatch
 from qdepth_bench.core.protocol import EpisodeSpec
 from qdepth_bench.core.sim import EpisodeSink
@@ -43,6 +44,8 @@ from qdepth_bench.results.store import Store
 
 #: consecutive worker deaths without any finished episode after which the run stops as a setup problem
 MAX_STARTUP_DEATHS = 3
+#: seconds between heartbeats of a running session (well inside the store's STALE_AFTER_S)
+HEARTBEAT_S = 10.0
 
 
 @dataclass
@@ -169,6 +172,7 @@ def execute(
     start = time.perf_counter()
     log = _RunLog(options.log_path)
     store.start_run(plan.record)
+    session = store.start_session(plan.run_id, plan.record["command"], plan.fingerprint)
     log.write(
         f"start run {plan.run_id} suite={plan.spec.name} policy={plan.policy.name} "
         f"pending={len(plan.pending)} workers={options.workers} executor={options.executor}"
@@ -179,7 +183,7 @@ def execute(
         try:
             if plan.pending:
                 pool = make_pool(options, plan)
-                _Engine(store, plan, options, pool, log, on_episode, stats, start).run(stop)
+                _Engine(store, plan, options, pool, log, on_episode, stats, start, session).run(stop)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -191,6 +195,7 @@ def execute(
             if pool is not None:
                 pool.close()
             store.finish_run(plan.run_id, status)
+            store.end_session(session, status)
             stats.wall_s = time.perf_counter() - start
             first_call = "" if stats.first_call_s is None else f" first_policy_call={stats.first_call_s:.1f}s"
             log.write(
@@ -214,8 +219,12 @@ class _Engine:
         on_episode: Callable[[EpisodeResult], None] | None,
         stats: EngineStats,
         started: float,
+        session: str,
     ) -> None:
         self.store, self.plan, self.options, self.pool, self.log = store, plan, options, pool, log
+        #: the store's row for this invocation: its heartbeat says the run has a live owner
+        self.session, self.heartbeat_at = session, time.time()
+        self.renderer_known = False
         self.on_episode, self.stats = on_episode, stats
         #: when `execute` began (before the workers were started), for the time to the first policy call
         self.started = started
@@ -235,6 +244,9 @@ class _Engine:
                 self._on_reply(slot, reply)
             self._act_if_ready()
             self._kill_overdue()
+            if time.time() - self.heartbeat_at >= HEARTBEAT_S:
+                self.store.heartbeat(self.session)
+                self.heartbeat_at = time.time()
 
     def _hand_out(self) -> None:
         now = time.perf_counter()
@@ -388,13 +400,16 @@ class _Engine:
             policy_wait_s=slot.policy_wait_s, worker_start_s=slot.start_wait_s, transfer_s=slot.transfer_s
         )
         slot.clear()
-        key = (result.episode.task_id, result.episode.episode_index)
+        key = result.episode.place
         attempts = self.plan.attempts.get(key, 0) + 1
         self.plan.attempts[key] = attempts
         if result.status == "error" and attempts < MAX_ATTEMPTS:
             result.will_retry = True
             self.queue.append(result.episode)
-        record_episode(self.store, self.plan, result, attempts)
+        if result.renderer and not self.renderer_known:
+            self.store.set_session_fingerprint(self.session, with_renderer(self.plan.fingerprint, result.renderer))
+            self.renderer_known = True
+        record_episode(self.store, self.plan, result, attempts, self.session)
         self.stats.episode_timings.append(result.timing)
         self.stats.env_steps += result.steps
         self.stats.episodes += 1
@@ -406,8 +421,8 @@ class _Engine:
             self.on_episode(result)
 
 
-def record_episode(store: Store, plan: RunPlan, result: EpisodeResult, attempts: int) -> None:
-    """Write one episode's row (its video was written by the worker)."""
+def record_episode(store: Store, plan: RunPlan, result: EpisodeResult, attempts: int, session: str) -> None:
+    """Write one episode's row (its video was written by the worker), pointing at the session that ran it."""
     episode = result.episode
     store.record_episode(
         {
@@ -416,6 +431,7 @@ def record_episode(store: Store, plan: RunPlan, result: EpisodeResult, attempts:
             "task_id": episode.task_id,
             "task_name": result.task_name,
             "episode_index": episode.episode_index,
+            "repeat": episode.repeat,
             "variant": episode.variant,
             "seed": episode.seed,
             "status": result.status,
@@ -430,5 +446,6 @@ def record_episode(store: Store, plan: RunPlan, result: EpisodeResult, attempts:
             "policy_calls": result.policy_calls,
             "actions_per_call": result.actions_per_call,
             "timing": json.dumps({k: round(float(v), 4) for k, v in result.timing.items()}, sort_keys=True),
+            "session_id": session,
         }
     )

@@ -44,6 +44,8 @@ class EpisodeResult:
     actions_per_call: int | None = None
     #: seconds per phase (`eval.timing`): env build, reset, observed and unobserved steps, policy wait, transfer
     timing: dict = field(default_factory=new_episode_timing)
+    #: the renderer of the env that ran it (`Env.renderer`), for the session's machine fingerprint
+    renderer: str = ""
 
 
 def check_chunk(actions: np.ndarray, batch: int, action_dim: int) -> np.ndarray:

@@ -7,13 +7,16 @@ an episode has had `MAX_ATTEMPTS` attempts. `engine.execute` runs the plan.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.fingerprint import differences, machine_fingerprint, machine_hash
 from qdepth_bench.core.policy import Policy
-from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
+from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec, episode_seed
 from qdepth_bench.core.provenance import git_commit, host, package_versions
 from qdepth_bench.core.sim import Backend
 from qdepth_bench.results.store import Store
@@ -30,7 +33,11 @@ class RunPlan:
     record: dict
     episodes: list[EpisodeSpec]
     pending: list[EpisodeSpec]
-    attempts: dict[tuple[int, int], int] = field(default_factory=dict)
+    attempts: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    #: this machine (`core.fingerprint`), recorded with the session that runs the plan
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    #: what the user should hear before the run starts (e.g. that it now mixes machines)
+    notices: list[str] = field(default_factory=list)
 
 
 def parse_tasks(text: str | None, n_tasks: int, suite: str) -> list[int]:
@@ -69,12 +76,18 @@ def plan_run(
     command: str,
     purpose: str = "evaluation",
     episode_source: Callable[[list[int], int, int], list[EpisodeSpec]] | None = None,
+    repeats: int = 1,
+    only: set[tuple[int, int, int]] | None = None,
 ) -> RunPlan:
     """Work out the run id and which of the requested episodes still need running.
 
     `purpose` other than evaluation (e.g. demonstrations) is part of the run key, and `episode_source`
-    replaces the protocol's episodes (then `n_episodes` may exceed the protocol's trials).
+    replaces the protocol's episodes (then `n_episodes` may exceed the protocol's trials). `repeats` runs
+    each episode that many times, each repeat with its own seed, in the same run; `only` keeps just these
+    (task, episode index, repeat) places (re-running recorded episodes).
     """
+    if repeats < 1:
+        raise UserError(f"--repeats must be at least 1 (got {repeats}).")
     per_task = spec.episodes_per_task
     if n_episodes is None:
         n_episodes = per_task
@@ -94,6 +107,8 @@ def plan_run(
         **({"purpose": purpose} if purpose != "evaluation" else {}),
     }
     run_id = Store.run_id_for(key)
+    versions = package_versions()
+    fingerprint = machine_fingerprint(versions)
     record = {
         "run_id": run_id,
         "run_key": json.dumps(key, sort_keys=True),
@@ -110,18 +125,54 @@ def plan_run(
         "standard_protocol": int(spec.is_standard()),
         "seed": seed,
         "git_commit": git_commit(),
-        "package_versions": json.dumps(package_versions(), sort_keys=True),
+        "package_versions": json.dumps(versions, sort_keys=True),
         "host": host(),
         "command": command,
         "replan_steps": spec.protocol.get("replan_steps"),
     }
-    episodes = (episode_source or backend.episodes)(task_ids, n_episodes, seed)
+    episodes = with_repeats((episode_source or backend.episodes)(task_ids, n_episodes, seed), repeats, seed)
+    if only is not None:
+        episodes = [e for e in episodes if e.place in only]
     record["episodes_requested"] = len(episodes)  # gridded tasks can have fewer episodes than the cap
     states = store.episode_states(run_id)
     pending, attempts = [], {}
     for ep in episodes:
-        status, tries = states.get((ep.task_id, ep.episode_index), (None, 0))
+        status, tries = states.get(ep.place, (None, 0))
         if status is None or (status == "error" and tries < MAX_ATTEMPTS):
             pending.append(ep)
-            attempts[(ep.task_id, ep.episode_index)] = tries
-    return RunPlan(run_id, spec, backend, policy, record, episodes, pending, attempts)
+            attempts[ep.place] = tries
+    notices = [mixing_notice(run_id, fingerprint, store.sessions(run_id))] if pending else []
+    return RunPlan(
+        run_id, spec, backend, policy, record, episodes, pending, attempts, fingerprint, [n for n in notices if n]
+    )
+
+
+def with_repeats(episodes: list[EpisodeSpec], repeats: int, run_seed: int) -> list[EpisodeSpec]:
+    """Each episode, then its repeats 1..repeats-1: the same trial with a seed derived from (run seed, repeat)."""
+    return [
+        dataclasses.replace(e, repeat=r, seed=episode_seed(run_seed, e.suite, e.task_id, e.episode_index, r))
+        if r
+        else e
+        for e in episodes
+        for r in range(repeats)
+    ]
+
+
+def mixing_notice(run_id: str, fingerprint: dict[str, Any], sessions: list[dict[str, Any]]) -> str:
+    """One line when the run's recorded episodes come from machines other than this one ('' otherwise).
+
+    Nothing is refused: runs are split over machines on purpose; tables mark such runs."""
+    recorded = [s for s in sessions if s["episodes"]]
+    here = machine_hash(fingerprint)
+    others = [s for s in recorded if s["machine_hash"] != here]
+    if not others:
+        return ""
+    last = others[-1]
+    fields = sorted({name.split(".")[0] for name, _, _ in differences(json.loads(last["fingerprint"]), fingerprint)})
+    fields = [f for f in fields if f != "renderer"] or ["renderer"]
+    machines = sorted({f"{s['host']} ({s['machine_hash'][:8]})" for s in others})
+    return (
+        f"run {run_id} now mixes machines: its {sum(s['episodes'] for s in others)} episodes from "
+        f"{', '.join(machines)} differ from this machine ({here[:8]}) in {', '.join(fields)}; "
+        f"`qdepth-bench runs show {run_id}` lists both."
+    )

@@ -12,9 +12,12 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.sim import RecordedEpisode
 
 
-def video_path(folder: Path, run_id: str, suite: str, task_id: int, episode_index: int, status: str) -> Path:
-    """`<folder>/<run id>/<suite>_task<t>_ep<e>_<status>.mp4`: unique per episode and outcome."""
-    return folder / run_id / f"{suite}_task{task_id:02d}_ep{episode_index:03d}_{status}.mp4"
+def video_path(
+    folder: Path, run_id: str, suite: str, task_id: int, episode_index: int, status: str, repeat: int = 0
+) -> Path:
+    """`<folder>/<run id>/<suite>_task<t>_ep<e>[_r<repeat>]_<status>.mp4`: unique per episode and outcome."""
+    again = f"_r{repeat}" if repeat else ""
+    return folder / run_id / f"{suite}_task{task_id:02d}_ep{episode_index:03d}{again}_{status}.mp4"
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int) -> Path:
@@ -54,5 +57,6 @@ class VideoSink:
             record.episode.task_id,
             record.episode.episode_index,
             record.status,
+            record.episode.repeat,
         )
         return str(write_video(path, record.frames, record.control_hz))

@@ -43,6 +43,8 @@ class EnvWorker:
         self.backend = make_backend(spec)
         self.env: Env | None = None
         self.runner: EpisodeRunner | None = None
+        #: the env's renderer string, read once per env (None: not read yet)
+        self.renderer: str | None = None
 
     def handle(self, message: tuple) -> tuple | None:
         """Answer one message of the engine (None: no answer is due)."""
@@ -103,6 +105,12 @@ class EnvWorker:
     def _finish(self) -> EpisodeResult:
         runner, self.runner = self._running(), None
         result = runner.result
+        if self.renderer is None:
+            try:
+                self.renderer = runner.env.renderer()
+            except Exception as exc:  # noqa: BLE001 - a fingerprint field, never a reason to lose the episode
+                self.renderer = f"unknown ({error_text(exc)})"
+        result.renderer = self.renderer
         record = RecordedEpisode(
             result.episode,
             runner.env.task,
@@ -121,6 +129,7 @@ class EnvWorker:
 
     def close(self) -> None:
         self.runner = None
+        self.renderer = None
         if self.env is not None:
             env, self.env = self.env, None
             env.close()

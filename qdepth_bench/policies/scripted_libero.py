@@ -45,6 +45,7 @@ class ScriptedLiberoPolicy(Policy):
     """Approach, descend, grasp, lift, carry over the container, lower, release."""
 
     Config = ScriptedConfig
+    uses_seed = False
 
     def __init__(self, config: ScriptedConfig, name: str = "scripted") -> None:
         super().__init__(config, name)

@@ -27,6 +27,7 @@ class ScriptedWidowXConfig:
 
 class ScriptedWidowXPolicy(Policy):
     Config = ScriptedWidowXConfig
+    uses_seed = False
 
     def __init__(self, config: ScriptedWidowXConfig, name: str = "scripted-widowx") -> None:
         super().__init__(config, name)

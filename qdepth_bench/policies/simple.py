@@ -66,6 +66,7 @@ class NoopPolicy(Policy):
     """Always the suite's no-op action (hold still, gripper open): what the scene does on its own."""
 
     Config = NoopConfig
+    uses_seed = False
 
     def __init__(self, config: NoopConfig, name: str = "noop") -> None:
         super().__init__(config, name)

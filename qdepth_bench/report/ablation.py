@@ -209,6 +209,8 @@ def _subset_average(cells: list[Cell]) -> Cell:
         trials_per_task=short.trials_per_task,
         protocol_trials=short.protocol_trials,
         unfinished=any(c.unfinished for c in cells),
+        machines=max(c.machines for c in cells),
+        repeats=max(c.repeats for c in cells),
     )
 
 
@@ -223,7 +225,7 @@ def _latest_identity(episodes: pd.DataFrame) -> pd.DataFrame:
 def paired_test(full: pd.DataFrame, variant: pd.DataFrame) -> tuple[tuple[int, int], float, int]:
     """Exact McNemar over the episodes both ran (same task and initial state), errors left out; also the
     number of pairs."""
-    keys = ["task_id", "episode_index"]
+    keys = ["task_id", "episode_index", "repeat"]
 
     def scored(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[frame["status"] != "error"][[*keys, "status"]]

@@ -3,11 +3,12 @@ covers, and averages of cells. Tables and ablations share these."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
 
-from qdepth_bench.report.stats import wilson_interval
+from qdepth_bench.report.stats import clustered_interval, wilson_interval
 
 
 @dataclass
@@ -31,6 +32,12 @@ class Cell:
     protocol_trials: int | None = None
     #: some of its episodes come from a run that has not finished (interrupted, crashed or still running)
     unfinished: bool = False
+    #: machines (fingerprints) that recorded its episodes; more than one is said beside the rate
+    machines: int = 1
+    #: runs of each episode (`run --repeats`); with more than one the interval is clustered by initial state
+    repeats: int = 1
+    #: success rate (percent) of each repeat, in repeat order, when there are several
+    repeat_rates: tuple[float, ...] = ()
 
     @property
     def partial(self) -> bool:
@@ -50,8 +57,10 @@ class Cell:
 
     @property
     def marks(self) -> str:
-        """Its coverage and whether its run finished, as shown beside the rate ('' for neither)."""
-        return ", ".join(m for m in (self.coverage, "unfinished" if self.unfinished else "") if m)
+        """Its coverage, whether its run finished and whether machines were mixed, as shown beside the rate."""
+        mixed = f"{self.machines} machines" if self.machines > 1 else ""
+        repeated = f"{self.repeats} repeats" if self.repeats > 1 else ""
+        return ", ".join(m for m in (self.coverage, "unfinished" if self.unfinished else "", mixed, repeated) if m)
 
     @property
     def errors_only(self) -> bool:
@@ -66,9 +75,16 @@ def cell_of(episodes: pd.DataFrame, protocol_trials: dict[int, int] | None = Non
     errors = int((episodes["status"] == "error").sum())
     scored = episodes[episodes["status"] != "error"]
     n, k = len(scored), int((scored["status"] == "success").sum())
-    cell = Cell(None, 0, 0, errors, unfinished=bool((episodes["run_status"] != "finished").any()))
+    cell = Cell(
+        None,
+        0,
+        0,
+        errors,
+        unfinished=bool((episodes["run_status"] != "finished").any()),
+        machines=int(episodes["run_machines"].max()) if not episodes.empty else 1,
+    )
     if protocol_trials and not episodes.empty:  # an empty cell prints '–' and needs no coverage mark
-        per_task = scored.groupby("task_id").size()
+        per_task = scored.groupby("task_id")["episode_index"].nunique()  # trials: repeats count once
         covered = [t for t in protocol_trials if per_task.get(t, 0) > 0]
         cell.tasks_covered, cell.tasks_total = len(covered), len(protocol_trials)
         if covered:
@@ -77,6 +93,13 @@ def cell_of(episodes: pd.DataFrame, protocol_trials: dict[int, int] | None = Non
     if n == 0:
         return cell
     low, high = wilson_interval(k, n)
+    cell.repeats = int(scored["repeat"].max()) + 1
+    if cell.repeats > 1:  # repeats of one initial state are one cluster
+        won = scored["status"] == "success"
+        clusters = won.groupby([scored["task_id"], scored["episode_index"]])
+        low, high = clustered_interval(clusters.sum().astype(int).tolist(), clusters.size().tolist())
+        per_repeat = won.groupby(scored["repeat"]).mean()
+        cell.repeat_rates = tuple(round(100.0 * float(per_repeat.get(r, math.nan)), 4) for r in range(cell.repeats))
     cell.rate, cell.n, cell.successes, cell.ci_low, cell.ci_high = 100.0 * k / n, n, k, 100.0 * low, 100.0 * high
     return cell
 
@@ -93,6 +116,8 @@ def average(cells: list[Cell]) -> Cell:
         sum(c.successes for c in cells),
         sum(c.errors for c in cells),
         unfinished=any(c.unfinished for c in cells),
+        machines=max(c.machines for c in cells),
+        repeats=max(c.repeats for c in cells),
     )
 
 

@@ -86,6 +86,16 @@ CELL_NOTES: tuple[tuple[Callable[[Cell], bool], str], ...] = (
         "unfinished: some of the cell's episodes come from a run that did not finish "
         "(interrupted, crashed or still running)",
     ),
+    (
+        lambda c: c.machines > 1,
+        "N machines: the run was recorded on machines with different fingerprints (`qdepth-bench runs show RUN`); "
+        "closed-loop episodes can end differently from one machine to another",
+    ),
+    (
+        lambda c: c.repeats > 1,
+        "N repeats: every episode ran N times with seeds of its own; the rate pools them and its interval "
+        "counts each initial state once (Wilson's on the effective sample size, docs/statistics.md)",
+    ),
     (lambda c: c.errors_only, "err N: every episode of the cell ended in an error, so it has no rate"),
 )
 
@@ -240,6 +250,8 @@ def table_records(views: list[TableView]) -> list[dict]:
                         "protocol_trials_per_task": cell.protocol_trials,
                         "complete": None if row.kind != "ours" else not cell.partial,
                         "run_finished": None if row.kind != "ours" else not cell.unfinished,
+                        "repeats": cell.repeats if row.kind == "ours" else None,
+                        "repeat_rates": json.dumps(list(cell.repeat_rates)) if cell.repeat_rates else None,
                         "standard_protocol": row.standard_protocol,
                         "standard_execution": row.standard_execution,
                         "run_ids": json.dumps(list(row.run_ids)),

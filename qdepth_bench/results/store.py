@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -21,12 +22,16 @@ import pandas as pd
 import sqlite_utils
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.fingerprint import fingerprint_hash, machine_hash
 from qdepth_bench.core.hashing import stable_hash
 
 #: 2: episodes.metrics (backend-specific outcomes as JSON); 3: how chunks were executed (runs.replan_steps,
 #: runs.actions_per_call, episodes.policy_calls, episodes.actions_per_call); 4: episodes.timing (seconds
-#: per phase as JSON, `eval.timing`)
-SCHEMA_VERSION = 4
+#: per phase as JSON, `eval.timing`); 5: run_sessions (who recorded which episodes, on what machine, alive
+#: until when), episodes.session_id, and episodes.repeat in the episode key (`run --repeats`)
+SCHEMA_VERSION = 5
+#: what identifies an episode within its database
+EPISODE_KEY = ("run_id", "task_id", "episode_index", "repeat")
 META_TABLE = "qdepth_bench_meta"
 DEFAULT_DB = Path("results") / "qdepth-bench.sqlite"
 DB_ENV = "QDEPTH_BENCH_DB"
@@ -66,6 +71,7 @@ EPISODE_COLUMNS: dict[str, type] = {
     "task_id": int,
     "task_name": str,
     "episode_index": int,
+    "repeat": int,
     "variant": str,
     "seed": int,
     "status": str,
@@ -81,7 +87,26 @@ EPISODE_COLUMNS: dict[str, type] = {
     "policy_calls": int,
     "actions_per_call": int,
     "timing": str,
+    "session_id": str,
 }
+#: One invocation that worked on a run: its owner (host, pid), heartbeat and the machine it ran on. A run can
+#: be resumed elsewhere, so each episode points at the session that recorded it.
+SESSION_COLUMNS: dict[str, type] = {
+    "session_id": str,
+    "run_id": str,
+    "command": str,
+    "host": str,
+    "pid": int,
+    "started_at": float,
+    "heartbeat_at": float,
+    "ended_at": float,
+    "status": str,
+    "fingerprint": str,
+    "fingerprint_hash": str,
+    "machine_hash": str,
+}
+#: A session whose heartbeat is older than this has lost its owner, wherever it ran.
+STALE_AFTER_S = 120.0
 REFERENCE_COLUMNS: dict[str, type] = {
     "source": str,
     "table_id": str,
@@ -102,6 +127,21 @@ OUTCOMES = ("success", "failure", "error")
 
 def default_db_path() -> Path:
     return Path(os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
+def session_alive(session: dict[str, Any]) -> bool:
+    """A running session's owner is alive: its process exists (same host) and its heartbeat is recent."""
+    if session["status"] != "running" or time.time() - (session["heartbeat_at"] or 0.0) > STALE_AFTER_S:
+        return False
+    if session["host"] != socket.gethostname():
+        return True
+    try:
+        os.kill(int(session["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
 
 
 def _check_existing(path: Path) -> None:
@@ -164,17 +204,26 @@ class Store:
             self.db.table("runs").create(RUN_COLUMNS, pk="run_id", if_not_exists=True)
             self.db.table("episodes").create(
                 EPISODE_COLUMNS,
-                pk=("run_id", "task_id", "episode_index"),
+                pk=EPISODE_KEY,
+                not_null={"repeat"},
+                defaults={"repeat": 0},
                 foreign_keys=[("run_id", "runs", "run_id")],
                 if_not_exists=True,
             )
             self.db.table("reference_results").create(REFERENCE_COLUMNS, if_not_exists=True)
+            self.db.table("run_sessions").create(SESSION_COLUMNS, pk="session_id", if_not_exists=True)
             for table, columns in (("runs", RUN_COLUMNS), ("episodes", EPISODE_COLUMNS)):  # older schemas
                 for name in sorted(set(columns) - set(self.db.table(table).columns_dict)):
-                    self.db.table(table).add_column(name, columns[name])
+                    self.db.table(table).add_column(
+                        name, columns[name], not_null_default=0 if name == "repeat" else None
+                    )
+            if tuple(self.db.table("episodes").pks) != EPISODE_KEY:  # schema < 5: the repeat joins the key
+                self.db.table("episodes").transform(pk=EPISODE_KEY)
             if self.meta("schema_version") != str(SCHEMA_VERSION):  # reading a report leaves the file as it was
                 self.db.table(META_TABLE).upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
         self.db.table("episodes").create_index(["run_id", "status"], if_not_exists=True)
+        self.db.table("run_sessions").create_index(["run_id"], if_not_exists=True)
+        self.db.table("episodes").create_index(["session_id"], if_not_exists=True)
 
     def meta(self, key: str) -> str | None:
         rows = list(self.db.query(f"select value from {META_TABLE} where key = ?", [key]))
@@ -208,6 +257,77 @@ class Store:
             else:
                 self.db.table("runs").insert({**record, "created_at": now, "started_at": now, "status": "running"})
         return run_id
+
+    # ------------------------------------------------------------------------------------------ sessions
+
+    def start_session(self, run_id: str, command: str, fingerprint: dict[str, Any]) -> str:
+        """Record that this process now works on the run, on the machine `fingerprint` describes."""
+        now = time.time()
+        session_id = stable_hash({"run": run_id, "host": socket.gethostname(), "pid": os.getpid(), "at": now}, 12)
+        with self.db.conn:
+            self.db.table("run_sessions").insert(
+                {
+                    "session_id": session_id,
+                    "run_id": run_id,
+                    "command": command,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "started_at": now,
+                    "heartbeat_at": now,
+                    "status": "running",
+                    "fingerprint": json.dumps(fingerprint, sort_keys=True),
+                    "fingerprint_hash": fingerprint_hash(fingerprint),
+                    "machine_hash": machine_hash(fingerprint),
+                }
+            )
+        return session_id
+
+    def set_session_fingerprint(self, session_id: str, fingerprint: dict[str, Any]) -> None:
+        """Complete a session's fingerprint (the renderer is known once a worker has built its env)."""
+        with self.db.conn:
+            self.db.table("run_sessions").update(
+                session_id,
+                {
+                    "fingerprint": json.dumps(fingerprint, sort_keys=True),
+                    "fingerprint_hash": fingerprint_hash(fingerprint),
+                },
+            )
+
+    def heartbeat(self, session_id: str) -> None:
+        with self.db.conn:
+            self.db.execute("update run_sessions set heartbeat_at = ? where session_id = ?", [time.time(), session_id])
+
+    def end_session(self, session_id: str, status: str) -> None:
+        now = time.time()
+        with self.db.conn:
+            self.db.table("run_sessions").update(session_id, {"status": status, "ended_at": now, "heartbeat_at": now})
+
+    def sessions(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's sessions, oldest first, each with `episodes`: how many of the run's rows it recorded."""
+        return list(
+            self.db.query(
+                "select s.*, (select count(*) from episodes e where e.session_id = s.session_id) as episodes "
+                "from run_sessions s where s.run_id = ? order by s.started_at",
+                [run_id],
+            )
+        )
+
+    def session_of_episodes(
+        self, run_id: str, keys: Iterable[tuple[int, int, int]]
+    ) -> dict[tuple[int, int, int], str | None]:
+        """(task, episode index, repeat) -> the session that recorded it (None: before sessions were kept)."""
+        rows = self.db.query(
+            "select task_id, episode_index, repeat, session_id from episodes where run_id = ?", [run_id]
+        )
+        recorded = {(r["task_id"], r["episode_index"], r["repeat"]): r["session_id"] for r in rows}
+        return {key: recorded.get(key) for key in keys}
+
+    def run_status(self, run: dict[str, Any]) -> str:
+        """The run's status as it truly is: a 'running' run none of whose sessions is alive is 'interrupted'."""
+        if run["status"] != "running":
+            return run["status"]
+        running = [s for s in self.sessions(run["run_id"]) if s["status"] == "running"]
+        return "running" if any(session_alive(s) for s in running) else "interrupted"
 
     def finish_run(self, run_id: str, status: str) -> None:
         """Mark the run ended; its `actions_per_call` becomes the fewest actions any of its episodes executed
@@ -247,25 +367,36 @@ class Store:
 
     # ------------------------------------------------------------------------------------------ episodes
 
-    def episode_states(self, run_id: str) -> dict[tuple[int, int], tuple[str, int]]:
-        """(task, episode index) -> (status, attempts) of every recorded episode of a run."""
-        rows = self.db.query("select task_id, episode_index, status, attempts from episodes where run_id = ?", [run_id])
-        return {(r["task_id"], r["episode_index"]): (r["status"], r["attempts"] or 1) for r in rows}
+    def episode_states(self, run_id: str) -> dict[tuple[int, int, int], tuple[str, int]]:
+        """(task, episode index, repeat) -> (status, attempts) of every recorded episode of a run."""
+        rows = self.db.query(
+            "select task_id, episode_index, repeat, status, attempts from episodes where run_id = ?", [run_id]
+        )
+        return {(r["task_id"], r["episode_index"], r["repeat"]): (r["status"], r["attempts"] or 1) for r in rows}
 
     def record_episode(self, record: dict[str, Any]) -> None:
         """Write one finished episode atomically (an error row is replaced when a retry finishes)."""
         if record["status"] not in OUTCOMES:
             raise ValueError(f"episode status must be one of {OUTCOMES}")
-        row = {**record, "variant": json.dumps(record.get("variant") or {}, sort_keys=True), "finished_at": time.time()}
+        row = {
+            "repeat": 0,
+            **record,
+            "variant": json.dumps(record.get("variant") or {}, sort_keys=True),
+            "finished_at": time.time(),
+        }
         with self.db.conn:
-            self.db.table("episodes").upsert(row, pk=("run_id", "task_id", "episode_index"))
+            self.db.table("episodes").upsert(row, pk=EPISODE_KEY)
 
     def episodes_frame(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Episodes joined with their run's policy, setting and protocol flags, as a DataFrame."""
+        # run_machines: how many machine fingerprints recorded the run's episodes (rows older than sessions: 1)
         sql = (
+            "with machines as (select run_id, count(distinct fingerprint_hash) as n from run_sessions where "
+            "session_id in (select distinct session_id from episodes where session_id is not null) group by run_id) "
             "select e.*, r.policy_name, r.policy_config_hash, r.policy_checkpoint_hash, r.setting, "
             "r.standard_protocol, r.protocol_hash, r.backend, r.replan_steps, "
-            "r.status as run_status, r.started_at as run_started_at from episodes e join runs r using (run_id)"
+            "r.status as run_status, r.started_at as run_started_at, coalesce(m.n, 1) as run_machines "
+            "from episodes e join runs r using (run_id) left join machines m using (run_id)"
         )
         params: list[Any] = []
         if run_ids is not None:
@@ -286,6 +417,7 @@ class Store:
                 "replan_steps",
                 "run_status",
                 "run_started_at",
+                "run_machines",
             ],
         )
 

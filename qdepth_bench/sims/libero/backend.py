@@ -177,6 +177,17 @@ class LiberoEnv(Env):
         }
         self._real_sensors: dict[str, Any] = {}
 
+    def renderer(self) -> str:
+        """MuJoCo's offscreen GL context (EGL or OSMesa, `MUJOCO_GL`): vendor, renderer and version strings."""
+        context = getattr(self.sim_env.env.sim, "_render_context_offscreen", None)
+        if context is None:
+            return ""
+        from OpenGL import GL
+
+        context.gl_ctx.make_current()
+        names = (GL.GL_VENDOR, GL.GL_RENDERER, GL.GL_VERSION)
+        return " | ".join(bytes(GL.glGetString(name) or b"").decode(errors="replace") for name in names)
+
     def _render_cameras(self, on: bool) -> None:
         """Let robosuite's camera observables render (on) or hand back a blank frame without rendering (off).
 

@@ -154,6 +154,14 @@ class ManiSkill3Env(Env):
         self.steps = 0
         self._key = ""
 
+    def renderer(self) -> str:
+        """SAPIEN's render device of this scene and the Vulkan device it renders with (lavapipe on CPU)."""
+        import sapien.render
+
+        device = self.sim_env.unwrapped.scene.sub_scenes[0].render_system.device
+        vulkan = sapien.render.get_device_summary().strip().splitlines()
+        return f"SAPIEN {sapien.__version__} {device.name} | {vulkan[0] if vulkan else ''}"
+
     # ----- state read from ManiSkill3 ------------------------------------------------------------------------
 
     @property
