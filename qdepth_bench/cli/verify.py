@@ -162,6 +162,9 @@ def _print_machines(
     """The fingerprint fields in which this machine differs from each machine that recorded the episodes."""
     for name, then, now in drift:
         console.print(f"package {name}: recorded {then or 'absent'}, here {now or 'absent'}", highlight=False)
+    if not drift:
+        tracked = len(json.loads(run["package_versions"] or "{}"))
+        console.print(f"package versions: the {tracked} tracked packages are as recorded", highlight=False)
     recorded_by = store.session_of_episodes(run["run_id"], keys)
     sessions = {s["session_id"]: s for s in store.sessions(run["run_id"])}
     older = sum(1 for k in keys if recorded_by.get(k) is None)
