@@ -106,6 +106,20 @@ def test_verify_agrees_on_this_machine_and_finds_a_perturbed_episode(tmp_path):
     assert "recorded 1/3, re-measured 0/3" in differing.stdout
     assert "exact McNemar p = 1 (1 succeeded only when recorded, 0 only when re-measured)" in differing.stdout
 
+    # what cannot be re-run as recorded is one line naming it (package drift also names --any-versions)
+    (versions,) = db_rows(copy, "select package_versions from runs")[0]
+    for sql, params, expected in (
+        ("update runs set package_versions = json_set(?, '$.numpy', '1.0')", (versions,), "--any-versions"),
+        ("update runs set package_versions = ?, policy_config_hash = 'other'", (versions,), "config hash"),
+    ):
+        conn = sqlite3.connect(copy)
+        conn.execute(sql, params)
+        conn.commit()
+        conn.close()
+        refused = run_cli_subprocess("verify", run_id, "--db", str(copy), cwd=tmp_path)
+        assert refused.returncode == 2 and expected in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+
 
 @pytest.mark.slow
 def test_resume_on_another_fingerprint_says_so_and_shows_both_sessions(tmp_path):
