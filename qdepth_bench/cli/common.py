@@ -1,8 +1,9 @@
 """What every command shares: the consoles, the root app and its command groups, common options, the
 database opener, and printing or writing report views in one format.
 
-Input errors surface as one line on stderr (`error: ...` naming the fix) and their exit code (2); Ctrl-C
-during a run exits 130 after saying how many episodes are safely recorded.
+Input errors surface as one line on stderr (`error: ...` naming the fix) and their exit code (2); a run
+whose episodes ended in errors says how many and why in one line and exits 3; Ctrl-C during a run exits
+130 after saying how many episodes are safely recorded.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def policy_options(policy_arg: list[str] | None, checkpoint: Path | None) -> dic
         options["checkpoint"] = str(checkpoint)
     return options
 
+
+#: exit status of a run that finished with episodes ending in errors (2: bad input, 130: interrupted)
+EXIT_EPISODE_ERRORS = 3
 
 #: One env worker per core (each simulator step is single-threaded work), capped for memory.
 DEFAULT_WORKERS = max(1, min(os.cpu_count() or 1, 8))

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from qdepth_bench.cli.common import (
     DEFAULT_WORKERS,
+    EXIT_EPISODE_ERRORS,
     CheckpointOption,
     DbOption,
     app,
@@ -30,8 +31,9 @@ from qdepth_bench.core.policy import Policy
 from qdepth_bench.core.protocol import SuiteSpec
 from qdepth_bench.eval.engine import EngineOptions, execute
 from qdepth_bench.eval.episode import EpisodeResult
-from qdepth_bench.eval.plan import RunPlan, plan_run
+from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan, parse_tasks, plan_run
 from qdepth_bench.eval.timing import describe
+from qdepth_bench.eval.videos import check_video_dir
 from qdepth_bench.registry.sims import make_backend
 from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.tables import build_tables
@@ -109,6 +111,14 @@ def run(
         ),
     ] = 900.0,
     video: Annotated[Path | None, typer.Option(help="write an mp4 per episode under this folder")] = None,
+    join: Annotated[
+        bool,
+        typer.Option(
+            "--join",
+            help="work on a run another process is running (this or another machine on a shared database), "
+            "taking only the episodes nobody has claimed",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Evaluate a policy on a suite; re-running the same command resumes it."""
@@ -137,14 +147,22 @@ def run(
         (spec.with_backend(backend) if backend else spec).with_overrides(overrides)
         for spec in suite_registry().resolve(suite)
     ]
-    store = open_store(db)
+    for spec in specs:  # refused before anything is created or loaded
+        parse_tasks(tasks, spec.n_tasks, spec.name)
+    check_video_dir(video)
     agent = build_policy(policy, policy_options(policy_arg, checkpoint))
+    try:
+        store = open_store(db)
+    except UserError:
+        agent.close()
+        raise
     engine = EngineOptions(
         workers=workers,
         executor=executor.value,
         ray_address=ray_address,
         episode_timeout_s=episode_timeout,
         video_dir=video,
+        join=join,
     )
     if repeats > 1 and not agent.uses_seed:
         err_console.print(
@@ -154,10 +172,37 @@ def run(
             highlight=False,
         )
     try:
-        evaluate(store, specs, agent, tasks, episodes, engine, repeats)
+        plans = evaluate(store, specs, agent, tasks, episodes, engine, repeats)
     finally:
         agent.close()
     print_views(build_tables(store, suite, stand_ins=True), "rich")  # what was just run, flagged
+    summary = error_summary(store, plans)
+    if summary:
+        err_console.print(summary, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_EPISODE_ERRORS)
+
+
+def error_summary(store: Store, plans: list[RunPlan]) -> str:
+    """One line on the episodes of these plans that ended in errors ('' for none): how many of each kind,
+    and what to do about them."""
+    errors = [e for plan in plans for e in store.errors(plan.run_id) if e["place"] in {p.place for p in plan.episodes}]
+    if not errors:
+        return ""
+    transient = [e for e in errors if e["error_kind"] == "transient"]
+    permanent = [e for e in errors if e["error_kind"] != "transient"]
+    total = sum(len(plan.episodes) for plan in plans)
+    parts = []
+    if transient:
+        parts.append(
+            f"{len(transient)} may pass by themselves (e.g. {transient[0]['error']}): run the same command again "
+            "to retry them"
+        )
+    if permanent:
+        parts.append(
+            f"{len(permanent)} failed {MAX_ATTEMPTS} times (e.g. {permanent[0]['error']}): fix the cause, then "
+            "`qdepth-bench runs delete RUN` or run with a new --db to retry them"
+        )
+    return f"{len(errors)} of {total} episodes ended in errors, never counted as failures; " + "; ".join(parts) + "."
 
 
 def _execution_note(agent: Policy, spec: SuiteSpec) -> str:
@@ -179,12 +224,14 @@ def evaluate(
     episodes: int | None,
     engine: EngineOptions,
     repeats: int = 1,
-) -> None:
-    """Plan and execute one policy on each suite, with a header line and a progress bar per suite."""
+) -> list[RunPlan]:
+    """Plan and execute one policy on each suite, with a header line and a progress bar per suite; the plans."""
     command = shlex.join(["qdepth-bench", *sys.argv[1:]])
+    plans = []
     try:
         for spec in specs:
             plan = plan_run(store, spec, make_backend(spec), agent, tasks, episodes, command, repeats=repeats)
+            plans.append(plan)
             done = len(plan.episodes) - len(plan.pending)
             console.print(
                 f"[bold]{spec.name}[/bold] · policy [bold]{agent.name}[/bold] · run {plan.run_id} · "
@@ -197,7 +244,8 @@ def evaluate(
             options = dataclasses.replace(
                 engine,
                 workers=min(engine.workers, max(len(plan.pending), 1)),
-                log_path=store.path.parent / "logs" / f"{plan.run_id}.log",
+                # named by database and run: several databases in one folder keep their logs apart
+                log_path=store.path.parent / "logs" / f"{store.path.stem}-{plan.run_id}.log",
             )
             execute_with_progress(store, plan, options)
     except KeyboardInterrupt:
@@ -205,6 +253,7 @@ def evaluate(
             f"interrupted: finished episodes are saved in {store.path}; run the same command again to continue."
         )
         raise typer.Exit(130) from None
+    return plans
 
 
 def execute_with_progress(store: Store, plan: RunPlan, options: EngineOptions) -> None:

@@ -35,7 +35,7 @@ def runs_list(
     for r in rows:
         states = store.episode_states(r["run_id"])
         n_success = sum(1 for s, _ in states.values() if s == "success")
-        n_error = sum(1 for s, _ in states.values() if s == "error")
+        n_error = sum(1 for s, _ in states.values() if s in ("error", "transient"))
         out.add_row(
             r["run_id"],
             r["suite"],

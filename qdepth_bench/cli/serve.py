@@ -29,19 +29,27 @@ def serve(
 
     from qdepth_bench.remote.server import PolicyServer
 
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port {port} is not a TCP port; choose one in 1-65535 (e.g. 8000).")
+    if max_request_mb < 1:
+        raise UserError(f"--max-request-mb must be at least 1 (got {max_request_mb}); observations need a few MiB.")
+
     specs = suite_registry().resolve(suite)
     default_task = make_backend(specs[0]).task_info(0)
     agent = build_policy(policy, policy_options(policy_arg, checkpoint))
     server = PolicyServer(agent, default_task, max_request_mb << 20)
     identity = agent.identity()
-    console.print(
-        f"serving [bold]{agent.name}[/bold] (config {identity.config_hash}"
-        f"{', weights ' + identity.checkpoint_hash if identity.checkpoint_hash else ''}) on "
-        f"ws://{host}:{port}  · health: http://{host}:{port}/healthz · Ctrl-C stops",
-        highlight=False,
-    )
+
+    def listening() -> None:  # said once the port is bound, never before a bind that fails
+        console.print(
+            f"serving [bold]{agent.name}[/bold] (config {identity.config_hash}"
+            f"{', weights ' + identity.checkpoint_hash if identity.checkpoint_hash else ''}) on "
+            f"ws://{host}:{port}  · health: http://{host}:{port}/healthz · Ctrl-C stops",
+            highlight=False,
+        )
+
     try:
-        asyncio.run(server.serve(host, port))
+        asyncio.run(server.serve(host, port, on_listening=listening))
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port.") from None
     except KeyboardInterrupt:

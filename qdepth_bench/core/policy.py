@@ -104,6 +104,16 @@ class PolicyRequirements:
     privileged: bool = False
 
 
+def check_ranges(config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    """Refuse (ValueError, shown as one line by the registry) option values no policy can run with, before
+    any episode is spent on them; None means 'the default' and passes."""
+    for names, ok, wanted in ((positive, lambda v: v > 0, "> 0"), (non_negative, lambda v: v >= 0, ">= 0")):
+        for name in names:
+            value = getattr(config, name)
+            if value is not None and not ok(value):
+                raise ValueError(f"{name} must be {wanted} (got {value})")
+
+
 #: The weights file of a checkpoint folder; its `file_hash` is the policy's checkpoint hash, so results can be
 #: matched to a folder without loading it.
 CHECKPOINT_WEIGHTS = "model.safetensors"

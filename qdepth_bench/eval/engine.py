@@ -28,7 +28,7 @@ from typing import cast
 
 import numpy as np
 
-from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.errors import UserError, is_transient
 from qdepth_bench.core.fingerprint import with_renderer
 from qdepth_bench.core.policy import EpisodeContext, ObservationBatch
 from qdepth_bench.core.protocol import EpisodeSpec
@@ -63,6 +63,8 @@ class EngineOptions:
     sinks: tuple[EpisodeSink, ...] = ()
     #: cameras to render beyond the policy's (demonstration files hold every camera)
     extra_cameras: tuple[str, ...] = ()
+    #: work on a run another live process is running, taking only episodes nobody has claimed
+    join: bool = False
 
 
 @dataclass
@@ -171,8 +173,9 @@ def execute(
     stats = EngineStats()
     start = time.perf_counter()
     log = _RunLog(options.log_path)
-    store.start_run(plan.record)
-    session = store.start_session(plan.run_id, plan.record["command"], plan.fingerprint)
+    session = store.start_session(plan.run_id, plan.record["command"], plan.fingerprint, join=options.join)
+    if not store.others_alive(plan.run_id, session):  # a joining process leaves the owner's record as it is
+        store.start_run(plan.record)
     log.write(
         f"start run {plan.run_id} suite={plan.spec.name} policy={plan.policy.name} "
         f"pending={len(plan.pending)} workers={options.workers} executor={options.executor}"
@@ -194,7 +197,8 @@ def execute(
         finally:
             if pool is not None:
                 pool.close()
-            store.finish_run(plan.run_id, status)
+            if status != "finished" or not store.others_alive(plan.run_id, session):
+                store.finish_run(plan.run_id, status)  # finished only once nobody else still works on it
             store.end_session(session, status)
             stats.wall_s = time.perf_counter() - start
             first_call = "" if stats.first_call_s is None else f" first_policy_call={stats.first_call_s:.1f}s"
@@ -251,13 +255,25 @@ class _Engine:
     def _hand_out(self) -> None:
         now = time.perf_counter()
         for i, slot in enumerate(self.slots):
-            if slot.episode is not None or not self.queue:
+            if slot.episode is not None:
                 continue
-            episode = self._next_episode(slot)
-            self.queue.remove(episode)
+            episode = self._claim_next(slot)
+            if episode is None:
+                continue
             self.plan.policy.reset(EpisodeContext(episode.key, self.tasks[episode.task_id], episode.seed))
             slot.assign(episode, now)
             self.pool.send(i, ("episode", episode))
+
+    def _claim_next(self, slot: _Slot) -> EpisodeSpec | None:
+        """The next episode for this slot that this session could claim (another process sharing the run may
+        have recorded or claimed some); None when the queue has none left."""
+        while self.queue:
+            episode = self._next_episode(slot)
+            self.queue.remove(episode)
+            if self.store.claim(self.plan.run_id, episode.place, self.session):
+                return episode
+            self.log.write(f"episode {episode.key} taken by another process on this run")
+        return None
 
     def _window(self) -> float:
         """How long waiting for another worker's observation pays: the option, or one policy call if longer.
@@ -310,7 +326,7 @@ class _Engine:
             self._restart(i)
             self.deaths_without_result += 1
             if episode is not None:
-                self._fail(i, episode, f"{reply[1]} during the episode; worker restarted")
+                self._fail(i, episode, f"{reply[1]} during the episode; worker restarted", transient=True)
             if self.deaths_without_result >= MAX_STARTUP_DEATHS:
                 raise UserError(
                     f"env workers keep dying before finishing an episode ({reply[1]}); "
@@ -361,7 +377,8 @@ class _Engine:
         except Exception as exc:  # noqa: BLE001 - the episodes of this batch fail with the policy's error
             for i in waiting:
                 self.pool.send(i, ("abort",))
-                self._fail(i, cast(EpisodeSpec, self.slots[i].episode), f"policy: {error_text(exc)}")
+                episode = cast(EpisodeSpec, self.slots[i].episode)
+                self._fail(i, episode, f"policy: {error_text(exc)}", transient=is_transient(exc))
             return
         now = time.perf_counter()
         self.stats.policy_seconds += now - started
@@ -382,6 +399,7 @@ class _Engine:
                 i,
                 episode,
                 f"env worker took over {self.options.episode_timeout_s:g} s on this episode (hung?); worker restarted",
+                transient=True,
             )
 
     def _restart(self, i: int) -> None:
@@ -389,9 +407,10 @@ class _Engine:
         self.pool.restart(i)
         self.slots[i].task_id = None
 
-    def _fail(self, i: int, episode: EpisodeSpec, error: str) -> None:
+    def _fail(self, i: int, episode: EpisodeSpec, error: str, transient: bool) -> None:
         """Record the episode slot i was running as an error (run again while attempts are left)."""
-        self._finish(i, EpisodeResult(episode, self.tasks[episode.task_id].task_name, "error", error=error))
+        result = EpisodeResult(episode, self.tasks[episode.task_id].task_name, "failure")
+        self._finish(i, result.fail(error, transient))
 
     def _finish(self, i: int, result: EpisodeResult) -> None:
         """Record an episode's outcome; an error with attempts left goes back in the queue."""
@@ -447,5 +466,6 @@ def record_episode(store: Store, plan: RunPlan, result: EpisodeResult, attempts:
             "actions_per_call": result.actions_per_call,
             "timing": json.dumps({k: round(float(v), 4) for k, v in result.timing.items()}, sort_keys=True),
             "session_id": session,
+            "error_kind": result.error_kind or None,
         }
     )

@@ -46,6 +46,13 @@ class EpisodeResult:
     timing: dict = field(default_factory=new_episode_timing)
     #: the renderer of the env that ran it (`Env.renderer`), for the session's machine fingerprint
     renderer: str = ""
+    #: for an error: "transient" (may pass by itself; the next run retries it) or "permanent"
+    error_kind: str = ""
+
+    def fail(self, error: str, transient: bool) -> EpisodeResult:
+        """Turn this result into an error of the given kind (the outcome so far is dropped)."""
+        self.status, self.error, self.error_kind = "error", error, "transient" if transient else "permanent"
+        return self
 
 
 def check_chunk(actions: np.ndarray, batch: int, action_dim: int) -> np.ndarray:

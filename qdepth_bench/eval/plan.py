@@ -50,6 +50,10 @@ def parse_tasks(text: str | None, n_tasks: int, suite: str) -> list[int]:
         try:
             if "-" in part:
                 lo, hi = (int(x) for x in part.split("-", 1))
+                if lo > hi:
+                    raise UserError(
+                        f"--tasks '{text}': the range {part} runs backwards; write it low-high ({hi}-{lo})."
+                    )
                 ids.extend(range(lo, hi + 1))
             else:
                 ids.append(int(part))
@@ -138,9 +142,10 @@ def plan_run(
     pending, attempts = [], {}
     for ep in episodes:
         status, tries = states.get(ep.place, (None, 0))
-        if status is None or (status == "error" and tries < MAX_ATTEMPTS):
+        if status is None or status == "transient" or (status == "error" and tries < MAX_ATTEMPTS):
             pending.append(ep)
-            attempts[ep.place] = tries
+            # a transient error (server down, disk full) gets its attempts afresh in each run that retries it
+            attempts[ep.place] = 0 if status == "transient" else tries
     notices = [mixing_notice(run_id, fingerprint, store.sessions(run_id))] if pending else []
     return RunPlan(
         run_id, spec, backend, policy, record, episodes, pending, attempts, fingerprint, [n for n in notices if n]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import threading
 from abc import ABC, abstractmethod
 from multiprocessing.connection import wait
 
@@ -79,7 +81,15 @@ class LocalPool(WorkerPool):
         proc = self._ctx.Process(
             target=worker_main, args=(theirs, *self._args), daemon=True, name=f"qdepth-bench-env-{slot}"
         )
-        proc.start()
+        # started with SIGINT ignored (kept across exec, and Python then installs no handler): a Ctrl-C while
+        # the worker is still importing is the engine's to handle, not a traceback per worker
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            proc.start()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         theirs.close()
         self._procs[slot], self._conns[slot] = proc, ours
 

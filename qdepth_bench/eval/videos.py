@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,32 @@ def video_path(
     """`<folder>/<run id>/<suite>_task<t>_ep<e>[_r<repeat>]_<status>.mp4`: unique per episode and outcome."""
     again = f"_r{repeat}" if repeat else ""
     return folder / run_id / f"{suite}_task{task_id:02d}_ep{episode_index:03d}{again}_{status}.mp4"
+
+
+#: free space below which a run with --video is refused before its first episode
+MIN_FREE_MB_FOR_VIDEOS = 200
+
+
+def check_video_dir(folder: Path | None) -> None:
+    """Refuse, before any episode runs and without creating anything, a --video folder that cannot be
+    written: a file in the way, no permission, or too little free disk."""
+    if folder is None:
+        return
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--video {folder}: {existing} is a file, not a folder; pass another --video folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--video {folder}: {existing} is not writable; pass a --video folder you can write.")
+    free_mb = shutil.disk_usage(existing).free / 2**20
+    if free_mb < MIN_FREE_MB_FOR_VIDEOS:
+        raise UserError(
+            f"--video {folder}: only {free_mb:.0f} MB free there (videos need about 1 MB per episode, and "
+            f"{MIN_FREE_MB_FOR_VIDEOS} MB are asked for); free space or pass another --video folder."
+        )
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int) -> Path:

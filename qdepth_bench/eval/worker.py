@@ -16,7 +16,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.errors import UserError, is_transient
 from qdepth_bench.core.policy import PolicyRequirements
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
 from qdepth_bench.core.sim import Env, EpisodeSink, RecordedEpisode
@@ -71,9 +71,8 @@ class EnvWorker:
             return ("fatal", str(exc))
         except Exception as exc:  # noqa: BLE001 - this episode's error; the env is rebuilt for the next
             result = self.runner.result if self.runner else EpisodeResult(episode, "", "failure")
-            result.status, result.error = "error", error_text(exc)
             self.close()
-            return ("end", result)
+            return ("end", result.fail(error_text(exc), is_transient(exc)))
         if obs is not None:
             return ("obs", episode.key, obs, time.perf_counter() - start)
         return ("end", self._finish())
@@ -122,7 +121,10 @@ class EnvWorker:
             runner.demo_actions,
         )
         for sink in self.sinks:
-            path = sink.write(record)
+            try:
+                path = sink.write(record)
+            except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the episode is retried, the worker lives on
+                return result.fail(f"writing its {sink.name}: {error_text(exc)}", is_transient(exc))
             if path is not None and sink.name == "video":
                 result.video_path = path
         return result
@@ -161,6 +163,9 @@ def worker_main(
             if message[0] == "close":
                 return
             if reply is not None:
-                conn.send(reply)
+                try:
+                    conn.send(reply)
+                except OSError:  # the engine is gone (crashed or killed): end quietly
+                    return
     finally:
         worker.close()

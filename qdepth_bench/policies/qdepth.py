@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
 from qdepth_bench.models.preprocessing import images_to_model
 from qdepth_bench.registry.content import builtin_root, content_path
 
@@ -37,6 +37,9 @@ class QDepthPolicyConfig:
     device: str = "cpu"
     num_steps: int | None = None
     batch_invariant: bool = True
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("num_steps",))
 
 
 class QDepthPolicy(Policy):

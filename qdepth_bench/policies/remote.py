@@ -19,9 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.errors import TransientError, UserError
 from qdepth_bench.core.hashing import stable_hash
-from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyIdentity, PolicyRequirements
+from qdepth_bench.core.policy import (
+    EpisodeContext,
+    ObservationBatch,
+    Policy,
+    PolicyIdentity,
+    PolicyRequirements,
+    check_ranges,
+)
 from qdepth_bench.remote.wire import BATCH_KEY, OPENPI_CAMERAS, pack, unpack
 
 
@@ -37,6 +44,9 @@ class RemoteConfig:
     #: openpi servers do not describe themselves: what to ask the suite for
     cameras: tuple[str, ...] = ("main", "wrist")
     chunk_size: int = 10
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("timeout_s", "max_message_mb", "chunk_size"), non_negative=("retries",))
 
 
 class RemotePolicy(Policy):
@@ -102,13 +112,13 @@ class RemotePolicy(Policy):
                 reply = self._ws.recv(timeout=self.config.timeout_s)
             except TimeoutError:
                 self._connect_quietly()
-                raise RuntimeError(f"no answer from {self.config.url} within {self.config.timeout_s:g} s") from None
+                raise TransientError(f"no answer from {self.config.url} within {self.config.timeout_s:g} s") from None
             except (ConnectionClosed, OSError):
                 continue
             if isinstance(reply, str):
                 raise RuntimeError(f"policy server: {reply}")
             return unpack(reply)
-        raise RuntimeError(f"lost the connection to {self.config.url} {self.config.retries + 1} times")
+        raise TransientError(f"lost the connection to {self.config.url} {self.config.retries + 1} times")
 
     def _connect_quietly(self) -> None:
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
 
 OSC_METRES_PER_UNIT = 0.05  # robosuite OSC_POSE output_max for position
 OSC_RADIANS_PER_UNIT = 0.5  # and for rotation
@@ -33,6 +33,9 @@ class ScriptedConfig:
     grasp_steps: int = 12
     release_steps: int = 10
     cameras: tuple[str, ...] = ("main",)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("carry_speed", "gain"), non_negative=("grasp_steps", "release_steps"))
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
 
 
 @dataclass
@@ -23,6 +23,9 @@ class ScriptedWidowXConfig:
     release_dz_m: float = 0.05
     close_steps: int = 4
     open_steps: int = 3
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("chunk_size", "step_m"), non_negative=("close_steps", "open_steps"))
 
 
 class ScriptedWidowXPolicy(Policy):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
 
 
 @dataclass
@@ -17,6 +17,9 @@ class RandomConfig:
     chunk_size: int = 5
     scale: float = 1.0
     cameras: tuple[str, ...] = ("main",)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("chunk_size", "scale"))
 
 
 class RandomPolicy(Policy):
@@ -60,6 +63,9 @@ class NoopConfig:
     chunk_size: int = 5
     cameras: tuple[str, ...] = ("main",)
     call_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("chunk_size",), non_negative=("call_seconds",))
 
 
 class NoopPolicy(Policy):

@@ -93,7 +93,10 @@ def build_config(config_cls: type, options: dict[str, Any], policy: str) -> Any:
     unknown = sorted(set(options) - fields)
     if unknown:
         raise UserError(f"policy '{policy}' has no option '{unknown[0]}'. Options: {', '.join(sorted(fields))}.")
-    return config_cls(**{k: _convert(v, hints[k], k) for k, v in options.items()})
+    try:
+        return config_cls(**{k: _convert(v, hints[k], k) for k, v in options.items()})
+    except ValueError as exc:  # the config's own range checks (`check_ranges`)
+        raise UserError(f"policy '{policy}': {exc}; pass another --policy-arg value.") from None
 
 
 def make_policy(ref: str, args: dict[str, str] | None = None) -> Policy:

@@ -38,13 +38,26 @@ class RequestError(ValueError):
 
 def _array(obs: dict, key: str, ndim: int, kinds: str) -> np.ndarray:
     if key not in obs:
-        raise RequestError(f"missing key {key!r} (got {', '.join(sorted(map(str, obs)))})")
+        keys = sorted(map(str, obs))
+        more = f", ... {len(keys) - 8} more" if len(keys) > 8 else ""
+        raise RequestError(f"missing key {key!r} (got {', '.join(keys[:8])}{more})")
     value = obs[key]
     if not isinstance(value, np.ndarray) or value.ndim != ndim or value.dtype.kind not in kinds:
         shape = getattr(value, "shape", type(value).__name__)
         dtype = getattr(value, "dtype", "")
         raise RequestError(f"{key!r} must be a {ndim}-d array of kind {kinds!r}; got {shape} {dtype}")
     return value
+
+
+#: the pause after a client's first bad request in a row, doubling with each further one up to MAX_BACKOFF_S
+BAD_REQUEST_BACKOFF_S = 0.05
+MAX_BACKOFF_S = 2.0
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line (never echoing a whole hostile request back)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 class PolicyServer:
@@ -71,13 +84,27 @@ class PolicyServer:
 
     def infer(self, obs: Any, connection: int, started: set[str]) -> dict[str, Any]:
         """Validate a request, reset episodes that start, run the policy; RequestError for bad requests."""
+        start = time.perf_counter()
+        batch, resets = self.parse(obs, connection, started)
+        return self.run(obs, batch, resets, start)
+
+    def parse(self, obs: Any, connection: int, started: set[str]) -> tuple[ObservationBatch, list[EpisodeContext]]:
+        """The observation batch and the episodes that start with it; RequestError names what is wrong."""
         if not isinstance(obs, dict):
             raise RequestError(f"a request must be a map of observations, not {type(obs).__name__}")
-        start = time.perf_counter()
-        if obs.get(BATCH_KEY):
-            batch, resets = self._batched(obs)
-        else:
-            batch, resets = self._openpi(obs, connection, started)
+        try:
+            if obs.get(BATCH_KEY):
+                return self._batched(obs)
+            return self._openpi(obs, connection, started)
+        except RequestError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RequestError(f"{type(exc).__name__}: {exc}") from None
+
+    def run(
+        self, obs: dict[str, Any], batch: ObservationBatch, resets: list[EpisodeContext], start: float
+    ) -> dict[str, Any]:
+        """Reset the starting episodes and call the policy (one call at a time across clients)."""
         with self._lock:
             for context in resets:
                 self.policy.reset(context)
@@ -138,6 +165,23 @@ class PolicyServer:
             resets.append(EpisodeContext(key, task, connection))
         return ObservationBatch([key], images, state[None].astype(np.float64), [prompt]), resets
 
+    def answer(self, message: bytes, connection: int, started: set[str]) -> bytes | str:
+        """One request's reply: packed actions, or a short text saying 'bad request' (the client's fault,
+        naming the first offending key or field) or 'policy error' (the policy failed on a valid request)."""
+        start = time.perf_counter()
+        try:
+            obs = unpack(message, limited=True)
+        except Exception as exc:  # noqa: BLE001 - anything msgpack refuses is the sender's error
+            return f"bad request: not a msgpack observation map ({_short(exc)})"
+        try:
+            batch, resets = self.parse(obs, connection, started)
+        except RequestError as exc:
+            return f"bad request: {_short(exc)}"
+        try:
+            return pack(self.run(obs, batch, resets, start))
+        except Exception as exc:  # noqa: BLE001 - the policy failed; say so, keep serving
+            return f"policy error: {type(exc).__name__}: {_short(exc)}"
+
     # ----- the websocket server ----------------------------------------------------------------------------
 
     async def _handle(self, websocket: Any) -> None:
@@ -146,18 +190,19 @@ class PolicyServer:
         connection, started = next(self._connections), set[str]()
         try:
             await websocket.send(pack(self.metadata()))
+            strikes = 0  # bad requests in a row on this connection
             async for message in websocket:
                 if isinstance(message, str):
-                    await websocket.send("requests must be binary msgpack messages, not text")
-                    continue
-                try:
-                    obs = unpack(message)
-                    reply = await asyncio.to_thread(self.infer, obs, connection, started)
-                    await websocket.send(pack(reply))
-                except (RequestError, ValueError, TypeError) as exc:
-                    await websocket.send(f"bad request: {exc}")
-                except Exception as exc:  # noqa: BLE001 - the policy failed; say so, keep serving
-                    await websocket.send(f"policy error: {type(exc).__name__}: {exc}")
+                    reply: bytes | str = "bad request: requests must be binary msgpack messages, not text"
+                else:
+                    # decoded and answered off the event loop, so one large request never stalls other clients
+                    reply = await asyncio.to_thread(self.answer, message, connection, started)
+                await websocket.send(reply)
+                strikes = strikes + 1 if isinstance(reply, str) and reply.startswith("bad request") else 0
+                if strikes:
+                    # a client that keeps sending bad requests is read ever more slowly (the websocket's
+                    # small queue then stops reading its socket), so it cannot load the loop others share
+                    await asyncio.sleep(min(BAD_REQUEST_BACKOFF_S * 2 ** (strikes - 1), MAX_BACKOFF_S))
         except ConnectionClosed:
             return  # the client went away, possibly mid-request: nothing to clean up
 
@@ -167,12 +212,21 @@ class PolicyServer:
             return connection.respond(HTTPStatus.OK, "OK\n")
         return None
 
-    async def serve(self, host: str, port: int, ready: threading.Event | None = None) -> None:
+    async def serve(self, host: str, port: int, ready: threading.Event | None = None, on_listening: Any = None) -> None:
+        """Listen until cancelled; `ready` is set and `on_listening()` called once the port is bound."""
         from websockets.asyncio.server import serve
 
         async with serve(
-            self._handle, host, port, max_size=self.max_request_bytes, compression=None, process_request=self._health
+            self._handle,
+            host,
+            port,
+            max_size=self.max_request_bytes,
+            max_queue=2,  # requests are answered one by one: buffering more only holds memory for a flood
+            compression=None,
+            process_request=self._health,
         ) as server:
             if ready is not None:
                 ready.set()
+            if on_listening is not None:
+                on_listening()
             await server.serve_forever()

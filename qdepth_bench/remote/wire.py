@@ -37,19 +37,31 @@ def _encode(obj: Any) -> Any:
 
 
 def _decode(obj: dict) -> Any:
-    if b"__ndarray__" in obj:
-        dtype = np.dtype(obj[b"dtype"])
-        if dtype.kind in REFUSED_KINDS:
-            raise ValueError(f"arrays of dtype {dtype} are not accepted")
-        return np.frombuffer(obj[b"data"], dtype=dtype).reshape(obj[b"shape"])
-    if b"__npgeneric__" in obj:
-        return np.dtype(obj[b"dtype"]).type(obj[b"data"])
+    try:
+        if b"__ndarray__" in obj:
+            dtype = np.dtype(obj[b"dtype"])
+            if dtype.kind in REFUSED_KINDS:
+                raise ValueError(f"arrays of dtype {dtype} are not accepted")
+            return np.frombuffer(obj[b"data"], dtype=dtype).reshape(obj[b"shape"])
+        if b"__npgeneric__" in obj:
+            return np.dtype(obj[b"dtype"]).type(obj[b"data"])
+    except (KeyError, TypeError, ValueError) as exc:  # a malformed array map is the sender's error
+        kind = "array" if b"__ndarray__" in obj else "numpy scalar"
+        detail = f"lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(f"malformed {kind}: {detail}") from None
     return obj
+
+
+#: What one request may hold: observations are a few keys of a few arrays, so these bounds keep decoding a
+#: hostile message cheap (msgpack refuses beyond them before building anything).
+REQUEST_LIMITS = {"max_map_len": 256, "max_array_len": 4096, "max_str_len": 1 << 20, "max_ext_len": 0}
 
 
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_encode)
 
 
-def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, object_hook=_decode)
+def unpack(data: bytes, limited: bool = False) -> Any:
+    """Decode a message; `limited` applies REQUEST_LIMITS (the server does, for what clients send)."""
+    limits: dict[str, int] = {**REQUEST_LIMITS, "max_bin_len": len(data)} if limited else {}
+    return msgpack.unpackb(data, object_hook=_decode, **limits)

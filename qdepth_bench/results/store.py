@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ from qdepth_bench.core.hashing import stable_hash
 #: 2: episodes.metrics (backend-specific outcomes as JSON); 3: how chunks were executed (runs.replan_steps,
 #: runs.actions_per_call, episodes.policy_calls, episodes.actions_per_call); 4: episodes.timing (seconds
 #: per phase as JSON, `eval.timing`); 5: run_sessions (who recorded which episodes, on what machine, alive
-#: until when), episodes.session_id, and episodes.repeat in the episode key (`run --repeats`)
+#: until when), episodes.session_id, episodes.repeat in the episode key (`run --repeats`), episodes.error_kind
+#: (an error that may pass by itself is retried by every later run) and episode_claims
 SCHEMA_VERSION = 5
 #: what identifies an episode within its database
 EPISODE_KEY = ("run_id", "task_id", "episode_index", "repeat")
@@ -88,6 +91,7 @@ EPISODE_COLUMNS: dict[str, type] = {
     "actions_per_call": int,
     "timing": str,
     "session_id": str,
+    "error_kind": str,
 }
 #: One invocation that worked on a run: its owner (host, pid), heartbeat and the machine it ran on. A run can
 #: be resumed elsewhere, so each episode points at the session that recorded it.
@@ -107,6 +111,8 @@ SESSION_COLUMNS: dict[str, type] = {
 }
 #: A session whose heartbeat is older than this has lost its owner, wherever it ran.
 STALE_AFTER_S = 120.0
+#: how long a process waits for another's lock on the database before giving up
+BUSY_TIMEOUT_S = 30.0
 REFERENCE_COLUMNS: dict[str, type] = {
     "source": str,
     "table_id": str,
@@ -127,6 +133,10 @@ OUTCOMES = ("success", "failure", "error")
 
 def default_db_path() -> Path:
     return Path(os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
+class RunBusy(UserError):
+    """Another live process works on this run."""
 
 
 def session_alive(session: dict[str, Any]) -> bool:
@@ -189,12 +199,22 @@ class Store:
         # WAL needs the folder writable too (it keeps -wal and -shm files beside the database).
         if not os.access(folder, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
             raise UserError(f"--db {self.path} is not writable; pass a --db path in a writable folder or set {DB_ENV}.")
-        try:
-            self.db = sqlite_utils.Database(self.path)
-            self.db.enable_wal()
-            self._ensure_schema()
-        except sqlite3.DatabaseError as exc:
-            raise UserError(f"--db {self.path}: {exc}; pass another --db path.") from exc
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.db = sqlite_utils.Database(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S))
+                self.db.enable_wal()
+                self._ensure_schema()
+                break
+            except sqlite3.OperationalError as exc:
+                # switching to WAL and creating the schema take locks SQLite does not wait for: N processes
+                # opening one new database at once retry instead of failing
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise UserError(f"--db {self.path}: {exc}; pass another --db path.") from exc
+                self.db.conn.close()
+                time.sleep(0.05 + 0.1 * random.random())
+            except sqlite3.DatabaseError as exc:
+                raise UserError(f"--db {self.path}: {exc}; pass another --db path.") from exc
 
     # -------------------------------------------------------------------------------------------- schema
 
@@ -212,6 +232,18 @@ class Store:
             )
             self.db.table("reference_results").create(REFERENCE_COLUMNS, if_not_exists=True)
             self.db.table("run_sessions").create(SESSION_COLUMNS, pk="session_id", if_not_exists=True)
+            self.db.table("episode_claims").create(
+                {
+                    "run_id": str,
+                    "task_id": int,
+                    "episode_index": int,
+                    "repeat": int,
+                    "session_id": str,
+                    "claimed_at": float,
+                },
+                pk=EPISODE_KEY,
+                if_not_exists=True,
+            )
             for table, columns in (("runs", RUN_COLUMNS), ("episodes", EPISODE_COLUMNS)):  # older schemas
                 for name in sorted(set(columns) - set(self.db.table(table).columns_dict)):
                     self.db.table(table).add_column(
@@ -260,11 +292,35 @@ class Store:
 
     # ------------------------------------------------------------------------------------------ sessions
 
-    def start_session(self, run_id: str, command: str, fingerprint: dict[str, Any]) -> str:
-        """Record that this process now works on the run, on the machine `fingerprint` describes."""
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One write transaction taken at once (BEGIN IMMEDIATE): a check and the write it decides are atomic
+        against every other process on this database."""
+        conn = self.db.conn
+        conn.execute("begin immediate")
+        try:
+            yield
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+    def start_session(self, run_id: str, command: str, fingerprint: dict[str, Any], join: bool = False) -> str:
+        """Take the run for this process, on the machine `fingerprint` describes; return the session id.
+
+        A run another live process works on is refused (`RunBusy`, naming that process) unless `join`: then
+        both work on it, each taking only episodes it has claimed (`claim`)."""
         now = time.time()
         session_id = stable_hash({"run": run_id, "host": socket.gethostname(), "pid": os.getpid(), "at": now}, 12)
-        with self.db.conn:
+        with self._exclusive():
+            owners = [s for s in self.sessions(run_id) if session_alive(s)]
+            if owners and not join:
+                owner = owners[0]
+                since = time.strftime("%H:%M:%S", time.localtime(owner["started_at"]))
+                raise RunBusy(
+                    f"run {run_id} is being run by pid {owner['pid']} on {owner['host']} since {since} "
+                    f"(`{owner['command']}`); wait for it, stop it, or pass --join to work on it together."
+                )
             self.db.table("run_sessions").insert(
                 {
                     "session_id": session_id,
@@ -282,6 +338,30 @@ class Store:
             )
         return session_id
 
+    def others_alive(self, run_id: str, session_id: str) -> bool:
+        """Whether a process other than this session's still works on the run."""
+        return any(s["session_id"] != session_id and session_alive(s) for s in self.sessions(run_id))
+
+    def claim(self, run_id: str, place: tuple[int, int, int], session_id: str) -> bool:
+        """Claim one episode for this session, atomically: False when it is recorded with an outcome, or claimed
+        by another session that is alive. A claim of a dead session is taken over."""
+        task_id, episode_index, repeat = place
+        key = [run_id, task_id, episode_index, repeat]
+        where = "run_id = ? and task_id = ? and episode_index = ? and repeat = ?"
+        with self._exclusive():
+            done = self.db.execute(f"select status from episodes where {where}", key).fetchone()
+            if done is not None and done[0] != "error":
+                return False
+            held = self.db.execute(f"select session_id from episode_claims where {where}", key).fetchone()
+            if held is not None and held[0] != session_id:
+                owner = list(self.db.query("select * from run_sessions where session_id = ?", [held[0]]))
+                if owner and session_alive(owner[0]):
+                    return False
+            self.db.execute(
+                "insert or replace into episode_claims values (?, ?, ?, ?, ?, ?)", [*key, session_id, time.time()]
+            )
+        return True
+
     def set_session_fingerprint(self, session_id: str, fingerprint: dict[str, Any]) -> None:
         """Complete a session's fingerprint (the renderer is known once a worker has built its env)."""
         with self.db.conn:
@@ -298,9 +378,11 @@ class Store:
             self.db.execute("update run_sessions set heartbeat_at = ? where session_id = ?", [time.time(), session_id])
 
     def end_session(self, session_id: str, status: str) -> None:
+        """Close the session and drop its claims (its recorded episodes stay)."""
         now = time.time()
         with self.db.conn:
             self.db.table("run_sessions").update(session_id, {"status": status, "ended_at": now, "heartbeat_at": now})
+            self.db.execute("delete from episode_claims where session_id = ?", [session_id])
 
     def sessions(self, run_id: str) -> list[dict[str, Any]]:
         """The run's sessions, oldest first, each with `episodes`: how many of the run's rows it recorded."""
@@ -368,11 +450,28 @@ class Store:
     # ------------------------------------------------------------------------------------------ episodes
 
     def episode_states(self, run_id: str) -> dict[tuple[int, int, int], tuple[str, int]]:
-        """(task, episode index, repeat) -> (status, attempts) of every recorded episode of a run."""
+        """(task, episode index, repeat) -> (status, attempts) of every recorded episode of a run; a transient
+        error reads as status 'transient' (it is run again whatever its attempts)."""
         rows = self.db.query(
-            "select task_id, episode_index, repeat, status, attempts from episodes where run_id = ?", [run_id]
+            "select task_id, episode_index, repeat, status, attempts, error_kind from episodes where run_id = ?",
+            [run_id],
         )
-        return {(r["task_id"], r["episode_index"], r["repeat"]): (r["status"], r["attempts"] or 1) for r in rows}
+        return {
+            (r["task_id"], r["episode_index"], r["repeat"]): (
+                "transient" if r["status"] == "error" and r["error_kind"] == "transient" else r["status"],
+                r["attempts"] or 1,
+            )
+            for r in rows
+        }
+
+    def errors(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's episodes that ended in an error, with `place` = (task, episode index, repeat)."""
+        rows = self.db.query(
+            "select task_id, episode_index, repeat, error, error_kind from episodes where run_id = ? and "
+            "status = 'error' order by task_id, episode_index, repeat",
+            [run_id],
+        )
+        return [{**r, "place": (r["task_id"], r["episode_index"], r["repeat"])} for r in rows]
 
     def record_episode(self, record: dict[str, Any]) -> None:
         """Write one finished episode atomically (an error row is replaced when a retry finishes)."""
