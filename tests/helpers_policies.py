@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from qdepth_bench.core.errors import TransientError
 from qdepth_bench.core.policy import ObservationBatch, Policy, PolicyRequirements
 
 
@@ -40,3 +42,26 @@ class StateDtypePolicy(Policy):
         if batch.state.dtype != np.float64:
             raise TypeError(f"state arrived as {batch.state.dtype}")
         return np.zeros((len(batch), 1, 7), dtype=np.float32)
+
+
+@dataclass
+class FlakyConfig:
+    #: while this file exists, every call fails as an unreachable policy server would
+    down_while: str = ""
+
+
+class FlakyPolicy(Policy):
+    """A no-op policy whose server is 'down' while a marker file exists: its errors are transient."""
+
+    Config = FlakyConfig
+
+    @property
+    def requirements(self) -> PolicyRequirements:
+        return PolicyRequirements()
+
+    def act(self, batch: ObservationBatch) -> np.ndarray:
+        if self.config.down_while and os.path.exists(self.config.down_while):
+            raise TransientError("lost the connection to ws://127.0.0.1:9 4 times")
+        actions = np.zeros((len(batch), 1, 7), dtype=np.float32)
+        actions[:, :, -1] = -1.0
+        return actions

@@ -212,7 +212,8 @@ def test_policy_errors_are_errors_not_failures(tmp_path):
         cwd=tmp_path,
         env={"PYTHONPATH": str(Path(__file__).parent)},
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # a run that ends with errors says so in its exit status
+    assert "1 of 1 episodes ended in errors" in result.stderr and "failed 3 times" in result.stderr
     rows = outcome_rows(db)
     assert len(rows) == 1 and rows[0][3] == "error" and rows[0][5] == 3
     assert "policy: RuntimeError: model exploded" in rows[0][6]

@@ -9,6 +9,7 @@ whose episodes ended in errors says how many and why in one line and exits 3; Ct
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from qdepth_bench.registry.base import parse_key_values
 from qdepth_bench.registry.policies import make_policy
 from qdepth_bench.report.render import FORMATS, render
 from qdepth_bench.results.reference import reference_rows
-from qdepth_bench.results.store import DB_ENV, Store
+from qdepth_bench.results.store import DB_ENV, Store, default_db_path
 
 # Piped output (files, CI logs) gets wide tables instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -41,6 +42,28 @@ class UserErrorsAsOneLine(TyperGroup):
         except UserError as exc:
             err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except sqlite3.DatabaseError as exc:  # raised wherever the file is read: one line, and the way out
+            err_console.print(f"error: {database_trouble(exc)}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+def database_trouble(exc: sqlite3.DatabaseError) -> str:
+    """What a database error means for the user, and what to do."""
+    path = default_db_path()
+    for argument in sys.argv:  # the --db of this command, if given
+        if argument.startswith("--db="):
+            path = Path(argument.split("=", 1)[1])
+    if "--db" in sys.argv[:-1]:
+        path = Path(sys.argv[sys.argv.index("--db") + 1])
+    if "full" in str(exc):
+        return (
+            f"the disk holding {path} is full ({exc}); free space, then run the same command again: every "
+            "episode recorded before is kept, only the one in flight is lost."
+        )
+    return (
+        f"{path} is damaged ({exc}); `qdepth-bench runs salvage --db {path} --out NEW.sqlite` copies every "
+        "readable row into a new database."
+    )
 
 
 app = typer.Typer(

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from qdepth_bench.cli.common import DbOption, console, err_console, open_store, print_views, runs_app
+from qdepth_bench.core.errors import UserError
 from qdepth_bench.eval.timing import bound, split
 from qdepth_bench.report.tables import build_tables
-from qdepth_bench.results.store import Store, session_alive
+from qdepth_bench.results.store import Store, default_db_path, salvage, session_alive
 
 
 def _when(ts: float | None) -> str:
@@ -163,3 +165,20 @@ def runs_delete(
         raise typer.Exit(1)
     n = store.delete_run(record["run_id"])
     console.print(f"deleted run {record['run_id']} and its {n} episodes.")
+
+
+@runs_app.command("salvage")
+def runs_salvage(
+    out: Annotated[Path, typer.Option(help="the new database to copy every readable row into")],
+    db: DbOption = None,
+) -> None:
+    """Copy every readable run, session and episode of a damaged database into a new one (the damaged file is
+    only read). Resume the runs from the new file with --db; a lost episode is simply run again."""
+    source = db or default_db_path()
+    if not source.is_file():
+        raise UserError(f"--db {source} does not exist; give the damaged database's path.")
+    counts = salvage(source, out)
+    for table, (copied, lost) in counts.items():
+        text = "structure unreadable, nothing copied" if lost < 0 else f"{copied} rows copied, {lost} unreadable"
+        console.print(f"{table}: {text}", highlight=False)
+    console.print(f"wrote {out}; use it with --db {out}")

@@ -17,7 +17,9 @@ and run again, up to MAX_ATTEMPTS in all. Ctrl-C stops at a safe point with all 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -140,9 +142,13 @@ class _RunLog:
     def write(self, text: str) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(f"{datetime.now().isoformat(timespec='seconds')} {text}\n")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(f"{datetime.now().isoformat(timespec='seconds')} {text}\n")
+        except OSError as exc:  # a log is a convenience: a full disk must not cost an episode
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
 
 
 def make_pool(options: EngineOptions, plan: RunPlan) -> WorkerPool:
@@ -197,9 +203,12 @@ def execute(
         finally:
             if pool is not None:
                 pool.close()
-            if status != "finished" or not store.others_alive(plan.run_id, session):
-                store.finish_run(plan.run_id, status)  # finished only once nobody else still works on it
-            store.end_session(session, status)
+            try:
+                if status != "finished" or not store.others_alive(plan.run_id, session):
+                    store.finish_run(plan.run_id, status)  # finished only once nobody else still works on it
+                store.end_session(session, status)
+            except sqlite3.Error as exc:  # a full disk: the error that stopped the run is the one to report
+                log.write(f"could not write the run's status: {exc}")
             stats.wall_s = time.perf_counter() - start
             first_call = "" if stats.first_call_s is None else f" first_policy_call={stats.first_call_s:.1f}s"
             log.write(

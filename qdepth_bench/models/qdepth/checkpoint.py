@@ -132,6 +132,14 @@ def load_checkpoint(folder: Path, device: str = "cpu") -> LoadedCheckpoint:
         weights = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{folder / WEIGHTS_FILE} is corrupt ({exc}); re-download or re-train it.") from None
+    expected = model.state_dict()
+    for name, tensor in weights.items():
+        if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
+            raise UserError(
+                f"{folder / WEIGHTS_FILE} does not match its config.json: {name} has shape {tuple(tensor.shape)} "
+                f"in the weights and {tuple(expected[name].shape)} in the model config.json describes; the config "
+                "was edited or belongs to another checkpoint: restore the checkpoint's own config.json."
+            )
     result = model.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
         names = (result.missing_keys or result.unexpected_keys)[:3]
