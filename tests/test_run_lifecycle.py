@@ -5,6 +5,7 @@ Real processes, signals and LIBERO workers; real SQLite files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +243,60 @@ def test_the_server_answers_bad_requests_briefly_and_says_whose_fault():
     assert missing.startswith("bad request: missing key 'observation/state'") and "192 more" in missing
     wrong = {**good, "observation/state": np.zeros((2, 2), np.float32)}
     assert server.answer(pack(wrong), 0, set()).startswith("bad request: 'observation/state' must be")
+
+
+@contextlib.contextmanager
+def mounted(kind: str, target: Path, source: Path | None = None, size: str = "") -> Iterator[None]:
+    """A read-only bind mount of `source` or a small tmpfs at `target` (root with mount rights; else skip)."""
+    target.mkdir(parents=True, exist_ok=True)
+    if kind == "ro":
+        commands = [["mount", "--bind", str(source), str(target)], ["mount", "-o", "remount,ro,bind", str(target)]]
+    else:
+        commands = [["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)]]
+    for command in commands:
+        if subprocess.run(command, capture_output=True).returncode != 0:
+            subprocess.run(["umount", str(target)], capture_output=True)
+            pytest.skip(f"cannot mount here ({' '.join(command)}): needs root with mount rights")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def test_reports_read_a_database_on_a_read_only_filesystem(tmp_path):
+    source, target = tmp_path / "src", tmp_path / "ro"
+    source.mkdir()
+    committed = Path(__file__).parent.parent / "results" / "measured" / "libero-object-tiny.sqlite"
+    shutil.copy(committed, source / "r.sqlite")
+    with mounted("ro", target, source):
+        db = str(target / "r.sqlite")
+        table = run_cli_subprocess("table", "libero_object", "--db", db, "--format", "csv", cwd=tmp_path)
+        assert table.returncode == 0, table.stderr
+        assert ",ours," in table.stdout and "qdepth" in table.stdout
+        assert run_cli_subprocess("runs", "list", "--db", db, cwd=tmp_path).returncode == 0
+        refused = run_cli_subprocess(*NOOP, "--episodes", "1", "--db", db, cwd=tmp_path)
+        assert refused.returncode == 2 and "read-only" in refused.stderr.strip().splitlines()[-1]
+        assert sorted(p.name for p in target.iterdir()) == ["r.sqlite"]
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_run_is_one_line_and_keeps_what_was_recorded(tmp_path):
+    disk = tmp_path / "disk"
+    with mounted("tmpfs", disk, size="24m"):
+        db = disk / "r.sqlite"
+        proc = start([*NOOP, "--episodes", "6", "--max-steps", "60", "--db", str(db)], tmp_path)
+        wait_until(lambda: recorded(db) >= 1)
+        with open(disk / "filler", "wb", buffering=0) as f:  # take every byte left
+            for block in (1 << 20, 4096, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        f.write(b"\0" * block)
+        _, stderr = proc.communicate(timeout=600)
+        kept = recorded(db)
+        assert proc.returncode == 2 and "Traceback" not in stderr, stderr
+        assert "is full" in stderr.strip().splitlines()[-1] and "run the same command again" in stderr
+        assert 1 <= kept < 6
+        (disk / "filler").unlink()
+        resumed = run_cli_subprocess(*NOOP, "--episodes", "6", "--max-steps", "60", "--db", str(db), cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr
+        assert recorded(db) == 6 and f"({kept} already recorded)" in resumed.stdout

@@ -55,6 +55,8 @@ def database_trouble(exc: sqlite3.DatabaseError) -> str:
             path = Path(argument.split("=", 1)[1])
     if "--db" in sys.argv[:-1]:
         path = Path(sys.argv[sys.argv.index("--db") + 1])
+    if "readonly" in str(exc):
+        return f"{path} is read-only: reports can read it, but a run needs a --db in a writable folder."
     if "full" in str(exc):
         return (
             f"the disk holding {path} is full ({exc}); free space, then run the same command again: every "

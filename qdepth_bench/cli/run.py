@@ -153,6 +153,8 @@ def run(
     agent = build_policy(policy, policy_options(policy_arg, checkpoint))
     try:
         store = open_store(db)
+        if store.read_only:
+            raise UserError(f"--db {store.path} is read-only: reports can read it, but a run needs a writable --db.")
     except UserError:
         agent.close()
         raise

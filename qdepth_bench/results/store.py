@@ -164,8 +164,10 @@ def _check_existing(path: Path) -> None:
         header = f.read(16)
     if header != b"SQLite format 3\x00":
         raise UserError(f"--db {path} is not a qdepth-bench database (not SQLite); pass another --db path.")
+    # on a read-only filesystem a WAL database cannot get its -shm file: read it as immutable there
+    mode = "mode=ro" if os.access(path.parent if str(path.parent) else ".", os.W_OK) else "immutable=1"
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{path}?{mode}", uri=True)
         try:
             tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
             version = None
@@ -183,10 +185,12 @@ def _check_existing(path: Path) -> None:
 
 
 class Store:
-    """The results database at `path`, created with its schema on first use."""
+    """The results database at `path`, created with its schema on first use. A database that cannot be
+    written (a read-only filesystem, a file without write permission) opens read-only, for reports."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_db_path()
+        self.read_only = False
         if self.path.exists():
             _check_existing(self.path)
         folder = self.path.parent if str(self.path.parent) else Path(".")
@@ -198,7 +202,12 @@ class Store:
             ) from exc
         # WAL needs the folder writable too (it keeps -wal and -shm files beside the database).
         if not os.access(folder, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
-            raise UserError(f"--db {self.path} is not writable; pass a --db path in a writable folder or set {DB_ENV}.")
+            if not self.path.exists():
+                raise UserError(
+                    f"--db {self.path} is not writable; pass a --db path in a writable folder or set {DB_ENV}."
+                )
+            self._open_read_only()
+            return
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
@@ -215,6 +224,17 @@ class Store:
                 time.sleep(0.05 + 0.1 * random.random())
             except sqlite3.DatabaseError as exc:
                 raise UserError(f"--db {self.path}: {exc}; pass another --db path.") from exc
+
+    def _open_read_only(self) -> None:
+        """Open for reading only: as immutable, so SQLite needs no -wal or -shm file beside it."""
+        self.read_only = True
+        self.db = sqlite_utils.Database(sqlite3.connect(f"file:{self.path}?immutable=1", uri=True))
+        version = self.meta("schema_version") if META_TABLE in self.db.table_names() else None
+        if version != str(SCHEMA_VERSION):
+            raise UserError(
+                f"--db {self.path} is read-only and was written by another qdepth-bench (schema {version}, this one "
+                f"reads {SCHEMA_VERSION}); copy it to a writable folder and open it there once to upgrade it."
+            )
 
     # -------------------------------------------------------------------------------------------- schema
 
@@ -523,8 +543,9 @@ class Store:
     # ---------------------------------------------------------------------------------------- references
 
     def load_references(self, rows: list[dict[str, Any]], digest: str) -> None:
-        """Replace the reference rows when their source files changed (digest differs)."""
-        if self.meta("reference_digest") == digest:
+        """Replace the reference rows when their source files changed (digest differs); a read-only database
+        keeps the ones it has."""
+        if self.read_only or self.meta("reference_digest") == digest:
             return
         with self.db.conn:
             self.db.execute("delete from reference_results")
