@@ -64,7 +64,7 @@ def main() -> None:
             proc = subprocess.Popen(
                 command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
             )
-            delay = rng.uniform(5.0, 25.0)
+            delay = rng.uniform(5.0, 60.0)  # start-up, mid-episode or between episodes
             time.sleep(delay)
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, as a power cut would

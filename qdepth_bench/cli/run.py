@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import shutil
 import sys
 from enum import Enum
 from pathlib import Path
@@ -38,6 +39,9 @@ from qdepth_bench.registry.sims import make_backend
 from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.tables import build_tables
 from qdepth_bench.results.store import Store
+
+#: free disk beside the database below which a run is refused before its first episode
+MIN_FREE_MB_FOR_ROWS = 10
 
 
 class Executor(str, Enum):
@@ -155,6 +159,12 @@ def run(
         store = open_store(db)
         if store.read_only:
             raise UserError(f"--db {store.path} is read-only: reports can read it, but a run needs a writable --db.")
+        free_mb = shutil.disk_usage(store.path.parent if str(store.path.parent) else ".").free / 2**20
+        if free_mb < MIN_FREE_MB_FOR_ROWS:
+            raise UserError(
+                f"only {free_mb:.1f} MB free beside --db {store.path} ({MIN_FREE_MB_FOR_ROWS} MB asked for: episode "
+                "rows, the run log and SQLite's journal); free space or pass a --db elsewhere."
+            )
     except UserError:
         agent.close()
         raise
