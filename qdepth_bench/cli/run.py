@@ -259,6 +259,10 @@ def evaluate(
                 # named by database and run: several databases in one folder keep their logs apart
                 log_path=store.path.parent / "logs" / f"{store.path.stem}-{plan.run_id}.log",
             )
+            if plan.pending and options.workers < engine.workers:
+                err_console.print(
+                    f"--workers {engine.workers}: {len(plan.pending)} episodes to run, so {options.workers} workers."
+                )
             execute_with_progress(store, plan, options)
     except KeyboardInterrupt:
         err_console.print(

@@ -45,7 +45,7 @@ def success_figure(view: TableView | None, out: Path, suite: str) -> Path | None
                 ax.text(where[j], min(top, 95.0) + 1, cell.marks, ha="center", va="bottom", fontsize=6, rotation=90)
     ax.set_xticks(x, [c.label for c in columns], rotation=30, ha="right")
     ax.set_ylim(0, 105)
-    ax.set_ylabel("success % (95% Wilson interval)")
+    ax.set_ylabel("success % (95% interval: Wilson, clustered by initial state with repeats)")
     if any(c is not None and (c.partial or c.unfinished) for r in rows for c in r.cells.values()):
         ax.set_xlabel(
             "hatched: covers only part of the protocol (tasks or trials written above), or an unfinished run",
