@@ -259,7 +259,7 @@ def evaluate(
                 # named by database and run: several databases in one folder keep their logs apart
                 log_path=store.path.parent / "logs" / f"{store.path.stem}-{plan.run_id}.log",
             )
-            if plan.pending and options.workers < engine.workers:
+            if plan.pending and options.workers < engine.workers > DEFAULT_WORKERS:  # asked for, not the default
                 err_console.print(
                     f"--workers {engine.workers}: {len(plan.pending)} episodes to run, so {options.workers} workers."
                 )
