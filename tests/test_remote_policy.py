@@ -173,3 +173,54 @@ def test_unreachable_server_is_one_line():
         make_policy("remote", {"url": f"ws://127.0.0.1:{free_port()}", "timeout_s": "5"})
     with pytest.raises(UserError, match="url=ws://"):
         make_policy("remote")
+
+
+def _serve_noop(port: int, cwd: Path) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("qdepth-bench")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--policy", "noop", "--port", str(port)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("server did not come up")
+
+
+@pytest.mark.slow
+def test_a_dead_server_leaves_transient_errors_that_the_next_run_retries(tmp_path):
+    port, db = free_port(), tmp_path / "r.sqlite"
+    args = [
+        "run", "libero_object", "--policy", "remote", "--policy-arg", f"url=ws://127.0.0.1:{port}",
+        "--policy-arg", "retries=1", "--tasks", "0", "--episodes", "3", "--max-steps", "60", "--workers", "1",
+        "--db", str(db),
+    ]  # fmt: skip
+    server = _serve_noop(port, tmp_path)
+    exe = Path(sys.executable).with_name("qdepth-bench")
+    run = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (db.exists() and db_rows(db, "select count(*) from episodes")[0][0]):
+        assert time.time() < deadline and run.poll() is None
+        time.sleep(0.3)
+    server.kill()  # the server dies mid-run
+    server.wait()
+    _, stderr = run.communicate(timeout=600)
+    assert run.returncode == 3, stderr
+    assert "run the same command again" in stderr.strip().splitlines()[-1]
+    errors = db_rows(db, "select error_kind from episodes where status = 'error'")
+    assert errors and all(kind == "transient" for (kind,) in errors)
+    server = _serve_noop(port, tmp_path)  # back
+    try:
+        again = run_cli_subprocess(*args, cwd=tmp_path)
+    finally:
+        server.kill()
+        server.wait()
+    assert again.returncode == 0, again.stderr
+    assert db_rows(db, "select count(*) from episodes where status != 'error'") == [(3,)]

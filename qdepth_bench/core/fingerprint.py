@@ -78,7 +78,17 @@ def _torch() -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
         info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+        info["gpu_driver"] = _nvidia_driver()
     return info
+
+
+def _nvidia_driver() -> str:
+    """The NVIDIA kernel driver's version line ('' where there is none to read)."""
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            return f.readline().strip()
+    except OSError:
+        return ""
 
 
 def machine_fingerprint(package_versions: dict[str, str]) -> dict[str, Any]:
