@@ -94,7 +94,7 @@ def test_killed_run_resumes_only_missing_episodes(tmp_path):
     assert f"{len(done_before)} already recorded" in resumed.stdout
     after = episode_rows(db)
     assert [(r[1], r[2]) for r in after] == [(0, i) for i in range(4)]
-    assert after[: len(done_before)] == done_before
+    assert set(done_before) <= set(after)  # recorded rows kept as they were (2 workers finish in any order)
 
 
 def test_broken_renderer_is_one_line_naming_doctor_and_records_nothing(tmp_path):
