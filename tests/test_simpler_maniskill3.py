@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 from conftest import db_rows, run_cli_subprocess
 
@@ -132,3 +133,39 @@ def test_prepackaged_draws_run_and_are_recorded_as_non_standard(tmp_path):
     ((protocol, standard),) = db_rows(db, "select protocol, standard_protocol from runs")
     assert json.loads(protocol)["grid_mode"] == "prepackaged" and json.loads(protocol)["trials_per_task"] == 72
     assert standard == 0
+
+
+def test_a_cell_after_other_cells_equals_the_cell_alone_and_workers_do_not_matter(tmp_path):
+    """Each episode depends only on its grid cell and seed: a cell run in an env that ran other cells first
+    is frame for frame the cell run alone, and 1 and 2 workers record the same rows."""
+    from test_lazy_rendering import drive, maniskill3_state
+
+    from qdepth_bench.registry.policies import make_policy
+    from qdepth_bench.registry.sims import make_backend
+    from qdepth_bench.registry.suites import suite_registry
+
+    spec = suite_registry().suites["simpler_widowx"].with_overrides({"max_steps": 12})
+    backend, policy = make_backend(spec), make_policy("scripted-widowx")
+    episodes = backend.episodes([0], 3, 7)
+
+    def in_one_env(sequence):
+        env = backend.make_env(0, policy.requirements)
+        try:
+            return [drive(env, policy, e, 12, 4, maniskill3_state) for e in sequence][-1]
+        finally:
+            env.close()
+
+    alone, after = in_one_env([episodes[2]]), in_one_env(episodes)
+    assert alone[:3] == after[:3] and len(alone[3]) == len(after[3])
+    for a, b in zip(alone[3], after[3], strict=True):
+        np.testing.assert_array_equal(a[0]["main"], b[0]["main"])
+        assert a[3] == b[3]  # simulator state at every chunk boundary
+
+    rows = {}
+    for workers in ("1", "2"):
+        db = tmp_path / f"w{workers}.sqlite"
+        args = ["run", "simpler_widowx", "--policy", "scripted-widowx", "--tasks", "0", "--episodes", "4"]
+        result = run_cli_subprocess(*args, "--max-steps", "12", "--workers", workers, "--db", str(db), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        rows[workers] = db_rows(db, "select episode_index, status, steps, metrics from episodes order by episode_index")
+    assert rows["1"] == rows["2"] and len(rows["1"]) == 4

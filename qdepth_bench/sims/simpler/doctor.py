@@ -1,12 +1,39 @@
 """The SIMPLER simulators' doctor checks: mani-skill 3 with Mesa >= 25 lavapipe and the Bridge assets
-(WidowX on CPU), and SimplerEnv (not on PyPI; the Google-robot tasks need it, and a GPU)."""
+(WidowX on CPU), and SimplerEnv (not on PyPI; the Google-robot tasks need it, and a GPU).
+
+What is reported as working is tried, not read from package metadata: the simulator is imported and one
+frame rendered in a subprocess (a failing Vulkan driver can abort the process that tries it)."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 
 from qdepth_bench.core.checks import Check, installed_version
 from qdepth_bench.sims.simpler import MANISKILL3, SIMPLER_ENV
+
+#: builds the carrot task through the project's own backend and renders its first observation
+_MANISKILL3_PROBE = """
+from qdepth_bench.core.policy import PolicyRequirements
+from qdepth_bench.registry.sims import make_backend
+from qdepth_bench.registry.suites import suite_registry
+spec = suite_registry().suites["simpler_widowx"]
+backend = make_backend(spec)
+env = backend.make_env(0, PolicyRequirements(cameras=("main",)))
+obs = env.reset(backend.episodes([0], 1, 0)[0])
+print(env.renderer(), "frame", obs.images["main"].shape[1:])
+env.close()
+"""
+
+
+def _probe(code: str, timeout: float = 300) -> tuple[bool, str]:
+    """Run `code` in a fresh interpreter: (worked, its last line of output or of its error)."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"no answer within {timeout:g} s"
+    lines = (proc.stdout if proc.returncode == 0 else proc.stderr).strip().splitlines()
+    return proc.returncode == 0, (lines[-1] if lines else f"exit code {proc.returncode}")[:300]
 
 
 def _mesa_vulkan_version() -> str | None:
@@ -49,17 +76,23 @@ def maniskill3_checks() -> list[Check]:
             required=False,
         )
     )
+    if version and assets is not None:
+        worked, said = _probe(_MANISKILL3_PROBE)
+        checks.append(
+            Check(
+                "ManiSkill3 imports and renders",
+                worked,
+                said,
+                f"{MANISKILL3.install_hint}; then run the probe by hand: python -c 'import mani_skill.envs'",
+                required=False,
+            )
+        )
     return checks
 
 
 def simpler_env_checks() -> list[Check]:
     version = installed_version("simpler_env")
-    return [
-        Check(
-            "SimplerEnv",
-            version is not None,
-            version or "not installed (not on PyPI)",
-            SIMPLER_ENV.install_hint,
-            required=False,
-        )
-    ]
+    if version is None:
+        return [Check("SimplerEnv", False, "not installed (not on PyPI)", SIMPLER_ENV.install_hint, required=False)]
+    worked, said = _probe("import simpler_env, mani_skill2_real2sim.envs; print('imports')", timeout=120)
+    return [Check("SimplerEnv", worked, f"{version}: {said}", SIMPLER_ENV.install_hint, required=False)]
