@@ -25,6 +25,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve(port: int, cwd: Path, *args: str) -> subprocess.Popen:
+    """`qdepth-bench serve ARGS` on `port`, returned once its health check answers."""
+    exe = Path(sys.executable).with_name("qdepth-bench")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
+                if reply.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("server did not come up")
+
+
 @pytest.fixture
 def server(tmp_path):
     """A `qdepth-bench serve --policy random` process on a free port; yields its port."""
@@ -32,26 +56,8 @@ def server(tmp_path):
 
     def start(*args: str) -> int:
         port = free_port()
-        exe = Path(sys.executable).with_name("qdepth-bench")
-        proc = subprocess.Popen(
-            [str(exe), "serve", "--port", str(port), *args],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "COLUMNS": "200"},
-        )
-        procs.append(proc)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
-                    if reply.status == 200:
-                        return port
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError("server did not come up")
+        procs.append(serve(port, tmp_path, *args))
+        return port
 
     yield start
     for proc in procs:
@@ -175,25 +181,6 @@ def test_unreachable_server_is_one_line():
         make_policy("remote")
 
 
-def _serve_noop(port: int, cwd: Path) -> subprocess.Popen:
-    exe = Path(sys.executable).with_name("qdepth-bench")
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--policy", "noop", "--port", str(port)],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("server did not come up")
-
-
 @pytest.mark.slow
 def test_a_dead_server_leaves_transient_errors_that_the_next_run_retries(tmp_path):
     port, db = free_port(), tmp_path / "r.sqlite"
@@ -202,7 +189,7 @@ def test_a_dead_server_leaves_transient_errors_that_the_next_run_retries(tmp_pat
         "--policy-arg", "retries=1", "--tasks", "0", "--episodes", "3", "--max-steps", "60", "--workers", "1",
         "--db", str(db),
     ]  # fmt: skip
-    server = _serve_noop(port, tmp_path)
+    server = serve(port, tmp_path, "--policy", "noop")
     exe = Path(sys.executable).with_name("qdepth-bench")
     run = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -216,7 +203,7 @@ def test_a_dead_server_leaves_transient_errors_that_the_next_run_retries(tmp_pat
     assert "run the same command again" in stderr.strip().splitlines()[-1]
     errors = db_rows(db, "select error_kind from episodes where status = 'error'")
     assert errors and all(kind == "transient" for (kind,) in errors)
-    server = _serve_noop(port, tmp_path)  # back
+    server = serve(port, tmp_path, "--policy", "noop")  # back
     try:
         again = run_cli_subprocess(*args, cwd=tmp_path)
     finally:

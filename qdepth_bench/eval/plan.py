@@ -146,9 +146,9 @@ def plan_run(
             pending.append(ep)
             # a transient error (server down, disk full) gets its attempts afresh in each run that retries it
             attempts[ep.place] = 0 if status == "transient" else tries
-    notices = [mixing_notice(run_id, fingerprint, store.sessions(run_id))] if pending else []
+    notice = mixing_notice(run_id, fingerprint, store.sessions(run_id)) if pending else ""
     return RunPlan(
-        run_id, spec, backend, policy, record, episodes, pending, attempts, fingerprint, [n for n in notices if n]
+        run_id, spec, backend, policy, record, episodes, pending, attempts, fingerprint, [notice] * bool(notice)
     )
 
 
