@@ -3,7 +3,7 @@ random moments N times and resumed after each, then run to the end. Prints, per 
 how many episodes were recorded, then checks that the run holds exactly the planned episodes, each recorded
 once (no episode has two outcome lines in the run log), and ends `finished`.
 
-    python benchmarks/crash_resume_soak.py [--kills 5] [--episodes 8] [--seed 0]
+    python benchmarks/crash_resume_soak.py [--kills 5] [--episodes 40] [--max-steps 40] [--seed 0]
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ def count(db: Path, sql: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--episodes", type=int, default=8, help="episodes of libero_object task 0")
+    parser.add_argument("--episodes", type=int, default=40, help="episodes of libero_object task 0")
+    parser.add_argument(
+        "--max-steps", type=int, default=200, help="steps per episode (noop: every episode runs them all)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -54,23 +57,29 @@ def main() -> None:
             "--episodes",
             str(args.episodes),
             "--max-steps",
-            "40",
+            str(args.max_steps),
             "--workers",
             "2",
             "--db",
             str(db),
         ]
         for kill in range(1, args.kills + 1):
+            before = count(db, "select count(*) from episodes where status != 'error'")
             proc = subprocess.Popen(
                 command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
             )
-            delay = rng.uniform(5.0, 60.0)  # start-up, mid-episode or between episodes
-            time.sleep(delay)
+            started = time.time()
+            # the first kill strikes during start-up; later ones after 1-4 more episodes plus a random part of
+            # a second, so they land mid-episode, mid-commit or between episodes of a running engine
+            wanted = 0 if kill == 1 else before + rng.randint(1, 4)
+            while wanted and proc.poll() is None and count(db, "select count(*) from episodes") < wanted:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 8.0 if kill == 1 else 1.5))
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, as a power cut would
             proc.wait()
             recorded = count(db, "select count(*) from episodes where status != 'error'")
-            print(f"kill {kill}: after {delay:.1f} s, {recorded}/{args.episodes} episodes recorded")
+            print(f"kill {kill}: after {time.time() - started:.1f} s, {recorded}/{args.episodes} episodes recorded")
         final = subprocess.run(command, cwd=folder, capture_output=True, text=True)
         conn = sqlite3.connect(db)
         run_id, status = conn.execute("select run_id, status from runs").fetchone()
