@@ -12,6 +12,7 @@ from rich.table import Table
 
 from qdepth_bench.cli.common import DbOption, console, err_console, open_store, print_views, runs_app
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.fingerprint import differences
 from qdepth_bench.eval.timing import bound, split
 from qdepth_bench.report.tables import build_tables
 from qdepth_bench.results.store import Store, default_db_path, salvage, session_alive
@@ -114,14 +115,22 @@ def _print_sessions(store: Store, record: dict) -> None:
         console.print(out)
     if older > 0:
         console.print(f"{older} episodes were recorded before sessions were kept (host: {record['host']}).")
+    first: dict | None = None
     shown: set[str] = set()
     for s in sessions:
         if not s["episodes"] or s["fingerprint_hash"] in shown:
             continue
         shown.add(s["fingerprint_hash"])
-        console.print(f"[bold]machine {s['fingerprint_hash'][:8]}[/bold]:")
-        for key, value in _flat_fields(json.loads(s["fingerprint"])):
-            console.print(f"  {key}: {value}", highlight=False)
+        fingerprint = json.loads(s["fingerprint"])
+        if first is None:  # the first machine in full, every other one as its differences from it
+            first = {"hash": s["fingerprint_hash"][:8], "fingerprint": fingerprint}
+            console.print(f"[bold]machine {first['hash']}[/bold]:")
+            for key, value in _flat_fields(fingerprint):
+                console.print(f"  {key}: {value}", highlight=False)
+            continue
+        console.print(f"[bold]machine {s['fingerprint_hash'][:8]}[/bold], where it differs from {first['hash']}:")
+        for key, then, now in differences(first["fingerprint"], fingerprint):
+            console.print(f"  {key}: {now} (there: {then})", highlight=False)
 
 
 def _flat_fields(fingerprint: dict) -> list[tuple[str, str]]:
