@@ -42,6 +42,14 @@ def db_rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
+def episodes_recorded(db: Path) -> int:
+    """Episode rows of a database a run in another process may still be creating (0 until its schema exists)."""
+    try:
+        return db_rows(db, "select count(*) from episodes")[0][0] if db.exists() else 0
+    except sqlite3.OperationalError:  # the file exists, its tables are not created yet
+        return 0
+
+
 def run_cli_subprocess(
     *args: str, cwd: Path, timeout: float = 900, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:

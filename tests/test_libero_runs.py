@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import db_rows, run_cli_subprocess
+from conftest import db_rows, episodes_recorded, run_cli_subprocess
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +23,6 @@ def episode_rows(db: Path) -> list[tuple]:
     return db_rows(
         db, "select run_id, task_id, episode_index, status, steps from episodes order by task_id, episode_index"
     )
-
-
-def recorded(db: Path) -> int:
-    """Episodes recorded so far by a run in progress (0 before the database and its schema exist)."""
-    try:
-        return len(episode_rows(db)) if db.exists() else 0
-    except sqlite3.OperationalError:  # the file exists, its tables are not created yet
-        return 0
 
 
 def test_run_twice_records_each_episode_once(tmp_path):
@@ -79,7 +71,7 @@ def test_killed_run_resumes_only_missing_episodes(tmp_path):
     exe = Path(sys.executable).with_name("qdepth-bench")
     proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
-    while time.time() < deadline and recorded(db) < 2:
+    while time.time() < deadline and episodes_recorded(db) < 2:
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import db_rows, run_cli_subprocess
+from conftest import db_rows, episodes_recorded, run_cli_subprocess
 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.remote.wire import pack, unpack
@@ -193,7 +193,7 @@ def test_a_dead_server_leaves_transient_errors_that_the_next_run_retries(tmp_pat
     exe = Path(sys.executable).with_name("qdepth-bench")
     run = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not (db.exists() and db_rows(db, "select count(*) from episodes")[0][0]):
+    while not episodes_recorded(db):
         assert time.time() < deadline and run.poll() is None
         time.sleep(0.3)
     server.kill()  # the server dies mid-run

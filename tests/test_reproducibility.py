@@ -16,7 +16,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import db_rows, run_cli_subprocess
+from conftest import db_rows, episodes_recorded, run_cli_subprocess
 
 from qdepth_bench.core.fingerprint import differences, machine_fingerprint, machine_hash, with_renderer
 from qdepth_bench.eval.replay import sample_episodes
@@ -238,7 +238,7 @@ def test_a_killed_run_reads_interrupted_not_running(tmp_path):
         args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.time() + 300
-    while time.time() < deadline and not (db.exists() and db_rows(db, "select count(*) from episodes")[0][0]):
+    while time.time() < deadline and not episodes_recorded(db):
         time.sleep(0.5)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import db_rows, run_cli_subprocess
+from conftest import db_rows, episodes_recorded, run_cli_subprocess
 
 from qdepth_bench.core.errors import TransientError, is_transient
 from qdepth_bench.registry.policies import make_policy
@@ -52,10 +52,6 @@ def wait_until(condition, timeout: float = 300) -> None:
         time.sleep(0.3)
 
 
-def recorded(db: Path) -> int:
-    return db_rows(db, "select count(*) from episodes")[0][0] if db.exists() else 0
-
-
 def sessions_running(db: Path) -> bool:
     try:
         return bool(db_rows(db, "select count(*) from run_sessions where status = 'running'")[0][0])
@@ -81,7 +77,7 @@ def test_a_second_process_is_refused_and_a_joining_one_shares_the_episodes(tmp_p
     log = (tmp_path / "logs" / f"r-{run_id}.log").read_text()
     ran = [line.split()[2] for line in log.splitlines() if " episode " in line and "status=" in line]
     assert sorted(ran) == sorted(set(ran)) and len(ran) == 6  # every episode run once, by one of the two
-    assert recorded(db) == 6 and db_rows(db, "select status from runs") == [("finished",)]
+    assert episodes_recorded(db) == 6 and db_rows(db, "select status from runs") == [("finished",)]
     per_session = db_rows(db, "select count(*) from episodes group by session_id")
     assert sum(n for (n,) in per_session) == 6
 
@@ -91,7 +87,7 @@ def test_a_second_process_is_refused_and_a_joining_one_shares_the_episodes(tmp_p
 def test_sigterm_and_a_second_ctrl_c_end_like_the_first(tmp_path, signals):
     db = tmp_path / "r.sqlite"
     proc = start([*NOOP, "--episodes", "6", "--db", str(db)], tmp_path)
-    wait_until(lambda: recorded(db) >= 1)
+    wait_until(lambda: episodes_recorded(db) >= 1)
     for signum in signals:
         os.kill(proc.pid, signum)
         time.sleep(0.2)
@@ -100,7 +96,7 @@ def test_sigterm_and_a_second_ctrl_c_end_like_the_first(tmp_path, signals):
     assert "Traceback" not in stderr and "interrupted: finished episodes are saved" in stderr
     assert db_rows(db, "select status from runs") == [("interrupted",)]
     assert db_rows(db, "select status from run_sessions") == [("interrupted",)]
-    assert 1 <= recorded(db) < 6
+    assert 1 <= episodes_recorded(db) < 6
 
 
 @pytest.mark.slow
@@ -285,18 +281,18 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_keeps_what_was_recorded(tmp_p
     with mounted("tmpfs", disk, size="24m"):
         db = disk / "r.sqlite"
         proc = start([*NOOP, "--episodes", "6", "--max-steps", "60", "--db", str(db)], tmp_path)
-        wait_until(lambda: recorded(db) >= 1)
+        wait_until(lambda: episodes_recorded(db) >= 1)
         with open(disk / "filler", "wb", buffering=0) as f:  # take every byte left
             for block in (1 << 20, 4096, 1):
                 with contextlib.suppress(OSError):
                     while True:
                         f.write(b"\0" * block)
         _, stderr = proc.communicate(timeout=600)
-        kept = recorded(db)
+        kept = episodes_recorded(db)
         assert proc.returncode == 2 and "Traceback" not in stderr, stderr
         assert "is full" in stderr.strip().splitlines()[-1] and "run the same command again" in stderr
         assert 1 <= kept < 6
         (disk / "filler").unlink()
         resumed = run_cli_subprocess(*NOOP, "--episodes", "6", "--max-steps", "60", "--db", str(db), cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr
-        assert recorded(db) == 6 and f"({kept} already recorded)" in resumed.stdout
+        assert episodes_recorded(db) == 6 and f"({kept} already recorded)" in resumed.stdout
