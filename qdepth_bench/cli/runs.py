@@ -15,7 +15,7 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.fingerprint import differences
 from qdepth_bench.eval.timing import bound, split
 from qdepth_bench.report.tables import build_tables
-from qdepth_bench.results.store import Store, default_db_path, salvage, session_alive
+from qdepth_bench.results.store import Store, default_db_path, salvage, session_status
 
 
 def _when(ts: float | None) -> str:
@@ -39,17 +39,18 @@ def runs_list(
         states = store.episode_states(r["run_id"])
         n_success = sum(1 for s, _ in states.values() if s == "success")
         n_error = sum(1 for s, _ in states.values() if s in ("error", "transient"))
+        sessions = store.sessions(r["run_id"])
         out.add_row(
             r["run_id"],
             r["suite"],
             r["policy_name"],
-            store.run_status(r),
+            store.run_status(r, sessions),
             str(len(states)),
             str(n_success),
             str(n_error),
             _when(r["started_at"]),
             "standard" if r["standard_protocol"] else "non-standard",
-            _machines(store.sessions(r["run_id"])),
+            _machines(sessions),
         )
     console.print(out)
 
@@ -100,7 +101,7 @@ def _print_sessions(store: Store, record: dict) -> None:
     older = len(store.episode_states(record["run_id"])) - sum(s["episodes"] for s in sessions)
     out = Table("session", "started", "ended", "status", "host", "pid", "machine", "episodes", title="sessions")
     for s in sessions:
-        status = "running" if session_alive(s) else ("interrupted" if s["status"] == "running" else s["status"])
+        status = session_status(s)
         out.add_row(
             s["session_id"],
             _when(s["started_at"]),

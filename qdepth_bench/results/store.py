@@ -154,6 +154,13 @@ def session_alive(session: dict[str, Any]) -> bool:
     return True
 
 
+def session_status(session: dict[str, Any]) -> str:
+    """A session's status as it truly is: one recorded as running whose owner is gone is 'interrupted'."""
+    if session["status"] == "running" and not session_alive(session):
+        return "interrupted"
+    return session["status"]
+
+
 def _check_existing(path: Path) -> None:
     """Refuse, without writing a byte, a file that is not a qdepth-bench database."""
     if path.is_dir():
@@ -424,12 +431,14 @@ class Store:
         recorded = {(r["task_id"], r["episode_index"], r["repeat"]): r["session_id"] for r in rows}
         return {key: recorded.get(key) for key in keys}
 
-    def run_status(self, run: dict[str, Any]) -> str:
-        """The run's status as it truly is: a 'running' run none of whose sessions is alive is 'interrupted'."""
+    def run_status(self, run: dict[str, Any], sessions: list[dict[str, Any]] | None = None) -> str:
+        """The run's status as it truly is: a 'running' run none of whose sessions is alive is 'interrupted'
+        (`sessions`: the run's, when the caller has them already)."""
         if run["status"] != "running":
             return run["status"]
-        running = [s for s in self.sessions(run["run_id"]) if s["status"] == "running"]
-        return "running" if any(session_alive(s) for s in running) else "interrupted"
+        if sessions is None:
+            sessions = self.sessions(run["run_id"])
+        return "running" if any(session_alive(s) for s in sessions) else "interrupted"
 
     def finish_run(self, run_id: str, status: str) -> None:
         """Mark the run ended; its `actions_per_call` becomes the fewest actions any of its episodes executed
