@@ -123,7 +123,8 @@ def _train_all(members: list[Member]) -> None:
     from qdepth_bench.cli.train import training_progress
     from qdepth_bench.train.members import member_recipe, resume_step, train_member
 
-    todo = [m for m in members if not m.trained]
+    # Seed 0 of every variant first: a stopped plan leaves a complete one-seed table before any extra seeds.
+    todo = sorted((m for m in members if not m.trained), key=lambda m: m.seed)
     for number, member in enumerate(todo, 1):
         recipe = member_recipe(member)
         step = resume_step(recipe)

@@ -16,7 +16,7 @@ from pathlib import Path
 from qdepth_bench.core.errors import UserError
 
 CONTENT_ENV = "QDEPTH_BENCH_CONTENT"
-FOLDERS = ("policies", "suites", "training", "reference", "ablations")
+FOLDERS = ("policies", "suites", "training", "reference", "ablations", "formats")
 
 
 def builtin_root() -> Path:

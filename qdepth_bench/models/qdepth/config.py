@@ -11,6 +11,23 @@ Variants (paper Table 6) are switches on one architecture:
   depth_target   "tokens" (cross-entropy over the frozen VQ-VAE codebook) or "pixels" (depth regression)
   mask           "hybrid" (proprio does not see depth) or "causal" (proprio sees depth too)
   depth_loss_weight  lambda_0 of the co-training loss (0 for "w/o depth loss")
+
+Conventions in which published pi0 implementations differ from this project's own are fields too (defaults:
+this project's), so a checkpoint of another implementation loads into this one model with its math intact
+(see `models/qdepth/conventions.py` for each implementation's values):
+  velocity           what the action expert predicts: "noise_minus_data" (this project) or
+                     "data_minus_noise" (open-pi-zero); integration runs from noise at tau=0 to data at tau=1
+  flow_sig_min       sigma_min of the conditional flow: x_t = (1 - (1 - sigma) t) noise + t data
+  time_embedding     "periods" (pi0's 4e-3..4 periods) or "log_frequencies" (frequencies exp(-ln(P) i/(h-1)),
+                     P = time_max_period)
+  time_first         the action encoder concatenates [time, action] instead of [action, time]
+  expert_input_scale the action/depth experts' input tokens are multiplied by sqrt(width), as Gemma scales
+                     its embeddings
+  attn_softcap       tanh soft-capping of attention logits (cap * tanh(logit / cap)); None: none
+  action_rope_theta  RoPE base of the action expert's tokens; None: the backbone's
+  positions          "consecutive" over real tokens, or "per_expert" (each expert counts its own tokens
+                     from 1; the prefix counts padding too)
+  final_action_clip  clamp the integrated (normalised) actions to +-this; None: no clamp
 """
 
 from __future__ import annotations
@@ -20,6 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEPTH_BRANCHES = ("expert", "vlm", "none")
+VELOCITIES = ("noise_minus_data", "data_minus_noise")
+TIME_EMBEDDINGS = ("periods", "log_frequencies")
+POSITIONS = ("consecutive", "per_expert")
 DEPTH_TARGETS = ("tokens", "pixels")
 MASKS = ("hybrid", "causal")
 
@@ -87,12 +107,26 @@ class QDepthConfig:
     flow_beta_b: float = 1.0
     flow_s: float = 0.999
     num_integration_steps: int = 10
+    # conventions of other pi0 implementations (module docstring)
+    velocity: str = "noise_minus_data"
+    flow_sig_min: float = 0.0
+    time_embedding: str = "periods"
+    time_max_period: float = 10000.0
+    time_first: bool = False
+    expert_input_scale: bool = False
+    attn_softcap: float | None = None
+    action_rope_theta: float | None = None
+    positions: str = "consecutive"
+    final_action_clip: float | None = None
 
     def __post_init__(self) -> None:
         checks = [
             (self.depth_branch, DEPTH_BRANCHES, "depth_branch"),
             (self.depth_target, DEPTH_TARGETS, "depth_target"),
             (self.mask, MASKS, "mask"),
+            (self.velocity, VELOCITIES, "velocity"),
+            (self.time_embedding, TIME_EMBEDDINGS, "time_embedding"),
+            (self.positions, POSITIONS, "positions"),
         ]
         for value, allowed, name in checks:
             if value not in allowed:

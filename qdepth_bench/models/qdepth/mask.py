@@ -58,3 +58,12 @@ def positions(lengths: dict[str, int], prefix_valid: torch.Tensor) -> torch.Tens
     rest = sum(n for b, n in lengths.items() if b != "P")
     valid = torch.cat([prefix_valid, torch.ones(batch, rest, dtype=torch.bool)], dim=1)
     return (torch.cumsum(valid.long(), dim=1) - 1).clamp(min=0)
+
+
+def per_expert_positions(lengths: dict[str, int], batch: int) -> torch.Tensor:
+    """RoPE positions (B, L) counted from 1 within each expert's tokens (the prefix's padding included), as
+    open-pi-zero numbers them: the VLM's tokens 1..len(P), the depth expert's 1..len(D), and the action
+    expert's proprio then action tokens 1..len(S)+len(A)."""
+    experts = [["P"], ["D"], ["S", "A"]]
+    parts = [torch.arange(1, sum(lengths.get(b, 0) for b in blocks) + 1) for blocks in experts]
+    return torch.cat(parts).unsqueeze(0).expand(batch, -1)

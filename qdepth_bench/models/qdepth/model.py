@@ -22,7 +22,7 @@ from transformers.models.paligemma.modeling_paligemma import PaliGemmaModel
 
 from qdepth_bench.models.qdepth.config import ExpertConfig, QDepthConfig
 from qdepth_bench.models.qdepth.depth_head import DepthPixelHead, DepthTokenHead
-from qdepth_bench.models.qdepth.mask import block_mask, positions
+from qdepth_bench.models.qdepth.mask import block_mask, per_expert_positions, positions
 from qdepth_bench.models.qdepth.mot import LayerCache, MixtureOfTransformers, Stream
 
 
@@ -71,6 +71,21 @@ def sinusoidal_time(tau: torch.Tensor, width: int, min_period: float = 4e-3, max
     return torch.cat([angle.sin(), angle.cos()], dim=-1)
 
 
+def log_frequency_time(tau: torch.Tensor, width: int, max_period: float) -> torch.Tensor:
+    """The transformer-style embedding open-pi-zero uses: frequencies exp(-ln(max_period) i / (half - 1))."""
+    half = width // 2
+    frequency = torch.exp(torch.arange(half, device=tau.device, dtype=tau.dtype) * -(math.log(max_period) / (half - 1)))
+    angle = tau[:, None] * frequency[None, :]
+    return torch.cat([angle.sin(), angle.cos()], dim=-1)
+
+
+def time_features(config: QDepthConfig, tau: torch.Tensor, width: int) -> torch.Tensor:
+    """The flow-time embedding the configuration names (B,) -> (B, width)."""
+    if config.time_embedding == "log_frequencies":
+        return log_frequency_time(tau, width, config.time_max_period)
+    return sinusoidal_time(tau, width)
+
+
 @dataclass
 class Batch:
     """Model inputs as tensors. images: (B, 3, H, W) in [-1, 1]; tokens/token_mask: (B, T); state: (B, S)
@@ -117,7 +132,8 @@ class QDepthVLA(nn.Module):
         experts.append(nn.ModuleList(GemmaDecoderLayer(action_gemma, i) for i in range(n_layers)))
         norms.append(GemmaRMSNorm(config.action_expert.hidden_size))
         self.action_expert_index = len(experts) - 1
-        self.mot = MixtureOfTransformers(experts, pali.language_model.rotary_emb, norms)
+        thetas = {len(experts) - 1: config.action_rope_theta} if config.action_rope_theta is not None else {}
+        self.mot = MixtureOfTransformers(experts, pali.language_model.rotary_emb, norms, thetas, config.attn_softcap)
 
         width = config.action_expert.hidden_size
         self.state_in = nn.Linear(config.state_dim, width)
@@ -148,16 +164,29 @@ class QDepthVLA(nn.Module):
         )
         streams, lengths = [Stream(0, prefix)], {"P": prefix.shape[1]}
         if self.depth_expert_index is not None:
-            streams.append(Stream(self.depth_expert_index, self.depth_in(patches)))
+            streams.append(Stream(self.depth_expert_index, self._expert_input(self.depth_in(patches))))
             lengths["D"] = patches.shape[1]
         return streams, lengths, valid
+
+    def _expert_input(self, tokens: torch.Tensor) -> torch.Tensor:
+        """An expert's input tokens, times sqrt(width) under `expert_input_scale` (as Gemma scales embeddings)."""
+        if not self.config.expert_input_scale:
+            return tokens
+        return tokens * torch.tensor(tokens.shape[-1] ** 0.5, dtype=tokens.dtype, device=tokens.device)
 
     def _suffix(self, state: torch.Tensor, noisy: torch.Tensor, tau: torch.Tensor) -> Stream:
         """The action expert's tokens: one proprio token, then the noisy chunk fused with the flow time."""
         actions = self.action_in(noisy)
-        time = sinusoidal_time(tau, actions.shape[-1]).to(actions.dtype)[:, None].expand_as(actions)
-        actions = self.action_time(torch.cat([actions, time], dim=-1))
-        return Stream(self.action_expert_index, torch.cat([self.state_in(state)[:, None], actions], dim=1))
+        time = time_features(self.config, tau, actions.shape[-1]).to(actions.dtype)[:, None].expand_as(actions)
+        fused = [time, actions] if self.config.time_first else [actions, time]
+        actions = self.action_time(torch.cat(fused, dim=-1))
+        tokens = torch.cat([self.state_in(state)[:, None], actions], dim=1)
+        return Stream(self.action_expert_index, self._expert_input(tokens))
+
+    def _positions(self, lengths: dict[str, int], valid: torch.Tensor) -> torch.Tensor:
+        if self.config.positions == "per_expert":
+            return per_expert_positions(lengths, valid.shape[0])
+        return positions(lengths, valid)
 
     def _lengths(self, lengths: dict[str, int]) -> dict[str, int]:
         return {**lengths, "S": 1, "A": self.config.chunk_size}
@@ -188,14 +217,18 @@ class QDepthVLA(nn.Module):
         noise = torch.randn_like(actions) if noise is None else noise
         tau = self.sample_tau(actions.shape[0], actions.device) if tau is None else tau
         t = tau[:, None, None].to(actions.dtype)
-        noisy = t * actions + (1 - t) * noise
+        keep = 1 - self.config.flow_sig_min
+        noisy = (1 - keep * t) * noise + t * actions
+        target = actions - keep * noise
+        if self.config.velocity == "noise_minus_data":
+            target = -target
         streams, lengths, valid = self._prefix(batch)
         streams.append(self._suffix(batch.state, noisy, tau))
         lengths = self._lengths(lengths)
         mask = block_mask(self.config.mask, lengths, valid.cpu()).to(actions.device)
-        outputs, _ = self.mot(streams, positions(lengths, valid.cpu()).to(actions.device), mask)
+        outputs, _ = self.mot(streams, self._positions(lengths, valid.cpu()).to(actions.device), mask)
         velocity = self.action_out(outputs[-1][:, 1:])
-        result = {"flow": F.mse_loss(velocity, noise - actions)}
+        result = {"flow": F.mse_loss(velocity, target)}
         if self.depth_head is not None:
             hidden = self._depth_hidden(outputs)
             target = batch.depth_codes if self.config.depth_target == "tokens" else batch.depth
@@ -241,12 +274,13 @@ class QDepthVLA(nn.Module):
         prefix_streams, prefix_lengths, valid = self._prefix(batch)
         lengths = self._lengths(prefix_lengths)
         mask = block_mask(c.mask, lengths, valid.cpu()).to(device)
-        pos = positions(lengths, valid.cpu()).to(device)
+        pos = self._positions(lengths, valid.cpu()).to(device)
         n_prefix = sum(prefix_lengths.values())
         cache: LayerCache | None = None
         if reuse_prefix:
             _, cache = self.mot(prefix_streams, pos[:, :n_prefix], mask[:, :n_prefix, :n_prefix], keep_cache=True)
         dt = 1.0 / c.num_integration_steps
+        direction = dt if c.velocity == "data_minus_noise" else -dt
         for step in range(c.num_integration_steps):
             tau = torch.full((b,), step * dt, device=device)
             suffix = self._suffix(batch.state, x, tau)
@@ -254,7 +288,9 @@ class QDepthVLA(nn.Module):
                 outputs, _ = self.mot([suffix], pos[:, n_prefix:], mask[:, n_prefix:], cache=cache)
             else:
                 outputs, _ = self.mot([*prefix_streams, suffix], pos, mask)
-            x = x - dt * self.action_out(outputs[-1][:, 1:])
+            x = x + direction * self.action_out(outputs[-1][:, 1:])
+        if c.final_action_clip is not None:
+            x = x.clamp(-c.final_action_clip, c.final_action_clip)
         return x
 
     @torch.no_grad()
@@ -264,7 +300,7 @@ class QDepthVLA(nn.Module):
             raise ValueError("this variant does not predict depth tokens")
         streams, lengths, valid = self._prefix(batch)
         mask = block_mask(self.config.mask, lengths, valid.cpu()).to(batch.images.device)
-        outputs, _ = self.mot(streams, positions(lengths, valid.cpu()).to(batch.images.device), mask)
+        outputs, _ = self.mot(streams, self._positions(lengths, valid.cpu()).to(batch.images.device), mask)
         return self.depth_head.predict_codes(self._depth_hidden(outputs))
 
     def expert_parameter_counts(self) -> dict[str, int]:

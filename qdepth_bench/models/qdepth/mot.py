@@ -9,6 +9,7 @@ single attention over the concatenated sequence.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import cast
 
@@ -41,8 +42,10 @@ def joint_layer(
     sin: torch.Tensor,
     mask: torch.Tensor,
     past: tuple[torch.Tensor, torch.Tensor] | None = None,
+    softcap: float | None = None,
 ) -> tuple[list[Stream], tuple[torch.Tensor, torch.Tensor]]:
-    """One joint layer. `cos`/`sin` cover the streams' tokens; `mask` is (B, L_new, L_past + L_new).
+    """One joint layer. `cos`/`sin` cover the streams' tokens; `mask` is (B, L_new, L_past + L_new);
+    `softcap` soft-caps the attention logits (None: plain scaled dot-product attention).
 
     Returns the updated streams and this layer's keys/values for all tokens seen (past + new), to cache.
     """
@@ -61,13 +64,14 @@ def joint_layer(
     v = torch.cat(values, 2)
     if past is not None:
         k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
-    out = F.scaled_dot_product_attention(
-        q,
-        k.repeat_interleave(kv_groups, 1),
-        v.repeat_interleave(kv_groups, 1),
-        attn_mask=mask[:, None],
-        scale=head_dim**-0.5,
-    )
+    k_all, v_all = k.repeat_interleave(kv_groups, 1), v.repeat_interleave(kv_groups, 1)
+    if softcap is None:
+        out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask[:, None], scale=head_dim**-0.5)
+    else:  # Gemma's soft-capped logits, which fused attention kernels do not offer
+        logits = torch.matmul(q, k_all.transpose(2, 3)) / math.sqrt(head_dim)
+        logits = torch.tanh(logits / softcap) * softcap
+        logits = logits.masked_fill(~mask[:, None], torch.finfo(logits.dtype).min)
+        out = torch.matmul(F.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype), v_all)
     out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], n_q * head_dim)
     updated, start = [], 0
     for s in streams:
@@ -79,10 +83,28 @@ def joint_layer(
     return updated, (k, v)
 
 
-class MixtureOfTransformers(nn.Module):
-    """`experts[e][l]` is layer l of expert e; expert 0 is the VLM's Gemma decoder."""
+def rope_cos_sin(
+    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE's cos and sin (B, L, head_dim) for another base than the backbone's, computed in float32."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=position_ids.device) / head_dim))
+    freqs = position_ids[..., None].float() * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    def __init__(self, experts: list[nn.ModuleList], rotary: nn.Module, norms: list[nn.Module]) -> None:
+
+class MixtureOfTransformers(nn.Module):
+    """`experts[e][l]` is layer l of expert e; expert 0 is the VLM's Gemma decoder. `thetas` gives an
+    expert its own RoPE base (the others use the backbone's `rotary`); `softcap` soft-caps attention logits."""
+
+    def __init__(
+        self,
+        experts: list[nn.ModuleList],
+        rotary: nn.Module,
+        norms: list[nn.Module],
+        thetas: dict[int, float] | None = None,
+        softcap: float | None = None,
+    ) -> None:
         super().__init__()
         depths = {len(e) for e in experts}
         if len(depths) != 1:
@@ -91,6 +113,24 @@ class MixtureOfTransformers(nn.Module):
         self.rotary = rotary
         self.norms = nn.ModuleList(norms)
         self.n_layers = depths.pop()
+        self.thetas = dict(thetas or {})
+        self.softcap = softcap
+
+    def _cos_sin(self, streams: list[Stream], position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not any(s.expert in self.thetas for s in streams):
+            return self.rotary(streams[0].hidden, position_ids)
+        head_dim = cast(GemmaDecoderLayer, cast(nn.ModuleList, self.experts[0])[0]).self_attn.head_dim
+        cos, sin, start = [], [], 0
+        for s in streams:
+            ids = position_ids[:, start : start + s.hidden.shape[1]]
+            if s.expert in self.thetas:
+                c, n = rope_cos_sin(ids, head_dim, self.thetas[s.expert], s.hidden.dtype)
+            else:
+                c, n = self.rotary(s.hidden, ids)
+            cos.append(c)
+            sin.append(n)
+            start += s.hidden.shape[1]
+        return torch.cat(cos, 1), torch.cat(sin, 1)
 
     def forward(
         self,
@@ -105,12 +145,12 @@ class MixtureOfTransformers(nn.Module):
         With `cache`, the streams are new tokens appended after an already computed prefix: `mask` covers
         (new tokens) x (prefix + new tokens) and `position_ids` only the new tokens.
         """
-        cos, sin = self.rotary(streams[0].hidden, position_ids)
+        cos, sin = self._cos_sin(streams, position_ids)
         new_cache: LayerCache = []
         for index in range(self.n_layers):
             # self.experts: one ModuleList of GemmaDecoderLayers per expert (ModuleList items are typed Module)
             layers = [cast(GemmaDecoderLayer, cast(nn.ModuleList, expert)[index]) for expert in self.experts]
-            streams, kv = joint_layer(layers, streams, cos, sin, mask, cache[index] if cache else None)
+            streams, kv = joint_layer(layers, streams, cos, sin, mask, cache[index] if cache else None, self.softcap)
             if keep_cache:
                 new_cache.append(kv)
         outputs = [self.norms[s.expert](s.hidden) for s in streams]

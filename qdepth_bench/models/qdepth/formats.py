@@ -1,0 +1,218 @@
+"""Checkpoints of other pi0 implementations, loaded into this project's one model.
+
+A format is data (`content/formats/<name>.yaml`): how its keys map onto this model's (`rename`), which of its
+keys are the same tensor under two names (`tied`) or play no part in actions (`ignored`), which of this
+model's keys it may lack (`unfilled`, each with its reason), its math as configuration fields
+(`conventions`, see `models/qdepth/config.py`), and the head layout its weight shapes cannot tell
+(`layout`). Sizes (widths, layers, MLP widths, vocabulary, image and patch size, state and action dims)
+are read from the weights, so a reduced model of the same structure loads like the full one.
+
+Loading is strict: a key without a rule, a key the model needs but the file lacks, a shape that differs or
+a tied pair that is not equal is refused in one line naming the first few.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.models.qdepth.config import ExpertConfig, QDepthConfig, TextConfig, VisionConfig, build_config
+from qdepth_bench.registry.base import read_yaml
+from qdepth_bench.registry.content import content_dirs
+
+#: An open-pi-zero checkpoint file (its trainer writes `step<N>.pt`).
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    name: str
+    description: str
+    strip_prefixes: tuple[str, ...]
+    rename: tuple[tuple[str, str], ...]
+    tied: tuple[tuple[str, str], ...]
+    ignored: tuple[tuple[str, str], ...]
+    unfilled: tuple[tuple[str, str], ...]
+    conventions: dict[str, Any]
+    layout: dict[str, int]
+    source: Path
+
+    def strip(self, key: str) -> str:
+        for prefix in self.strip_prefixes:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        return key
+
+
+def _pairs(data: dict[str, Any], field: str) -> tuple[tuple[str, str], ...]:
+    return tuple((str(a), str(b)) for a, b in data.get(field, []))
+
+
+@lru_cache(maxsize=None)
+def checkpoint_format(name: str) -> CheckpointFormat:
+    """The format named `name` from the content folders (a user's root wins on clashes)."""
+    found = {p.stem: p for folder in content_dirs("formats") for p in sorted(folder.glob("*.yaml"))}
+    if name not in found:
+        raise UserError(f"unknown checkpoint format '{name}'; known: {', '.join(sorted(found))}.")
+    data = read_yaml(found[name])
+    try:
+        return CheckpointFormat(
+            str(data["name"]),
+            str(data.get("description", "")),
+            tuple(data.get("strip_prefixes", [])),
+            _pairs(data, "rename"),
+            _pairs(data, "tied"),
+            _pairs(data, "ignored"),
+            _pairs(data, "unfilled"),
+            dict(data.get("conventions", {})),
+            {str(k): int(v) for k, v in data.get("layout", {}).items()},
+            found[name],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{found[name]}: missing or malformed field {exc}; see content/formats/open-pi-zero.yaml.") from None
+
+
+def read_torch_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a `torch.save` checkpoint (`{"model": state_dict, ...}` or a bare state dict),
+    read with `weights_only=True` so the file cannot run code."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or code-carrying files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} cannot be read as a torch checkpoint ({first}); re-download it.") from None
+    state = data.get("model", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise UserError(f"{path} holds no state dict (expected a dict with a `model` entry of tensors).")
+    return state
+
+
+def _one(state: dict[str, torch.Tensor], key: str, path: Path) -> torch.Tensor:
+    if key not in state:
+        raise UserError(f"{path} lacks {key}, which every checkpoint of this format has; is it another format?")
+    return state[key]
+
+
+def _layers(state: dict[str, torch.Tensor], pattern: str) -> int:
+    found = {int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def infer_config(
+    fmt: CheckpointFormat, state: dict[str, torch.Tensor], path: Path, overrides: dict[str, Any]
+) -> QDepthConfig:
+    """The pi0 configuration of an open-pi-zero-structured state dict: sizes from the weights, head layout
+    and conventions from the format (each overridable, e.g. a training with another time_max_period)."""
+    layout = {**fmt.layout, **{k: int(v) for k, v in overrides.items() if k in fmt.layout}}
+    conventions = {**fmt.conventions, **{k: v for k, v in overrides.items() if k not in fmt.layout}}
+    head_dim, vision_heads = layout["head_dim"], layout["vision_heads"]
+    patch = _one(state, "vision_tower.vision_model.embeddings.patch_embedding.weight", path)
+    positions = _one(state, "vision_tower.vision_model.embeddings.position_embedding.weight", path)
+    grid = round(positions.shape[0] ** 0.5)
+    vlm = "joint_model.mixtures.vlm.layers.0."
+    action = "joint_model.mixtures.action.layers.0."
+    vision = VisionConfig(
+        hidden_size=patch.shape[0],
+        intermediate_size=_one(state, "vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight", path).shape[0],
+        num_hidden_layers=_layers(state, r"vision_tower\.vision_model\.encoder\.layers\.(\d+)\..+"),
+        num_attention_heads=vision_heads,
+        image_size=grid * patch.shape[2],
+        patch_size=patch.shape[2],
+    )
+    embed = _one(state, "embed_tokens.weight", path)
+    text = TextConfig(
+        hidden_size=embed.shape[1],
+        intermediate_size=_one(state, vlm + "mlp.gate_proj.weight", path).shape[0],
+        num_hidden_layers=_layers(state, r"joint_model\.mixtures\.vlm\.layers\.(\d+)\..+"),
+        num_attention_heads=_one(state, vlm + "self_attn.q_proj.weight", path).shape[0] // head_dim,
+        num_key_value_heads=_one(state, vlm + "self_attn.k_proj.weight", path).shape[0] // head_dim,
+        head_dim=head_dim,
+        vocab_size=embed.shape[0],
+    )
+    expert = ExpertConfig(
+        hidden_size=_one(state, action + "self_attn.q_proj.weight", path).shape[1],
+        intermediate_size=_one(state, action + "mlp.gate_proj.weight", path).shape[0],
+    )
+    try:
+        return build_config(
+            "full",
+            "pi0",
+            vision=vision,
+            text=text,
+            action_expert=expert,
+            depth_expert=expert,
+            depth_grid=grid,
+            state_dim=_one(state, "proprio_encoder.weight", path).shape[1],
+            action_dim=_one(state, "action_decoder.weight", path).shape[0],
+            **conventions,
+        )
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{fmt.source} or the policy's options give a bad model field ({exc}).") from None
+
+
+def _first(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+def map_state(
+    fmt: CheckpointFormat, state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], action_index: int, path: Path
+) -> dict[str, torch.Tensor]:
+    """The reference state dict under this model's key names, checked both ways against `expected` (the
+    model's own state dict): every reference key is renamed, tied or ignored, and every model key is
+    filled or declared `unfilled`."""
+    state = {fmt.strip(k): v for k, v in state.items()}
+    mapped: dict[str, torch.Tensor] = {}
+    unknown, untied, mismatched = [], [], []
+    for key, tensor in state.items():
+        tie = next((re.sub(p, t, key) for p, t in fmt.tied if re.fullmatch(p, key)), None)
+        if tie is not None:
+            if tie not in state or (not tensor.is_meta and not torch.equal(state[tie], tensor)):
+                untied.append(key)
+            continue
+        if any(re.fullmatch(p, key) for p, _ in fmt.ignored):
+            continue
+        target = next((re.sub(p, t, key) for p, t in fmt.rename if re.fullmatch(p, key)), None)
+        if target is None:
+            unknown.append(key)
+            continue
+        target = target.replace("{action}", str(action_index))
+        if target not in expected:
+            unknown.append(key)
+        elif tuple(expected[target].shape) != tuple(tensor.shape):
+            mismatched.append(f"{key} {tuple(tensor.shape)} vs {tuple(expected[target].shape)}")
+        else:
+            mapped[target] = tensor
+    if unknown:
+        raise UserError(
+            f"{path} has keys the {fmt.name} format does not map: {_first(unknown)}; is it another format or "
+            f"model? (key map: {fmt.source})"
+        )
+    if untied:
+        raise UserError(
+            f"{path}: {_first(untied)} differ from the weights they are tied to; untied mixtures are not supported."
+        )
+    if mismatched:
+        raise UserError(f"{path}: shapes differ from the model its sizes describe: {_first(mismatched)}.")
+    missing = [k for k in expected if k not in mapped and not any(re.fullmatch(p, k) for p, _ in fmt.unfilled)]
+    if missing:
+        raise UserError(f"{path} lacks weights the model needs: {_first(missing)} ({fmt.name} format).")
+    return mapped
+
+
+def load_foreign_model(path: Path, format_name: str, overrides: dict[str, Any] | None = None) -> tuple[Any, QDepthConfig]:
+    """The model of a foreign checkpoint file with its weights loaded (unfilled keys keep their initial
+    values), and its configuration."""
+    from qdepth_bench.models.qdepth.model import QDepthVLA
+
+    fmt = checkpoint_format(format_name)
+    state = {fmt.strip(k): v for k, v in read_torch_state(path).items()}
+    config = infer_config(fmt, state, path, overrides or {})
+    model = QDepthVLA(config)
+    mapped = map_state(fmt, state, model.state_dict(), model.action_expert_index, path)
+    model.load_state_dict(mapped, strict=False)
+    return model, config

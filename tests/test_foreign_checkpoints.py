@@ -1,0 +1,125 @@
+"""Checkpoints of other pi0 implementations load into the project's model with their math intact: parity
+with the reference code's own outputs (tests/data/open_pi_zero_tiny, made by running open-pi-zero), strict
+key checks that name what is wrong, and full-size key completeness against the reference's key list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.models.qdepth.formats import checkpoint_format, infer_config, load_foreign_model, map_state
+from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
+
+FIXTURE = Path(__file__).parent / "data" / "open_pi_zero_tiny"
+N_IMAGE = 4
+#: the fixture's reduced head layout and the non-default conventions it was made with (config.yaml there)
+TINY = {"head_dim": 16, "vision_heads": 2, "time_max_period": 100.0, "action_rope_theta": 100.0, "max_text_tokens": 6}
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, torch.Tensor]:
+    return torch.load(FIXTURE / "io.pt", weights_only=True)
+
+
+def _batch(io: dict[str, torch.Tensor]) -> Batch:
+    """The reference's [image tokens | text | padding] ids as the project's image + text-token inputs."""
+    return Batch(
+        io["pixel_values"],
+        io["input_ids"][:, N_IMAGE:],
+        io["attention_mask"][:, N_IMAGE:].bool(),
+        io["proprios"][:, 0],
+        actions=io["target_actions"],
+    )
+
+
+def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
+    torch.save({"cnt_update": 0, "model": state}, path)
+    return path
+
+
+def _state() -> dict[str, torch.Tensor]:
+    return torch.load(FIXTURE / "step0.pt", weights_only=True)["model"]
+
+
+def test_open_pi_zero_actions_and_loss_match_the_reference(reference):
+    model, config = load_foreign_model(FIXTURE / "step0.pt", "open-pi-zero", TINY)
+    assert (config.velocity, config.time_first, config.positions) == ("data_minus_noise", True, "per_expert")
+    batch = _batch(reference)
+    for reuse_prefix in (True, False):
+        actions = model.sample_actions(batch, noise=reference["noise"], reuse_prefix=reuse_prefix)
+        assert torch.allclose(actions, reference["actions"], atol=1e-5, rtol=0)
+        assert torch.allclose(actions, reference["actions_naive"], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        loss = model.losses(batch, noise=reference["loss_noise"], tau=reference["t"])["flow"]
+    assert abs(float(loss) - float(reference["loss"])) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("time_first", False), ("expert_input_scale", False), ("attn_softcap", None), ("action_rope_theta", None)],
+)
+def test_each_convention_changes_the_actions(reference, field, value):
+    """The parity above is not vacuous: dropping any one of open-pi-zero's conventions moves the actions."""
+    model, _ = load_foreign_model(FIXTURE / "step0.pt", "open-pi-zero", {**TINY, field: value})
+    actions = model.sample_actions(_batch(reference), noise=reference["noise"])
+    assert (actions - reference["actions"]).abs().max() > 1e-3
+
+
+def test_compiled_prefix_is_stripped(tmp_path, reference):
+    """A checkpoint saved from a torch.compile'd model prefixes every key with `_orig_mod.`."""
+    path = _save({f"_orig_mod.{k}": v for k, v in _state().items()}, tmp_path / "step1.pt")
+    model, _ = load_foreign_model(path, "open-pi-zero", TINY)
+    actions = model.sample_actions(_batch(reference), noise=reference["noise"])
+    assert torch.allclose(actions, reference["actions"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s.update({"extra_head.weight": torch.zeros(2)}), "does not map: extra_head.weight"),
+        (lambda s: s.pop("action_decoder.bias"), "lacks weights the model needs: action_out.bias"),
+        (lambda s: s.update({"action_encoder.linear_3.bias": torch.zeros(5)}), "action_encoder.linear_3.bias (5,)"),
+        (
+            lambda s: s.update(
+                {
+                    "joint_model.mixtures.proprio.norm.weight": s["joint_model.mixtures.proprio.norm.weight"] + 1,
+                }
+            ),
+            "untied mixtures are not supported",
+        ),
+    ],
+)
+def test_what_cannot_load_is_refused_by_name(tmp_path, change, message):
+    state = _state()
+    change(state)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_foreign_model(_save(state, tmp_path / "bad.pt"), "open-pi-zero", TINY)
+
+
+def test_a_damaged_file_is_one_line(tmp_path):
+    path = tmp_path / "step0.pt"
+    path.write_bytes((FIXTURE / "step0.pt").read_bytes()[:5000])
+    with pytest.raises(UserError, match="cannot be read as a torch checkpoint") as info:
+        load_foreign_model(path, "open-pi-zero", TINY)
+    assert "\n" not in str(info.value)
+
+
+def test_full_size_open_pi_zero_keys_load_strictly():
+    """Every key of the released configuration (listed by the reference code on the meta device) lands in
+    the full-size model, and every model key is filled but the one the format declares unused."""
+    keys = json.loads((FIXTURE / "full_keys.json").read_text())
+    state = {k: torch.empty(shape, device="meta") for k, shape in keys.items()}
+    fmt = checkpoint_format("open-pi-zero")
+    config = infer_config(fmt, state, FIXTURE / "full_keys.json", {})
+    assert (config.text.hidden_size, config.text.num_hidden_layers, config.vision.num_hidden_layers) == (2048, 18, 27)
+    assert (config.action_expert.hidden_size, config.state_dim, config.chunk_size) == (1024, 7, 4)
+    with torch.device("meta"):
+        model = QDepthVLA(config)
+    expected = model.state_dict()
+    mapped = map_state(fmt, state, expected, model.action_expert_index, FIXTURE / "full_keys.json")
+    assert sorted(set(expected) - set(mapped)) == ["mot.norms.0.weight"]
+    assert len(mapped) == len(keys) - sum(1 for k in keys if ".proprio." in k) - ("lm_head.weight" in keys)
