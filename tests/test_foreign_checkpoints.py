@@ -4,13 +4,16 @@ key checks that name what is wrong, and full-size key completeness against the r
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import db_rows, run_cli_subprocess
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.hashing import file_hash, stable_hash
 from qdepth_bench.models.qdepth.formats import checkpoint_format, infer_config, load_foreign_model, map_state
 from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
 
@@ -123,3 +126,33 @@ def test_full_size_open_pi_zero_keys_load_strictly():
     mapped = map_state(fmt, state, expected, model.action_expert_index, FIXTURE / "full_keys.json")
     assert sorted(set(expected) - set(mapped)) == ["mot.norms.0.weight"]
     assert len(mapped) == len(keys) - sum(1 for k in keys if ".proprio." in k) - ("lm_head.weight" in keys)
+
+
+#: the tiny fixture through the real CLI: its reduced layout and prompt length, the project's offline tokenizer
+TINY_MODEL_ARG = (
+    "model={tokenizer: hash, max_text_tokens: 6, head_dim: 16, vision_heads: 2, time_max_period: 100.0, "
+    "action_rope_theta: 100.0}"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("mani_skill") is None, reason="mani-skill is not installed")
+def test_open_pi_zero_checkpoint_runs_simpler_widowx_through_the_cli(tmp_path):
+    """The open-pi-zero family's policy on real ManiSkill3 WidowX episodes: recorded under its own name, an
+    identity covering weights and statistics, its Lanczos resizing as a recorded (standard) protocol
+    override, and its 4-step chunks."""
+    db = tmp_path / "r.sqlite"
+    statistics = FIXTURE / "statistics.json"
+    args = ["--policy", "open-pi-zero-bridge", "--checkpoint", str(FIXTURE / "step0.pt"), "-a", TINY_MODEL_ARG]
+    common = ["--tasks", "0", "--episodes", "1", "--max-steps", "8", "--workers", "1", "--db", str(db)]
+    missing = run_cli_subprocess("run", "simpler_widowx", *args, *common, cwd=tmp_path)
+    assert missing.returncode == 2 and "-a statistics=FILE" in missing.stderr
+    result = run_cli_subprocess("run", "simpler_widowx", *args, "-a", f"statistics={statistics}", *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = db_rows(db, "select policy_name, policy_checkpoint_hash, protocol, policy_requirements from runs")
+    assert run[0] == "open-pi-zero-bridge"
+    assert run[1] == stable_hash([file_hash(FIXTURE / "step0.pt"), file_hash(statistics)])
+    protocol, requirements = json.loads(run[2]), json.loads(run[3])
+    assert protocol["image_resize"] == "lanczos4" and requirements["chunk_size"] == 4
+    (episode,) = db_rows(db, "select status, steps from episodes")
+    assert episode == ("failure", 8)

@@ -241,7 +241,7 @@ def evaluate(
     command = shlex.join(["qdepth-bench", *sys.argv[1:]])
     plans = []
     try:
-        for spec in specs:
+        for spec in (s.for_policy(agent.requirements) for s in specs):
             plan = plan_run(store, spec, make_backend(spec), agent, tasks, episodes, command, repeats=repeats)
             plans.append(plan)
             done = len(plan.episodes) - len(plan.pending)

@@ -1,4 +1,4 @@
-"""Image operations every simulator and dataset shares: the protocol's rotation and bilinear resizing."""
+"""Image operations every simulator and dataset shares: the protocol's rotation and resizing."""
 
 from __future__ import annotations
 
@@ -24,3 +24,22 @@ def resize_bilinear(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarra
     if image.shape[0] != height or image.shape[1] != width:
         image = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
     return np.ascontiguousarray(image, dtype=dtype)
+
+
+#: The protocol's `image_resize` values: PIL's bilinear filter (the default of every suite here) and
+#: OpenCV's 8x8 Lanczos (INTER_LANCZOS4), with which open-pi-zero resizes SimplerEnv's frames.
+RESIZE_METHODS = ("bilinear", "lanczos4")
+
+
+def resize_frame(image: np.ndarray, size: int, method: str = "bilinear") -> np.ndarray:
+    """A uint8 camera frame resized to size x size by the protocol's method."""
+    if method == "bilinear":
+        return resize_bilinear(image, size)
+    if method != "lanczos4":
+        raise ValueError(f"unknown image_resize {method!r}: {', '.join(RESIZE_METHODS)}")
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    import cv2
+
+    resized = cv2.resize(np.ascontiguousarray(image, dtype=np.uint8), (size, size), interpolation=cv2.INTER_LANCZOS4)
+    return np.ascontiguousarray(resized, dtype=np.uint8)

@@ -92,7 +92,8 @@ class PolicyRequirements:
     """What a policy needs from the suite.
 
     `state_layouts` lists the proprio layouts it understands (empty: any); `action_dim` None means it adapts
-    to the suite's action space (the simple policies do).
+    to the suite's action space (the simple policies do). What changes the protocol (`image_resize`) is applied
+    to the suite as a recorded override (`SuiteSpec.for_policy`), so it shows in the run's protocol.
     """
 
     cameras: tuple[str, ...] = ("main",)
@@ -102,6 +103,9 @@ class PolicyRequirements:
     action_dim: int | None = None
     depth: bool = False
     privileged: bool = False
+    #: how frames are resized to `image_size` when the policy was trained another way than the suite's
+    #: protocol resizes ("lanczos4": OpenCV's Lanczos, as open-pi-zero); None: the protocol's own
+    image_resize: str | None = None
 
 
 def check_ranges(config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:

@@ -59,6 +59,15 @@ class SuiteSpec:
         protocol = with_grid_trials({**self.protocol, **overrides})
         return SuiteSpec(**{**self.__dict__, "protocol": protocol, "overrides": {**self.overrides, **overrides}})
 
+    def for_policy(self, requirements: Any) -> SuiteSpec:
+        """The suite as a policy with these `PolicyRequirements` runs it: a resize method the policy was
+        trained with becomes a protocol override (recorded, and standard only where a published reference
+        evaluates that way: `alternatives`)."""
+        resize = getattr(requirements, "image_resize", None)
+        if resize is None or "image_resize" not in self.protocol:
+            return self
+        return self.with_overrides({"image_resize": resize})
+
     @property
     def backend_choices(self) -> tuple[str, ...]:
         return self.backends or (self.backend,)

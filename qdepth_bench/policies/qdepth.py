@@ -11,12 +11,14 @@ serving many workers); the option is part of the policy's identity, so such runs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.imaging import RESIZE_METHODS
 from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
 from qdepth_bench.models.preprocessing import images_to_model
 from qdepth_bench.registry.content import builtin_root, content_path
@@ -29,7 +31,14 @@ class QDepthPolicyConfig:
     that ships with the project, or a model an ablation trained into a content folder. `variant`: the registered
     variant this policy must be. `num_steps`: Euler steps of the flow integration (None: the checkpoint's, 10
     in the paper). `batch_invariant`: run each row on its own, so its actions are bit-identical whatever
-    episodes share its batch (false: one batched pass, faster with many workers, not bit-reproducible)."""
+    episodes share its batch (false: one batched pass, faster with many workers, not bit-reproducible).
+
+    Checkpoints of other implementations (a file, e.g. open-pi-zero's `step19296.pt`): `format` names its
+    key map and conventions (content/formats/; empty: recognised from the file), `statistics` its
+    normalisation JSON, `tokenizer` a local PaliGemma folder for its prompts, `model` overrides of the
+    format's conventions (e.g. time_max_period). Evaluation conventions of a checkpoint family:
+    `act_steps` actions executed per predicted chunk (None: all), `image_resize` the frame resizing it was
+    trained with (None: the suite's), `state_layouts` the proprio layouts it was trained on (empty: any)."""
 
     checkpoint: str = ""
     default_checkpoint: str = ""
@@ -37,9 +46,19 @@ class QDepthPolicyConfig:
     device: str = "cpu"
     num_steps: int | None = None
     batch_invariant: bool = True
+    format: str = ""
+    statistics: str = ""
+    tokenizer: str = ""
+    model: dict[str, Any] = field(default_factory=dict)
+    act_steps: int | None = None
+    image_resize: str | None = None
+    state_layouts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        check_ranges(self, positive=("num_steps",))
+        check_ranges(self, positive=("num_steps", "act_steps"))
+        if self.image_resize is not None and self.image_resize not in RESIZE_METHODS:
+            raise ValueError(f"image_resize must be one of {', '.join(RESIZE_METHODS)} (got {self.image_resize})")
+        self.state_layouts = tuple(self.state_layouts)
 
 
 class QDepthPolicy(Policy):
@@ -49,17 +68,15 @@ class QDepthPolicy(Policy):
         super().__init__(config, name)
         import torch
 
-        from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
-
         if config.checkpoint:
             folder = Path(config.checkpoint)
         else:
             folder, notice = self._shipped(config, name)
             self.notices.append(notice)
         if not folder.exists():
-            raise UserError(f"checkpoint folder {folder} does not exist; check --checkpoint.")
+            raise UserError(f"checkpoint {folder} does not exist; check --checkpoint.")
         self._torch = torch
-        self.loaded = load_checkpoint(folder, config.device)
+        self.loaded = self._load(folder, config)
         if self.loaded.variant != config.variant:
             raise UserError(
                 f"{folder} holds a '{self.loaded.variant}' model, not '{config.variant}'; "
@@ -69,6 +86,29 @@ class QDepthPolicy(Policy):
         if config.num_steps is not None:
             self.model.config = self.model.config.replace(num_integration_steps=config.num_steps)
         self._noise: dict[str, torch.Generator] = {}
+
+    @staticmethod
+    def _load(path: Path, config: QDepthPolicyConfig) -> Any:
+        """This project's checkpoint folder, or another implementation's file through its format."""
+        from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
+        from qdepth_bench.models.qdepth.formats import TORCH_SUFFIXES, load_foreign_checkpoint
+
+        fmt = config.format or ("open-pi-zero" if path.is_file() and path.suffix in TORCH_SUFFIXES else "")
+        if not fmt:
+            if path.is_file():
+                raise UserError(
+                    f"{path} is a file this policy does not recognise; pass a checkpoint folder, an open-pi-zero "
+                    ".pt file, or name its format with -a format=NAME (content/formats/)."
+                )
+            return load_checkpoint(path, config.device)
+        return load_foreign_checkpoint(
+            path,
+            fmt,
+            dict(config.model),
+            Path(config.statistics) if config.statistics else None,
+            Path(config.tokenizer) if config.tokenizer else None,
+            config.device,
+        )
 
     @staticmethod
     def _shipped(config: QDepthPolicyConfig, name: str) -> tuple[Path, str]:
@@ -90,9 +130,14 @@ class QDepthPolicy(Policy):
 
     @property
     def requirements(self) -> PolicyRequirements:
-        c = self.model.config
+        c, config = self.model.config, self.config
         return PolicyRequirements(
-            cameras=("main",), image_size=c.vision.image_size, chunk_size=c.chunk_size, action_dim=c.action_dim
+            cameras=("main",),
+            image_size=c.vision.image_size,
+            chunk_size=min(config.act_steps or c.chunk_size, c.chunk_size),
+            action_dim=c.action_dim,
+            state_layouts=config.state_layouts,
+            image_resize=config.image_resize,
         )
 
     def checkpoint_hash(self) -> str | None:
@@ -118,7 +163,8 @@ class QDepthPolicy(Policy):
         inputs = Batch(images, torch.from_numpy(tokens).to(device), torch.from_numpy(token_mask).to(device), state)
         rows = [slice(i, i + 1) for i in range(len(batch))] if self.config.batch_invariant else [slice(None)]
         actions = torch.cat([self.model.sample_actions(inputs.rows(r), noise=noise[r].to(device)) for r in rows])
-        return stats.unnormalize_actions(actions.cpu().numpy()).astype(np.float32)
+        executed = actions[:, : self.requirements.chunk_size]  # a family may execute only the chunk's first steps
+        return stats.unnormalize_actions(executed.cpu().numpy()).astype(np.float32)
 
     def close(self) -> None:
         self._noise.clear()

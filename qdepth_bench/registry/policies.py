@@ -64,6 +64,13 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _convert(value, inner[0], key)
+    if origin is dict or annotation is dict:  # on the command line a YAML mapping: model={time_max_period: 100}
+        import yaml
+
+        parsed = yaml.safe_load(value) if isinstance(value, str) else value
+        if not isinstance(parsed, dict):
+            raise UserError(f"option '{key}={value}' is not a mapping; write it as {key}={{name: value}}.")
+        return parsed
     if origin is tuple or annotation is tuple:
         items = value.split(",") if isinstance(value, str) else list(value)
         item_type = args[0] if args else str

@@ -67,7 +67,7 @@ def _family_suites(path: Path) -> tuple[list[SuiteSpec], dict[str, tuple[str, ..
             protocol = with_grid_trials(
                 {**protocol, "max_steps": max(int(t["max_steps"]) for t in tasks), "tasks": tasks}
             )
-        alternatives = {}
+        alternatives = {k: dict(v) for k, v in (data.get("alternatives") or {}).items()}
         if "max_steps_alternatives" in values:
             alternatives["max_steps"] = dict(values["max_steps_alternatives"])
         backend = str(values.get("backend", data.get("backend", "")))

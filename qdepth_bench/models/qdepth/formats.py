@@ -13,16 +13,21 @@ a tied pair that is not equal is refused in one line naming the first few.
 
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.hashing import file_hash, stable_hash
+from qdepth_bench.models.qdepth.checkpoint import LoadedCheckpoint, NormStats, make_tokenizer
 from qdepth_bench.models.qdepth.config import ExpertConfig, QDepthConfig, TextConfig, VisionConfig, build_config
+from qdepth_bench.models.qdepth.model import QDepthVLA
+from qdepth_bench.models.qdepth.tokenizer import FolderTokenizer
 from qdepth_bench.registry.base import read_yaml
 from qdepth_bench.registry.content import content_dirs
 
@@ -41,6 +46,7 @@ class CheckpointFormat:
     unfilled: tuple[tuple[str, str], ...]
     conventions: dict[str, Any]
     layout: dict[str, int]
+    statistics: dict[str, Any]
     source: Path
 
     def strip(self, key: str) -> str:
@@ -54,7 +60,7 @@ def _pairs(data: dict[str, Any], field: str) -> tuple[tuple[str, str], ...]:
     return tuple((str(a), str(b)) for a, b in data.get(field, []))
 
 
-@lru_cache(maxsize=None)
+@cache
 def checkpoint_format(name: str) -> CheckpointFormat:
     """The format named `name` from the content folders (a user's root wins on clashes)."""
     found = {p.stem: p for folder in content_dirs("formats") for p in sorted(folder.glob("*.yaml"))}
@@ -72,10 +78,13 @@ def checkpoint_format(name: str) -> CheckpointFormat:
             _pairs(data, "unfilled"),
             dict(data.get("conventions", {})),
             {str(k): int(v) for k, v in data.get("layout", {}).items()},
+            dict(data.get("statistics", {})),
             found[name],
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{found[name]}: missing or malformed field {exc}; see content/formats/open-pi-zero.yaml.") from None
+        raise UserError(
+            f"{found[name]}: missing or malformed field {exc}; see content/formats/open-pi-zero.yaml."
+        ) from None
 
 
 def read_torch_state(path: Path) -> dict[str, torch.Tensor]:
@@ -83,7 +92,7 @@ def read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     read with `weights_only=True` so the file cannot run code."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for damaged or code-carrying files
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, pickle.UnpicklingError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path} cannot be read as a torch checkpoint ({first}); re-download it.") from None
     state = data.get("model", data) if isinstance(data, dict) else None
@@ -160,7 +169,11 @@ def _first(names: list[str], n: int = 3) -> str:
 
 
 def map_state(
-    fmt: CheckpointFormat, state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], action_index: int, path: Path
+    fmt: CheckpointFormat,
+    state: dict[str, torch.Tensor],
+    expected: dict[str, torch.Tensor],
+    action_index: int,
+    path: Path,
 ) -> dict[str, torch.Tensor]:
     """The reference state dict under this model's key names, checked both ways against `expected` (the
     model's own state dict): every reference key is renamed, tied or ignored, and every model key is
@@ -204,11 +217,11 @@ def map_state(
     return mapped
 
 
-def load_foreign_model(path: Path, format_name: str, overrides: dict[str, Any] | None = None) -> tuple[Any, QDepthConfig]:
+def load_foreign_model(
+    path: Path, format_name: str, overrides: dict[str, Any] | None = None
+) -> tuple[QDepthVLA, QDepthConfig]:
     """The model of a foreign checkpoint file with its weights loaded (unfilled keys keep their initial
     values), and its configuration."""
-    from qdepth_bench.models.qdepth.model import QDepthVLA
-
     fmt = checkpoint_format(format_name)
     state = {fmt.strip(k): v for k, v in read_torch_state(path).items()}
     config = infer_config(fmt, state, path, overrides or {})
@@ -216,3 +229,64 @@ def load_foreign_model(path: Path, format_name: str, overrides: dict[str, Any] |
     mapped = map_state(fmt, state, model.state_dict(), model.action_expert_index, path)
     model.load_state_dict(mapped, strict=False)
     return model, config
+
+
+def read_statistics(fmt: CheckpointFormat, path: Path, state_dim: int, action_dim: int) -> NormStats:
+    """The family's normalisation statistics JSON as the model's bounds; action dimensions the family never
+    normalised (`raw_action_dims`, e.g. open-pi-zero's gripper) get the identity bounds [-1, 1]."""
+    import json
+
+    spec = fmt.statistics
+    if not path.is_file():
+        raise UserError(f"statistics file {path} does not exist; point -a statistics= at the checkpoint family's JSON.")
+    try:
+        data = json.loads(path.read_text())
+        state, action = data[spec["state"]], data[spec["action"]]
+        bounds = [
+            list(map(float, x))
+            for x in (state[spec["low"]], state[spec["high"]], action[spec["low"]], action[spec["high"]])
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"{path} is not a {fmt.name} statistics file (needs {spec['state']}/{spec['action']} with "
+            f"{spec['low']}/{spec['high']}; {exc!r})."
+        ) from None
+    if (len(bounds[0]), len(bounds[2])) != (state_dim, action_dim):
+        raise UserError(
+            f"{path} describes {len(bounds[0])}-dim state and {len(bounds[2])}-dim actions but the checkpoint has "
+            f"{state_dim} and {action_dim}: it belongs to another checkpoint family."
+        )
+    for dim in spec.get("raw_action_dims", []):
+        bounds[2][dim], bounds[3][dim] = -1.0, 1.0
+    return NormStats(*bounds)
+
+
+def load_foreign_checkpoint(
+    path: Path,
+    format_name: str,
+    overrides: dict[str, Any],
+    statistics: Path | None,
+    tokenizer_folder: Path | None,
+    device: str = "cpu",
+) -> LoadedCheckpoint:
+    """A foreign checkpoint file ready for the policy: model, statistics, tokenizer, and an identity hash
+    covering the weights and the statistics file (both decide the actions)."""
+    fmt = checkpoint_format(format_name)
+    if statistics is None:
+        raise UserError(
+            f"{path.name} is a {fmt.name} checkpoint, which ships without its normalisation statistics: pass "
+            "-a statistics=FILE (e.g. open-pi-zero's config/bridge_statistics.json) or use its family's policy."
+        )
+    model, config = load_foreign_model(path, format_name, overrides)
+    stats = read_statistics(fmt, statistics, config.state_dim, config.action_dim)
+    if config.tokenizer == "folder":
+        if tokenizer_folder is None or not (tokenizer_folder / "tokenizer_config.json").is_file():
+            raise UserError(
+                f"{fmt.name} checkpoints read prompts with PaliGemma's tokenizer: pass -a tokenizer=FOLDER, a local "
+                "copy of google/paligemma-3b-pt-224 (its tokenizer files are enough)."
+            )
+        tokenizer = FolderTokenizer(tokenizer_folder, config.max_text_tokens)
+    else:
+        tokenizer = make_tokenizer(config, None)
+    identity = stable_hash([file_hash(path), file_hash(statistics)])
+    return LoadedCheckpoint(model.to(device).eval(), stats, tokenizer, "pi0", identity, path)

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.imaging import resize_bilinear, rotate
+from qdepth_bench.core.imaging import resize_bilinear, resize_frame, rotate
 from qdepth_bench.core.policy import ObservationBatch, PolicyRequirements, TaskInfo
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
 from qdepth_bench.core.sim import Backend, Env, StepResult
@@ -208,8 +208,10 @@ class LiberoEnv(Env):
     def _observation(self, obs: dict[str, np.ndarray]) -> ObservationBatch:
         self.raw_observation = obs
         images = {
-            role: resize_bilinear(
-                rotate(obs[f"{camera}_image"], int(self.protocol["image_rotation_deg"])), self.policy_image_size
+            role: resize_frame(
+                rotate(obs[f"{camera}_image"], int(self.protocol["image_rotation_deg"])),
+                self.policy_image_size,
+                str(self.protocol["image_resize"]),
             )[None]
             for role, camera in self.cameras.items()
         }

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.imaging import resize_bilinear
+from qdepth_bench.core.imaging import resize_frame
 from qdepth_bench.core.paths import shared_dir
 from qdepth_bench.core.policy import ObservationBatch, PolicyRequirements, TaskInfo
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
@@ -174,7 +174,7 @@ class ManiSkill3Env(Env):
 
     def _observation(self, obs: dict[str, Any]) -> ObservationBatch:
         rgb = obs["sensor_data"][self.camera]["rgb"][0].cpu().numpy().astype(np.uint8)
-        image = resize_bilinear(rgb, self.image_size)
+        image = resize_frame(rgb, self.image_size, str(self.spec.protocol["image_resize"]))
         pos, quat = self._ee_at_base()
         gripper = self.sim_env.unwrapped.agent.robot.get_qpos()[0, -2:].cpu().numpy()
         openness = float(np.clip((gripper.mean() - 0.015) / (0.037 - 0.015), 0.0, 1.0))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.imaging import resize_bilinear
+from qdepth_bench.core.imaging import resize_frame
 from qdepth_bench.core.policy import ObservationBatch, PolicyRequirements, TaskInfo
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
 from qdepth_bench.core.sim import Env, StepResult
@@ -131,7 +131,7 @@ class SimplerEnvEnv(Env):
 
     def _observation(self, obs: dict[str, Any]) -> ObservationBatch:
         rgb = np.asarray(obs["image"][self.camera]["rgb"], dtype=np.uint8)
-        image = resize_bilinear(rgb, self.image_size)
+        image = resize_frame(rgb, self.image_size, str(self.protocol["image_resize"]))
         u = self.sim_env.unwrapped
         tcp = u.agent.robot.pose.inv() * u.tcp.pose  # end effector in the robot base frame
         closedness = float(u.agent.get_gripper_closedness())

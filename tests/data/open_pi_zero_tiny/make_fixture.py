@@ -56,7 +56,9 @@ def reference_config(checkout: Path):
             }
         },
         "vision_projector": {"config": {"vision_config": {"hidden_size": 24, "projection_dim": 32}}},
-        "joint": {"config": {"num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16}},
+        "joint": {
+            "config": {"num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16}
+        },
     }
     cfg = OmegaConf.merge(cfg, small)
     for unused in ("hydra", "log_dir", "env", "n_video"):  # evaluation plumbing (log folders, simulator)
@@ -110,9 +112,7 @@ def main(checkout: Path) -> None:
         torch.manual_seed(SEED + 1)
         noise = torch.randn(BATCH, cfg.horizon_steps, cfg.action_dim)
         torch.manual_seed(SEED + 1)
-        cached = model.infer_action(
-            ids, pixels, prefix_mask, action_mask, vlm_pos, proprio_pos, action_pos, proprio
-        )
+        cached = model.infer_action(ids, pixels, prefix_mask, action_mask, vlm_pos, proprio_pos, action_pos, proprio)
         torch.manual_seed(SEED + 1)
         naive = model.infer_action_naive(ids, pixels, mask, vlm_pos, proprio_pos, action_pos, proprio)
         torch.manual_seed(SEED + 2)
