@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import run_cli_subprocess
 from test_training import record_demos
@@ -171,3 +172,25 @@ def test_ablation_members_and_checkpoint_folders(tmp_path, monkeypatch):
         assert sum(m.variant.policy == "qdepth" for m in shipped.members()) == 3
     finally:
         ablation_registry.cache_clear()
+
+
+def test_data_fingerprint_and_the_ablation_note_on_different_data(tmp_path):
+    from qdepth_bench.datasets.episode import Episode, data_fingerprint
+    from qdepth_bench.registry.ablations import Member, Variant
+    from qdepth_bench.report.ablation import data_notes
+
+    def episode(action: float) -> Episode:
+        return Episode("pick", {"main": np.zeros((2, 4, 4, 3), np.uint8)}, np.zeros((2, 8)), np.full((2, 7), action))
+
+    assert data_fingerprint([episode(0.0)]) == data_fingerprint([episode(0.0)])
+    assert data_fingerprint([episode(0.0)]) != data_fingerprint([episode(1e-9)])
+    members = []
+    for name, data in (("a", "1111"), ("b", "1111"), ("c", "2222"), ("d", None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"data_hash": data} if data else {}))
+        members.append(Member(Variant(name, name), 0, folder))
+    assert data_notes(members[:2]) == []
+    different, unrecorded = data_notes(members)
+    assert "data 1111: a seed 0, b seed 0; data 2222: c seed 0" in different
+    assert unrecorded.startswith("no data fingerprint recorded with d seed 0")

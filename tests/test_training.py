@@ -278,8 +278,16 @@ def test_co_training_checkpoints_resumes_and_loads_as_a_policy(demo_file, tmp_pa
     assert [int(r["step"]) for r in log] == list(range(6))  # steps 0-2, then 3-5 after the resume
     assert all(np.isfinite(float(r["flow"])) and float(r["depth"]) > 0 for r in log)
     assert float(log[0]["depth_weight"]) == pytest.approx(0.01)
-    meta = json.loads((tmp_path / "qdepth" / "checkpoint" / "config.json").read_text())
-    assert meta["step"] == 6 and meta["variant"] == "qdepth"
+    config_file = tmp_path / "qdepth" / "checkpoint" / "config.json"
+    meta = json.loads(config_file.read_text())
+    assert meta["step"] == 6 and meta["variant"] == "qdepth" and len(meta["data_hash"]) == 16
+    # a resume whose data differs from the checkpoint's is refused, the checkpoint left as it was
+    config_file.write_text(json.dumps({**meta, "data_hash": "0" * 16}))
+    changed = run_cli_subprocess(
+        "train", "policy", "--recipe", str(recipe), "--resume", "--set", "train.steps=8", cwd=tmp_path
+    )
+    assert changed.returncode != 0 and "changed since" in changed.stderr
+    config_file.write_text(json.dumps(meta))
 
     policy = make_policy("qdepth", {"checkpoint": str(tmp_path / "qdepth" / "checkpoint")})
     task = TaskInfo("libero_object", 0, "t", "pick up the soup", "panda", (-1,) * 7, (1,) * 7, (0,) * 7, "libero")

@@ -8,6 +8,7 @@ which actions are real), and the depth target of that frame when annotated.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,3 +54,22 @@ def sample_at(episode: Episode, t: int, chunk: int) -> Sample:
         None if episode.depth is None else episode.depth[t],
         None if episode.depth_codes is None else episode.depth_codes[t],
     )
+
+
+def data_fingerprint(episodes: list[Episode]) -> str:
+    """A hash of everything training reads from the episodes (instructions, frames, proprio, actions, depth
+    and depth codes), in order: two trainings with equal fingerprints saw the same data. Recorded with each
+    checkpoint, so an ablation can show its models were trained on one dataset."""
+    digest = hashlib.sha256()
+    for episode in episodes:
+        digest.update(episode.instruction.encode())
+        arrays = [episode.images[role] for role in sorted(episode.images)]
+        arrays += [episode.state, episode.actions, episode.depth, episode.depth_codes]
+        for array in arrays:
+            if array is None:
+                digest.update(b"-")
+                continue
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()[:16]

@@ -10,6 +10,7 @@ the episodes where exactly one of them succeeded say anything about a difference
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,8 @@ class AblationView:
     #: its column labels: ours are the spec's tasks; published ones are the paper table's own columns, which
     #: may be another benchmark's (the tiny LIBERO ablation beside the paper's SIMPLER Table 6)
     columns: list[str] = field(default_factory=list)
+    #: what the reader must know about how the rows' models were made (e.g. trained on different data)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -156,7 +159,33 @@ def measured_ablation(store: Store, spec: AblationSpec, seeds: int | None = None
         if variant.policy != spec.full:
             _paired(row, runs, full_runs)
         rows.append(row)
-    return AblationView(spec, "ours", _with_deltas(spec, rows), list(spec.columns)) if rows else None
+    if not rows:
+        return None
+    evaluated = [m for m in members if not found[(m.variant.policy, m.seed)].empty]
+    return AblationView(spec, "ours", _with_deltas(spec, rows), list(spec.columns), data_notes(evaluated))
+
+
+def data_notes(members: list[Member]) -> list[str]:
+    """Whether the evaluated models were trained on one dataset, from the data fingerprint each checkpoint
+    records (`datasets.episode.data_fingerprint`): a line when they differ or some are unknown."""
+    hashes: dict[str, list[str]] = {}
+    for member in members:
+        config = None if member.checkpoint is None else member.checkpoint / "config.json"
+        if config is None or not config.is_file():
+            continue
+        recorded = json.loads(config.read_text()).get("data_hash") or "unrecorded"
+        hashes.setdefault(recorded, []).append(member.name)
+    known = [h for h in hashes if h != "unrecorded"]
+    notes = []
+    if len(known) > 1:
+        groups = "; ".join(f"data {h}: {', '.join(hashes[h])}" for h in known)
+        notes.append(f"the models were trained on different data ({groups}): their differences mix data and method")
+    if "unrecorded" in hashes and known:
+        notes.append(
+            f"no data fingerprint recorded with {', '.join(hashes['unrecorded'])} (trained before fingerprints "
+            "were recorded): their data cannot be checked against the others'"
+        )
+    return notes
 
 
 def _columns(spec: AblationSpec, trials: dict[int, int] | None, episodes: pd.DataFrame) -> dict[str, Cell]:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.datasets.episode import data_fingerprint
 from qdepth_bench.models.qdepth.checkpoint import (
     NormStats,
     load_checkpoint,
@@ -68,11 +69,18 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
     settings = recipe.train
     torch.manual_seed(settings.seed)
     episodes = read_dataset(recipe)
+    fingerprint = data_fingerprint(episodes)
     state_dim, action_dim = dataset_dims(episodes)
     checkpoint_dir = recipe.out / CHECKPOINT
     start_step = 0
     if resume and last_checkpoint(recipe.out) is not None:
         loaded = load_checkpoint(checkpoint_dir)
+        recorded = json.loads((checkpoint_dir / "config.json").read_text()).get("data_hash")
+        if recorded not in (None, fingerprint):
+            raise UserError(
+                f"the data of {recipe.name} changed since {recipe.out} was checkpointed (data {recorded}, now "
+                f"{fingerprint}); restore that data, or delete {recipe.out} to train from the start."
+            )
         model, variant, stats = loaded.model.train(), loaded.variant, loaded.stats
         trainer_state = torch.load(checkpoint_dir / TRAINER_STATE, weights_only=False)
         start_step = trainer_state["step"]
@@ -134,7 +142,19 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
             if on_log is not None:
                 on_log(row)
         if done % settings.checkpoint_every == 0 or done == settings.steps:
-            _save(recipe, wrapped, model, stats, variant, tokenizer, optimizer, scheduler, done, dist_info.main)
+            _save(
+                recipe,
+                wrapped,
+                model,
+                stats,
+                variant,
+                tokenizer,
+                optimizer,
+                scheduler,
+                done,
+                dist_info.main,
+                fingerprint,
+            )
     return checkpoint_dir
 
 
@@ -149,6 +169,7 @@ def _save(
     scheduler,
     step: int,
     main: bool,
+    data_hash: str,
 ) -> None:
     """Checkpoint (policy-loadable, with the trainer state inside): written under a temporary name, then
     swapped in by renames, so a stop at any moment leaves one complete checkpoint (see `last_checkpoint`)."""
@@ -158,7 +179,13 @@ def _save(
     partial = recipe.out / (CHECKPOINT + ".partial")
     weights = {k.removeprefix("module.").removeprefix("_fsdp_wrapped_module."): v for k, v in state.items()}
     save_checkpoint(
-        partial, model.config, weights, stats, variant, tokenizer, extra={"recipe": recipe.source, "step": step}
+        partial,
+        model.config,
+        weights,
+        stats,
+        variant,
+        tokenizer,
+        extra={"recipe": recipe.source, "step": step, "data_hash": data_hash},
     )
     torch.save(
         {

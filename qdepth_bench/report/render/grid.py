@@ -161,6 +161,7 @@ def ablation_grid(view: AblationView) -> Grid:
             "paired test: exact McNemar against the full model on the same episodes (only-full / only-variant "
             "successes), each training seed against the full model's same seed, the seeds' pairs pooled",
             *view.detectable(),
+            *view.notes,
         ]
         if ours
         else []
