@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,13 @@ from conftest import db_rows, run_cli_subprocess
 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import file_hash, stable_hash
-from qdepth_bench.models.qdepth.formats import checkpoint_format, infer_config, load_foreign_model, map_state
+from qdepth_bench.models.qdepth.formats import (
+    check_against_model,
+    checkpoint_format,
+    infer_config,
+    load_foreign_model,
+    rename_state,
+)
 from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
 
 FIXTURE = Path(__file__).parent / "data" / "open_pi_zero_tiny"
@@ -85,7 +92,7 @@ def test_compiled_prefix_is_stripped(tmp_path, reference):
     [
         (lambda s: s.update({"extra_head.weight": torch.zeros(2)}), "does not map: extra_head.weight"),
         (lambda s: s.pop("action_decoder.bias"), "lacks weights the model needs: action_out.bias"),
-        (lambda s: s.update({"action_encoder.linear_3.bias": torch.zeros(5)}), "action_encoder.linear_3.bias (5,)"),
+        (lambda s: s.update({"action_encoder.linear_3.bias": torch.zeros(5)}), "action_time.2.bias (5,) vs (16,)"),
         (
             lambda s: s.update(
                 {
@@ -111,21 +118,39 @@ def test_a_damaged_file_is_one_line(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_full_size_open_pi_zero_keys_load_strictly():
-    """Every key of the released configuration (listed by the reference code on the meta device) lands in
-    the full-size model, and every model key is filled but the one the format declares unused."""
-    keys = json.loads((FIXTURE / "full_keys.json").read_text())
+@pytest.mark.parametrize(
+    "fmt, folder, sizes",
+    [
+        ("open-pi-zero", "open_pi_zero_tiny", (2048, 18, 27, 1024, 7, 7)),
+        ("openpi-pi0", "openpi_pi0", (2048, 18, 27, 1024, 32, 32)),
+    ],
+)
+def test_full_size_keys_load_strictly(fmt, folder, sizes):
+    """Every key of a reference's released configuration (listed by the reference code on the meta device)
+    lands in the full-size model, and every model key is filled but those the format declares unused."""
+    path = FIXTURE.parent / folder / "full_keys.json"
+    keys = json.loads(path.read_text())
     state = {k: torch.empty(shape, device="meta") for k, shape in keys.items()}
-    fmt = checkpoint_format("open-pi-zero")
-    config = infer_config(fmt, state, FIXTURE / "full_keys.json", {})
-    assert (config.text.hidden_size, config.text.num_hidden_layers, config.vision.num_hidden_layers) == (2048, 18, 27)
-    assert (config.action_expert.hidden_size, config.state_dim, config.chunk_size) == (1024, 7, 4)
+    spec = checkpoint_format(fmt)
+    renamed = rename_state(spec, state, path)
+    config = infer_config(spec, renamed, path, {})
+    found = (
+        config.text.hidden_size,
+        config.text.num_hidden_layers,
+        config.vision.num_hidden_layers,
+        config.action_expert.hidden_size,
+        config.state_dim,
+        config.action_dim,
+    )
+    assert found == sizes
     with torch.device("meta"):
         model = QDepthVLA(config)
     expected = model.state_dict()
-    mapped = map_state(fmt, state, expected, model.action_expert_index, FIXTURE / "full_keys.json")
-    assert sorted(set(expected) - set(mapped)) == ["mot.norms.0.weight"]
-    assert len(mapped) == len(keys) - sum(1 for k in keys if ".proprio." in k) - ("lm_head.weight" in keys)
+    check_against_model(spec, renamed, expected, path)
+    unfilled = sorted(set(expected) - set(renamed))
+    assert unfilled == (["mot.norms.0.weight"] if fmt == "open-pi-zero" else [])
+    ignored = [k for k in keys if re.fullmatch(r".*lm_head\.weight|joint_model\.mixtures\.proprio\..+", k)]
+    assert len(renamed) == len(keys) - len(ignored)
 
 
 #: the tiny fixture through the real CLI: its reduced layout and prompt length, the project's offline tokenizer

@@ -91,15 +91,15 @@ class QDepthPolicy(Policy):
     def _load(path: Path, config: QDepthPolicyConfig) -> Any:
         """This project's checkpoint folder, or another implementation's file through its format."""
         from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
-        from qdepth_bench.models.qdepth.formats import TORCH_SUFFIXES, load_foreign_checkpoint
+        from qdepth_bench.models.qdepth.formats import detect_format, load_foreign_checkpoint
 
-        fmt = config.format or ("open-pi-zero" if path.is_file() and path.suffix in TORCH_SUFFIXES else "")
+        fmt = config.format or detect_format(path)
+        if fmt == "?":
+            raise UserError(
+                f"{path} is a file this policy does not recognise; pass a checkpoint folder, an open-pi-zero "
+                ".pt file, or name its format with -a format=NAME (content/formats/)."
+            )
         if not fmt:
-            if path.is_file():
-                raise UserError(
-                    f"{path} is a file this policy does not recognise; pass a checkpoint folder, an open-pi-zero "
-                    ".pt file, or name its format with -a format=NAME (content/formats/)."
-                )
             return load_checkpoint(path, config.device)
         return load_foreign_checkpoint(
             path,

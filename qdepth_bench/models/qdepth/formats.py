@@ -13,6 +13,7 @@ a tied pair that is not equal is refused in one line naming the first few.
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from dataclasses import dataclass
@@ -48,6 +49,14 @@ class CheckpointFormat:
     layout: dict[str, int]
     statistics: dict[str, Any]
     source: Path
+    #: why checkpoints of this format cannot be evaluated yet (empty: they can)
+    unsupported: str = ""
+
+    def refuse_if_unsupported(self, path: Path) -> None:
+        if self.unsupported:
+            raise UserError(
+                f"{path} is a {self.name} checkpoint, which cannot be evaluated natively yet: {self.unsupported}."
+            )
 
     def strip(self, key: str) -> str:
         for prefix in self.strip_prefixes:
@@ -80,11 +89,33 @@ def checkpoint_format(name: str) -> CheckpointFormat:
             {str(k): int(v) for k, v in data.get("layout", {}).items()},
             dict(data.get("statistics", {})),
             found[name],
+            str(data.get("unsupported", "")).strip(),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(
             f"{found[name]}: missing or malformed field {exc}; see content/formats/open-pi-zero.yaml."
         ) from None
+
+
+def detect_format(path: Path) -> str:
+    """The format of a checkpoint path: "" for this project's folders, a format name for another
+    implementation's (an open-pi-zero `.pt` file; a folder whose safetensors keys are openpi's pi0)."""
+    if path.is_file():
+        return "open-pi-zero" if path.suffix in TORCH_SUFFIXES else "?"
+    if (path / "config.json").is_file() and (path / "norm_stats.json").is_file():
+        try:
+            if "variant" in json.loads((path / "config.json").read_text()):
+                return ""
+        except ValueError:
+            return ""  # this project's loader names the damaged file
+    weights = path / "model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            if any(k.removeprefix("model.").startswith("paligemma_with_expert.") for k in f.keys()):
+                return "openpi-pi0"
+    return ""
 
 
 def read_torch_state(path: Path) -> dict[str, torch.Tensor]:
@@ -101,86 +132,16 @@ def read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _one(state: dict[str, torch.Tensor], key: str, path: Path) -> torch.Tensor:
-    if key not in state:
-        raise UserError(f"{path} lacks {key}, which every checkpoint of this format has; is it another format?")
-    return state[key]
+#: pi0 has two experts: the VLM (0) and the action expert (1), which `{action}` in a key map stands for
+PI0_ACTION_EXPERT = 1
 
 
-def _layers(state: dict[str, torch.Tensor], pattern: str) -> int:
-    found = {int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))}
-    return max(found) + 1 if found else 0
-
-
-def infer_config(
-    fmt: CheckpointFormat, state: dict[str, torch.Tensor], path: Path, overrides: dict[str, Any]
-) -> QDepthConfig:
-    """The pi0 configuration of an open-pi-zero-structured state dict: sizes from the weights, head layout
-    and conventions from the format (each overridable, e.g. a training with another time_max_period)."""
-    layout = {**fmt.layout, **{k: int(v) for k, v in overrides.items() if k in fmt.layout}}
-    conventions = {**fmt.conventions, **{k: v for k, v in overrides.items() if k not in fmt.layout}}
-    head_dim, vision_heads = layout["head_dim"], layout["vision_heads"]
-    patch = _one(state, "vision_tower.vision_model.embeddings.patch_embedding.weight", path)
-    positions = _one(state, "vision_tower.vision_model.embeddings.position_embedding.weight", path)
-    grid = round(positions.shape[0] ** 0.5)
-    vlm = "joint_model.mixtures.vlm.layers.0."
-    action = "joint_model.mixtures.action.layers.0."
-    vision = VisionConfig(
-        hidden_size=patch.shape[0],
-        intermediate_size=_one(state, "vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight", path).shape[0],
-        num_hidden_layers=_layers(state, r"vision_tower\.vision_model\.encoder\.layers\.(\d+)\..+"),
-        num_attention_heads=vision_heads,
-        image_size=grid * patch.shape[2],
-        patch_size=patch.shape[2],
-    )
-    embed = _one(state, "embed_tokens.weight", path)
-    text = TextConfig(
-        hidden_size=embed.shape[1],
-        intermediate_size=_one(state, vlm + "mlp.gate_proj.weight", path).shape[0],
-        num_hidden_layers=_layers(state, r"joint_model\.mixtures\.vlm\.layers\.(\d+)\..+"),
-        num_attention_heads=_one(state, vlm + "self_attn.q_proj.weight", path).shape[0] // head_dim,
-        num_key_value_heads=_one(state, vlm + "self_attn.k_proj.weight", path).shape[0] // head_dim,
-        head_dim=head_dim,
-        vocab_size=embed.shape[0],
-    )
-    expert = ExpertConfig(
-        hidden_size=_one(state, action + "self_attn.q_proj.weight", path).shape[1],
-        intermediate_size=_one(state, action + "mlp.gate_proj.weight", path).shape[0],
-    )
-    try:
-        return build_config(
-            "full",
-            "pi0",
-            vision=vision,
-            text=text,
-            action_expert=expert,
-            depth_expert=expert,
-            depth_grid=grid,
-            state_dim=_one(state, "proprio_encoder.weight", path).shape[1],
-            action_dim=_one(state, "action_decoder.weight", path).shape[0],
-            **conventions,
-        )
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{fmt.source} or the policy's options give a bad model field ({exc}).") from None
-
-
-def _first(names: list[str], n: int = 3) -> str:
-    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
-
-
-def map_state(
-    fmt: CheckpointFormat,
-    state: dict[str, torch.Tensor],
-    expected: dict[str, torch.Tensor],
-    action_index: int,
-    path: Path,
-) -> dict[str, torch.Tensor]:
-    """The reference state dict under this model's key names, checked both ways against `expected` (the
-    model's own state dict): every reference key is renamed, tied or ignored, and every model key is
-    filled or declared `unfilled`."""
+def rename_state(fmt: CheckpointFormat, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """The reference state dict under this model's key names: every reference key is renamed, tied (and
+    equal to its twin) or ignored; anything else is refused by name."""
     state = {fmt.strip(k): v for k, v in state.items()}
-    mapped: dict[str, torch.Tensor] = {}
-    unknown, untied, mismatched = [], [], []
+    renamed: dict[str, torch.Tensor] = {}
+    unknown, untied = [], []
     for key, tensor in state.items():
         tie = next((re.sub(p, t, key) for p, t in fmt.tied if re.fullmatch(p, key)), None)
         if tie is not None:
@@ -192,14 +153,8 @@ def map_state(
         target = next((re.sub(p, t, key) for p, t in fmt.rename if re.fullmatch(p, key)), None)
         if target is None:
             unknown.append(key)
-            continue
-        target = target.replace("{action}", str(action_index))
-        if target not in expected:
-            unknown.append(key)
-        elif tuple(expected[target].shape) != tuple(tensor.shape):
-            mismatched.append(f"{key} {tuple(tensor.shape)} vs {tuple(expected[target].shape)}")
         else:
-            mapped[target] = tensor
+            renamed[target.replace("{action}", str(PI0_ACTION_EXPERT))] = tensor
     if unknown:
         raise UserError(
             f"{path} has keys the {fmt.name} format does not map: {_first(unknown)}; is it another format or "
@@ -209,12 +164,97 @@ def map_state(
         raise UserError(
             f"{path}: {_first(untied)} differ from the weights they are tied to; untied mixtures are not supported."
         )
+    return renamed
+
+
+def _one(state: dict[str, torch.Tensor], key: str, fmt: CheckpointFormat, path: Path) -> torch.Tensor:
+    if key not in state:
+        raise UserError(f"{path} has no weights for {key}, which every {fmt.name} checkpoint has; another format?")
+    return state[key]
+
+
+def _layers(state: dict[str, torch.Tensor], pattern: str) -> int:
+    found = {int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def infer_config(
+    fmt: CheckpointFormat, state: dict[str, torch.Tensor], path: Path, overrides: dict[str, Any]
+) -> QDepthConfig:
+    """The pi0 configuration of a renamed state dict (`rename_state`): sizes from the weights, head layout
+    and conventions from the format (each overridable, e.g. a training with another time_max_period)."""
+    layout = {**fmt.layout, **{k: int(v) for k, v in overrides.items() if k in fmt.layout}}
+    conventions = {**fmt.conventions, **{k: v for k, v in overrides.items() if k not in fmt.layout}}
+    head_dim, vision_heads = layout["head_dim"], layout["vision_heads"]
+
+    def shape(key: str) -> torch.Size:
+        return _one(state, key, fmt, path).shape
+
+    patch, grid = (
+        shape("vision.embeddings.patch_embedding.weight"),
+        round(shape("vision.embeddings.position_embedding.weight")[0] ** 0.5),
+    )
+    vlm, action = "mot.experts.0.0.", f"mot.experts.{PI0_ACTION_EXPERT}.0."
+    vision = VisionConfig(
+        hidden_size=patch[0],
+        intermediate_size=shape("vision.encoder.layers.0.mlp.fc1.weight")[0],
+        num_hidden_layers=_layers(state, r"vision\.encoder\.layers\.(\d+)\..+"),
+        num_attention_heads=vision_heads,
+        image_size=grid * patch[2],
+        patch_size=patch[2],
+    )
+    embed = shape("embed_tokens.weight")
+    text = TextConfig(
+        hidden_size=embed[1],
+        intermediate_size=shape(vlm + "mlp.gate_proj.weight")[0],
+        num_hidden_layers=_layers(state, r"mot\.experts\.0\.(\d+)\..+"),
+        num_attention_heads=shape(vlm + "self_attn.q_proj.weight")[0] // head_dim,
+        num_key_value_heads=shape(vlm + "self_attn.k_proj.weight")[0] // head_dim,
+        head_dim=head_dim,
+        vocab_size=embed[0],
+    )
+    expert = ExpertConfig(
+        hidden_size=shape(action + "self_attn.q_proj.weight")[1],
+        intermediate_size=shape(action + "mlp.gate_proj.weight")[0],
+    )
+    try:
+        return build_config(
+            "full",
+            "pi0",
+            vision=vision,
+            text=text,
+            action_expert=expert,
+            depth_expert=expert,
+            depth_grid=grid,
+            state_dim=shape("state_in.weight")[1],
+            action_dim=shape("action_out.weight")[0],
+            **conventions,
+        )
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{fmt.source} or the policy's options give a bad model field ({exc}).") from None
+
+
+def _first(names: list[str], n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+def check_against_model(
+    fmt: CheckpointFormat, renamed: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path
+) -> None:
+    """Every renamed weight has the model's shape, and every model key is filled or declared `unfilled`."""
+    extra = [k for k in renamed if k not in expected]
+    if extra:
+        raise UserError(f"{path}: weights the model has no place for: {_first(extra)} ({fmt.name} format).")
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in renamed.items()
+        if tuple(v.shape) != tuple(expected[k].shape)
+    ]
     if mismatched:
         raise UserError(f"{path}: shapes differ from the model its sizes describe: {_first(mismatched)}.")
-    missing = [k for k in expected if k not in mapped and not any(re.fullmatch(p, k) for p, _ in fmt.unfilled)]
+    missing = [k for k in expected if k not in renamed and not any(re.fullmatch(p, k) for p, _ in fmt.unfilled)]
     if missing:
         raise UserError(f"{path} lacks weights the model needs: {_first(missing)} ({fmt.name} format).")
-    return mapped
 
 
 def load_foreign_model(
@@ -223,11 +263,12 @@ def load_foreign_model(
     """The model of a foreign checkpoint file with its weights loaded (unfilled keys keep their initial
     values), and its configuration."""
     fmt = checkpoint_format(format_name)
-    state = {fmt.strip(k): v for k, v in read_torch_state(path).items()}
-    config = infer_config(fmt, state, path, overrides or {})
+    fmt.refuse_if_unsupported(path)
+    renamed = rename_state(fmt, read_torch_state(path), path)
+    config = infer_config(fmt, renamed, path, overrides or {})
     model = QDepthVLA(config)
-    mapped = map_state(fmt, state, model.state_dict(), model.action_expert_index, path)
-    model.load_state_dict(mapped, strict=False)
+    check_against_model(fmt, renamed, model.state_dict(), path)
+    model.load_state_dict(renamed, strict=False)
     return model, config
 
 
@@ -272,6 +313,7 @@ def load_foreign_checkpoint(
     """A foreign checkpoint file ready for the policy: model, statistics, tokenizer, and an identity hash
     covering the weights and the statistics file (both decide the actions)."""
     fmt = checkpoint_format(format_name)
+    fmt.refuse_if_unsupported(path)
     if statistics is None:
         raise UserError(
             f"{path.name} is a {fmt.name} checkpoint, which ships without its normalisation statistics: pass "
