@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import db_rows, run_cli_subprocess
@@ -118,6 +119,55 @@ def test_a_damaged_file_is_one_line(tmp_path):
     assert "\n" not in str(info.value)
 
 
+OPENPI = FIXTURE.parent / "openpi_pi0"
+#: the openpi fixture's reduced head layout, chunk and prompt length (its make_fixture.py)
+OPENPI_TINY = {"head_dim": 16, "vision_heads": 2, "chunk_size": 5, "max_text_tokens": 6}
+
+
+def _openpi_batch(io: dict[str, torch.Tensor]) -> Batch:
+    """Three cameras (the third masked, as openpi pads a missing one), prompts of two lengths, 32-dim state."""
+    return Batch(
+        io["images"],
+        io["tokens"],
+        io["token_mask"],
+        io["state"],
+        actions=io["target_actions"],
+        image_masks=io["image_masks"],
+    )
+
+
+def test_openpi_pi0_actions_and_loss_match_the_reference():
+    """openpi's PyTorch pi0, saved as its trainer saves (tied embeddings written once, as lm_head)."""
+    io = torch.load(OPENPI / "io.pt", weights_only=True)
+    model, config = load_foreign_model(OPENPI, "openpi-pi0", OPENPI_TINY)
+    assert (config.time_input, config.state_dim, config.action_expert.hidden_size) == ("one_minus_tau", 32, 32)
+    batch = _openpi_batch(io)
+    for reuse_prefix in (True, False):
+        actions = model.sample_actions(batch, noise=io["noise"], reuse_prefix=reuse_prefix)
+        assert torch.allclose(actions, io["actions"], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        loss = model.losses(batch, noise=io["loss_noise"], tau=1 - io["time"])["flow"]
+    assert abs(float(loss) - float(io["loss"].mean())) < 1e-5
+
+
+@pytest.mark.parametrize("field, value", [("time_input", "tau"), ("time_float64", False)])
+def test_each_openpi_convention_changes_the_actions(field, value):
+    io = torch.load(OPENPI / "io.pt", weights_only=True)
+    model, _ = load_foreign_model(OPENPI, "openpi-pi0", {**OPENPI_TINY, field: value})
+    actions = model.sample_actions(_openpi_batch(io), noise=io["noise"])
+    assert (actions - io["actions"]).abs().max() > 1e-5
+
+
+def test_a_masked_camera_is_not_seen():
+    """openpi pads a missing camera with a masked image: what it shows must not change the actions."""
+    io = torch.load(OPENPI / "io.pt", weights_only=True)
+    model, _ = load_foreign_model(OPENPI, "openpi-pi0", OPENPI_TINY)
+    batch = _openpi_batch(io)
+    batch.images = batch.images.clone()
+    batch.images[:, 2] = torch.rand_like(batch.images[:, 2])
+    assert torch.allclose(model.sample_actions(batch, noise=io["noise"]), io["actions"], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize(
     "fmt, folder, sizes",
     [
@@ -181,3 +231,62 @@ def test_open_pi_zero_checkpoint_runs_simpler_widowx_through_the_cli(tmp_path):
     assert protocol["image_resize"] == "lanczos4" and requirements["chunk_size"] == 4
     (episode,) = db_rows(db, "select status, steps from episodes")
     assert episode == ("failure", 8)
+
+
+OPENPI_MODEL_ARG = "model={tokenizer: hash, max_text_tokens: 6, head_dim: 16, vision_heads: 2, chunk_size: 5}"
+
+
+@pytest.mark.slow
+def test_openpi_checkpoint_runs_libero_through_the_cli(tmp_path):
+    """openpi's LIBERO conventions on real LIBERO episodes: two cameras and a masked slot, the 8-dim state
+    z-scored with the statistics found beside the weights and padded to 32, 7 of 32 action dims executed, 5
+    per chunk; recorded under its own name with an identity covering weights and statistics."""
+    db = tmp_path / "r.sqlite"
+    result = run_cli_subprocess(
+        "run",
+        "libero_object",
+        "--policy",
+        "openpi-pi0-libero",
+        "--checkpoint",
+        str(OPENPI),
+        "-a",
+        OPENPI_MODEL_ARG,
+        "--tasks",
+        "0",
+        "--episodes",
+        "1",
+        "--max-steps",
+        "12",
+        "--workers",
+        "1",
+        "--db",
+        str(db),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = db_rows(db, "select policy_name, policy_checkpoint_hash, policy_requirements from runs")
+    statistics = OPENPI / "assets" / "libero" / "norm_stats.json"
+    assert run[0] == "openpi-pi0-libero"
+    assert run[1] == stable_hash([file_hash(OPENPI / "model.safetensors"), file_hash(statistics)])
+    requirements = json.loads(run[2])
+    assert (requirements["cameras"], requirements["chunk_size"], requirements["action_dim"]) == (
+        ["main", "wrist"],
+        5,
+        7,
+    )
+    (episode,) = db_rows(db, "select status, steps from episodes")
+    assert episode == ("failure", 12)
+
+
+def test_openpi_statistics_must_fit_the_suite(tmp_path):
+    """Statistics of another robot (their state width differs from the suite's) are refused in one line."""
+    from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, TaskInfo
+    from qdepth_bench.registry.policies import make_policy
+
+    policy = make_policy("openpi-pi0-libero", {"checkpoint": str(OPENPI), "model": OPENPI_MODEL_ARG[len("model=") :]})
+    task = TaskInfo("libero_object", 0, "t", "pick", "panda", (-1,) * 7, (1,) * 7, (0,) * 7, "libero")
+    policy.reset(EpisodeContext("k", task, 0))
+    images = {role: np.zeros((1, 28, 28, 3), np.uint8) for role in ("main", "wrist")}
+    assert policy.act(ObservationBatch(["k"], images, np.zeros((1, 8)), ["pick"])).shape == (1, 5, 7)
+    with pytest.raises(UserError, match="suite gives 7-dim proprio state but this checkpoint was trained on 8-dim"):
+        policy.act(ObservationBatch(["k"], images, np.zeros((1, 7)), ["pick"]))

@@ -38,7 +38,10 @@ class QDepthPolicyConfig:
     normalisation JSON, `tokenizer` a local PaliGemma folder for its prompts, `model` overrides of the
     format's conventions (e.g. time_max_period). Evaluation conventions of a checkpoint family:
     `act_steps` actions executed per predicted chunk (None: all), `image_resize` the frame resizing it was
-    trained with (None: the suite's), `state_layouts` the proprio layouts it was trained on (empty: any)."""
+    trained with (None: the suite's), `state_layouts` the proprio layouts it was trained on (empty: any),
+    `cameras` the camera roles in the model's image order ("-": a slot the model has but the suite does not
+    fill, passed masked, as openpi pads a missing camera), `pad_state` zero-pads the normalised state to the
+    model's width (openpi trains at 32 dims); the executed actions are the statistics' leading dimensions."""
 
     checkpoint: str = ""
     default_checkpoint: str = ""
@@ -53,12 +56,17 @@ class QDepthPolicyConfig:
     act_steps: int | None = None
     image_resize: str | None = None
     state_layouts: tuple[str, ...] = ()
+    cameras: tuple[str, ...] = ("main",)
+    pad_state: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(self, positive=("num_steps", "act_steps"))
         if self.image_resize is not None and self.image_resize not in RESIZE_METHODS:
             raise ValueError(f"image_resize must be one of {', '.join(RESIZE_METHODS)} (got {self.image_resize})")
         self.state_layouts = tuple(self.state_layouts)
+        self.cameras = tuple(self.cameras)
+        if not self.cameras or self.cameras[0] == "-":
+            raise ValueError("cameras must start with the camera the model reads first, e.g. main")
 
 
 class QDepthPolicy(Policy):
@@ -132,10 +140,10 @@ class QDepthPolicy(Policy):
     def requirements(self) -> PolicyRequirements:
         c, config = self.model.config, self.config
         return PolicyRequirements(
-            cameras=("main",),
+            cameras=tuple(role for role in config.cameras if role != "-"),
             image_size=c.vision.image_size,
             chunk_size=min(config.act_steps or c.chunk_size, c.chunk_size),
-            action_dim=c.action_dim,
+            action_dim=len(self.loaded.stats.action_low),
             state_layouts=config.state_layouts,
             image_resize=config.image_resize,
         )
@@ -149,22 +157,42 @@ class QDepthPolicy(Policy):
     def act(self, batch: ObservationBatch) -> np.ndarray:
         from qdepth_bench.models.qdepth.model import Batch
 
-        torch, c, stats = self._torch, self.model.config, self.loaded.stats
-        if batch.state.shape[1] != c.state_dim:
+        torch, c, stats, config = self._torch, self.model.config, self.loaded.stats, self.config
+        given, trained = batch.state.shape[1], len(stats.state_low)
+        if given != trained or (given != c.state_dim and not config.pad_state):
             raise UserError(
-                f"the suite gives {batch.state.shape[1]}-dim proprio state but this checkpoint was "
-                f"trained on {c.state_dim}-dim state; use a checkpoint trained for this suite."
+                f"the suite gives {given}-dim proprio state but this checkpoint was trained on {trained}-dim "
+                "state; use a checkpoint trained for this suite."
             )
-        device = self.config.device
-        images = images_to_model(batch.images["main"], device)
-        tokens, token_mask = self.loaded.tokenizer(batch.instructions)
-        state = torch.from_numpy(stats.normalize_state(batch.state)).float().to(device)
+        device = config.device
+        images, tokens, token_mask = self._images(batch), *self.loaded.tokenizer(batch.instructions)
+        state = torch.zeros(len(batch), c.state_dim)
+        state[:, :given] = torch.from_numpy(stats.normalize_state(batch.state)).float()
         noise = torch.stack([torch.randn(c.chunk_size, c.action_dim, generator=self._noise[k]) for k in batch.keys])
-        inputs = Batch(images, torch.from_numpy(tokens).to(device), torch.from_numpy(token_mask).to(device), state)
+        inputs = Batch(
+            images.to(device),
+            torch.from_numpy(tokens).to(device),
+            torch.from_numpy(token_mask).to(device),
+            state.to(device),
+            image_masks=None if images.ndim == 4 else self._image_masks(len(batch)).to(device),
+        )
         rows = [slice(i, i + 1) for i in range(len(batch))] if self.config.batch_invariant else [slice(None)]
         actions = torch.cat([self.model.sample_actions(inputs.rows(r), noise=noise[r].to(device)) for r in rows])
-        executed = actions[:, : self.requirements.chunk_size]  # a family may execute only the chunk's first steps
+        # a family may execute only the chunk's first steps, and only its statistics' leading dimensions
+        executed = actions[:, : self.requirements.chunk_size, : len(stats.action_low)]
         return stats.unnormalize_actions(executed.cpu().numpy()).astype(np.float32)
+
+    def _images(self, batch: ObservationBatch) -> Any:
+        """(B, 3, H, W) for one camera; (B, N, 3, H, W) for several, a masked slot black (as openpi pads it)."""
+        roles = self.config.cameras
+        views = {role: images_to_model(batch.images[role]) for role in roles if role != "-"}
+        if len(roles) == 1:
+            return views[roles[0]]
+        black = self._torch.full_like(views[roles[0]], -1.0)
+        return self._torch.stack([views.get(role, black) for role in roles], dim=1)
+
+    def _image_masks(self, rows: int) -> Any:
+        return self._torch.tensor([role != "-" for role in self.config.cameras]).expand(rows, -1)
 
     def close(self) -> None:
         self._noise.clear()

@@ -29,16 +29,20 @@ CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", CHECKPOINT_WEIGHTS, "norm
 
 @dataclass
 class NormStats:
-    """Per-dimension low/high (1st/99th percentiles) of proprio state and actions in the training data."""
+    """Per-dimension statistics of proprio state and actions in the training data. `kind` "bounds" (this
+    project's, open-pi-zero's): low/high are the 1st/99th percentiles, values scaled to [-1, 1] and clipped.
+    "zscore" (openpi's pi0): low/high hold mean/std, values become (x - mean) / (std + 1e-6)."""
 
     state_low: list[float]
     state_high: list[float]
     action_low: list[float]
     action_high: list[float]
+    kind: str = "bounds"
 
-    @staticmethod
-    def _scale(x: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
+    def _scale(self, x: np.ndarray, low: list[float], high: list[float]) -> np.ndarray:
         low_, high_ = np.asarray(low), np.asarray(high)
+        if self.kind == "zscore":
+            return (x - low_) / (high_ + 1e-6)
         return np.clip(2 * (x - low_) / np.maximum(high_ - low_, 1e-8) - 1, -1.0, 1.0)
 
     def normalize_state(self, state: np.ndarray) -> np.ndarray:
@@ -49,6 +53,8 @@ class NormStats:
 
     def unnormalize_actions(self, actions: np.ndarray) -> np.ndarray:
         low, high = np.asarray(self.action_low), np.asarray(self.action_high)
+        if self.kind == "zscore":
+            return actions * (high + 1e-6) + low
         return (np.clip(actions, -1, 1) + 1) / 2 * (high - low) + low
 
     @classmethod

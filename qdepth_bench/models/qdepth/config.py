@@ -20,6 +20,9 @@ this project's), so a checkpoint of another implementation loads into this one m
   flow_sig_min       sigma_min of the conditional flow: x_t = (1 - (1 - sigma) t) noise + t data
   time_embedding     "periods" (pi0's 4e-3..4 periods) or "log_frequencies" (frequencies exp(-ln(P) i/(h-1)),
                      P = time_max_period)
+  time_input         the time the embedding reads: "tau" (0 at noise, this project and open-pi-zero) or
+                     "one_minus_tau" (openpi counts its flow time from noise at 1)
+  time_float64       the time embedding is computed in float64, then cast (openpi)
   time_first         the action encoder concatenates [time, action] instead of [action, time]
   expert_input_scale the action/depth experts' input tokens are multiplied by sqrt(width), as Gemma scales
                      its embeddings
@@ -39,6 +42,7 @@ from typing import Any
 DEPTH_BRANCHES = ("expert", "vlm", "none")
 VELOCITIES = ("noise_minus_data", "data_minus_noise")
 TIME_EMBEDDINGS = ("periods", "log_frequencies")
+TIME_INPUTS = ("tau", "one_minus_tau")
 POSITIONS = ("consecutive", "per_expert")
 DEPTH_TARGETS = ("tokens", "pixels")
 MASKS = ("hybrid", "causal")
@@ -112,6 +116,8 @@ class QDepthConfig:
     flow_sig_min: float = 0.0
     time_embedding: str = "periods"
     time_max_period: float = 10000.0
+    time_input: str = "tau"
+    time_float64: bool = False
     time_first: bool = False
     expert_input_scale: bool = False
     attn_softcap: float | None = None
@@ -126,6 +132,7 @@ class QDepthConfig:
             (self.mask, MASKS, "mask"),
             (self.velocity, VELOCITIES, "velocity"),
             (self.time_embedding, TIME_EMBEDDINGS, "time_embedding"),
+            (self.time_input, TIME_INPUTS, "time_input"),
             (self.positions, POSITIONS, "positions"),
         ]
         for value, allowed, name in checks:

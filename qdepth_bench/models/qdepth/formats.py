@@ -43,6 +43,7 @@ class CheckpointFormat:
     strip_prefixes: tuple[str, ...]
     rename: tuple[tuple[str, str], ...]
     tied: tuple[tuple[str, str], ...]
+    saved_once: tuple[tuple[str, str], ...]
     ignored: tuple[tuple[str, str], ...]
     unfilled: tuple[tuple[str, str], ...]
     conventions: dict[str, Any]
@@ -83,6 +84,7 @@ def checkpoint_format(name: str) -> CheckpointFormat:
             tuple(data.get("strip_prefixes", [])),
             _pairs(data, "rename"),
             _pairs(data, "tied"),
+            _pairs(data, "saved_once"),
             _pairs(data, "ignored"),
             _pairs(data, "unfilled"),
             dict(data.get("conventions", {})),
@@ -118,6 +120,22 @@ def detect_format(path: Path) -> str:
     return ""
 
 
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors: a `torch.save` file, or a safetensors file or folder (`model.safetensors`)."""
+    weights = path / "model.safetensors" if path.is_dir() else path
+    if weights.suffix != ".safetensors":
+        return read_torch_state(weights)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not weights.is_file():
+        raise UserError(f"{path} has no model.safetensors; point --checkpoint at the checkpoint's folder.")
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{weights} is corrupt ({exc}); re-download it.") from None
+
+
 def read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a `torch.save` checkpoint (`{"model": state_dict, ...}` or a bare state dict),
     read with `weights_only=True` so the file cannot run code."""
@@ -140,6 +158,9 @@ def rename_state(fmt: CheckpointFormat, state: dict[str, torch.Tensor], path: Pa
     """The reference state dict under this model's key names: every reference key is renamed, tied (and
     equal to its twin) or ignored; anything else is refused by name."""
     state = {fmt.strip(k): v for k, v in state.items()}
+    for kept, dropped in fmt.saved_once:  # tied weights a saver wrote under one of their names
+        if kept in state and dropped not in state:
+            state[dropped] = state[kept]
     renamed: dict[str, torch.Tensor] = {}
     unknown, untied = [], []
     for key, tensor in state.items():
@@ -263,8 +284,7 @@ def load_foreign_model(
     """The model of a foreign checkpoint file with its weights loaded (unfilled keys keep their initial
     values), and its configuration."""
     fmt = checkpoint_format(format_name)
-    fmt.refuse_if_unsupported(path)
-    renamed = rename_state(fmt, read_torch_state(path), path)
+    renamed = rename_state(fmt, read_state(path), path)
     config = infer_config(fmt, renamed, path, overrides or {})
     model = QDepthVLA(config)
     check_against_model(fmt, renamed, model.state_dict(), path)
@@ -272,34 +292,30 @@ def load_foreign_model(
     return model, config
 
 
-def read_statistics(fmt: CheckpointFormat, path: Path, state_dim: int, action_dim: int) -> NormStats:
-    """The family's normalisation statistics JSON as the model's bounds; action dimensions the family never
-    normalised (`raw_action_dims`, e.g. open-pi-zero's gripper) get the identity bounds [-1, 1]."""
-    import json
-
+def read_statistics(fmt: CheckpointFormat, path: Path) -> NormStats:
+    """The family's normalisation statistics JSON (its layout is the format's `statistics`): bounds (low/high
+    percentiles) or z-score (mean/std) per dimension of the suite's state and actions, before any padding to
+    the model's widths; action dimensions the family never normalised (`raw_action_dims`, e.g. open-pi-zero's
+    gripper) pass through."""
     spec = fmt.statistics
     if not path.is_file():
         raise UserError(f"statistics file {path} does not exist; point -a statistics= at the checkpoint family's JSON.")
+    kind = spec.get("kind", "bounds")
+    low, high = ("mean", "std") if kind == "zscore" else (spec["low"], spec["high"])
     try:
         data = json.loads(path.read_text())
+        for key in spec.get("root", []):
+            data = data[key]
         state, action = data[spec["state"]], data[spec["action"]]
-        bounds = [
-            list(map(float, x))
-            for x in (state[spec["low"]], state[spec["high"]], action[spec["low"]], action[spec["high"]])
-        ]
+        bounds = [list(map(float, x)) for x in (state[low], state[high], action[low], action[high])]
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(
             f"{path} is not a {fmt.name} statistics file (needs {spec['state']}/{spec['action']} with "
-            f"{spec['low']}/{spec['high']}; {exc!r})."
+            f"{low}/{high}; missing {exc!r})."
         ) from None
-    if (len(bounds[0]), len(bounds[2])) != (state_dim, action_dim):
-        raise UserError(
-            f"{path} describes {len(bounds[0])}-dim state and {len(bounds[2])}-dim actions but the checkpoint has "
-            f"{state_dim} and {action_dim}: it belongs to another checkpoint family."
-        )
     for dim in spec.get("raw_action_dims", []):
         bounds[2][dim], bounds[3][dim] = -1.0, 1.0
-    return NormStats(*bounds)
+    return NormStats(*bounds, kind=kind)
 
 
 def load_foreign_checkpoint(
@@ -314,13 +330,16 @@ def load_foreign_checkpoint(
     covering the weights and the statistics file (both decide the actions)."""
     fmt = checkpoint_format(format_name)
     fmt.refuse_if_unsupported(path)
+    if statistics is None and path.is_dir():  # openpi keeps them beside the weights: assets/<id>/norm_stats.json
+        found = sorted(path.glob("**/norm_stats.json"))
+        statistics = found[0] if len(found) == 1 else None
     if statistics is None:
         raise UserError(
             f"{path.name} is a {fmt.name} checkpoint, which ships without its normalisation statistics: pass "
             "-a statistics=FILE (e.g. open-pi-zero's config/bridge_statistics.json) or use its family's policy."
         )
     model, config = load_foreign_model(path, format_name, overrides)
-    stats = read_statistics(fmt, statistics, config.state_dim, config.action_dim)
+    stats = read_statistics(fmt, statistics)
     if config.tokenizer == "folder":
         if tokenizer_folder is None or not (tokenizer_folder / "tokenizer_config.json").is_file():
             raise UserError(
@@ -330,5 +349,6 @@ def load_foreign_checkpoint(
         tokenizer = FolderTokenizer(tokenizer_folder, config.max_text_tokens)
     else:
         tokenizer = make_tokenizer(config, None)
-    identity = stable_hash([file_hash(path), file_hash(statistics)])
+    weights = path / "model.safetensors" if path.is_dir() else path
+    identity = stable_hash([file_hash(weights), file_hash(statistics)])
     return LoadedCheckpoint(model.to(device).eval(), stats, tokenizer, "pi0", identity, path)

@@ -63,11 +63,14 @@ def expert_gemma_config(config: QDepthConfig, expert: ExpertConfig, vocab_size: 
     )
 
 
-def sinusoidal_time(tau: torch.Tensor, width: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
-    """pi0's sine-cosine embedding of the flow time (B,) -> (B, width)."""
-    fraction = torch.linspace(0.0, 1.0, width // 2, device=tau.device)
+def sinusoidal_time(
+    tau: torch.Tensor, width: int, min_period: float = 4e-3, max_period: float = 4.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """pi0's sine-cosine embedding of the flow time (B,) -> (B, width), computed in `dtype` (angles reach
+    about 1,600 rad, where float32 rounds sines by ~1e-4; openpi computes them in float64)."""
+    fraction = torch.linspace(0.0, 1.0, width // 2, device=tau.device, dtype=dtype)
     period = min_period * (max_period / min_period) ** fraction
-    angle = tau[:, None].float() * (2 * math.pi / period)[None]
+    angle = tau[:, None].to(dtype) * (2 * math.pi / period)[None]
     return torch.cat([angle.sin(), angle.cos()], dim=-1)
 
 
@@ -83,13 +86,15 @@ def time_features(config: QDepthConfig, tau: torch.Tensor, width: int) -> torch.
     """The flow-time embedding the configuration names (B,) -> (B, width)."""
     if config.time_embedding == "log_frequencies":
         return log_frequency_time(tau, width, config.time_max_period)
-    return sinusoidal_time(tau, width)
+    return sinusoidal_time(tau, width, dtype=torch.float64 if config.time_float64 else torch.float32)
 
 
 @dataclass
 class Batch:
-    """Model inputs as tensors. images: (B, 3, H, W) in [-1, 1]; tokens/token_mask: (B, T); state: (B, S)
-    normalised; actions: (B, chunk, A) normalised; depth_codes: (B, 256); depth: (B, H, W) relative."""
+    """Model inputs as tensors. images: (B, 3, H, W) in [-1, 1], or (B, N, 3, H, W) for N cameras (the first
+    is the main camera, whose patches the depth branch reads) with image_masks (B, N) marking the cameras a
+    row has; tokens/token_mask: (B, T); state: (B, S) normalised; actions: (B, chunk, A) normalised;
+    depth_codes: (B, 256); depth: (B, H, W) relative."""
 
     images: torch.Tensor
     tokens: torch.Tensor
@@ -98,6 +103,7 @@ class Batch:
     actions: torch.Tensor | None = None
     depth_codes: torch.Tensor | None = None
     depth: torch.Tensor | None = None
+    image_masks: torch.Tensor | None = None
 
     def rows(self, index: slice) -> Batch:
         """The same inputs for a slice of the rows."""
@@ -157,11 +163,16 @@ class QDepthVLA(nn.Module):
 
     def _prefix(self, batch: Batch) -> tuple[list[Stream], dict[str, int], torch.Tensor]:
         """Streams P (and D), the block lengths so far, and which prefix tokens are real."""
-        patches = self.vision(pixel_values=batch.images).last_hidden_state  # SigLIP, before language fusion
-        prefix = torch.cat([self.projector(patches), self.embed_tokens(batch.tokens)], dim=1)
-        valid = torch.cat(
-            [torch.ones(patches.shape[:2], dtype=torch.bool, device=patches.device), batch.token_mask.bool()], dim=1
+        images = batch.images if batch.images.ndim == 5 else batch.images[:, None]
+        b, n = images.shape[:2]
+        # SigLIP per camera (one pass over all), before language fusion
+        patches = self.vision(pixel_values=images.flatten(0, 1)).last_hidden_state.unflatten(0, (b, n))
+        shown = (
+            torch.ones(b, n, dtype=torch.bool, device=images.device) if batch.image_masks is None else batch.image_masks
         )
+        prefix = torch.cat([self.projector(patches.flatten(1, 2)), self.embed_tokens(batch.tokens)], dim=1)
+        valid = torch.cat([shown.bool().repeat_interleave(patches.shape[2], dim=1), batch.token_mask.bool()], dim=1)
+        patches = patches[:, 0]  # the main camera's, which the depth branch reads
         streams, lengths = [Stream(0, prefix)], {"P": prefix.shape[1]}
         if self.depth_expert_index is not None:
             streams.append(Stream(self.depth_expert_index, self._expert_input(self.depth_in(patches))))
@@ -174,10 +185,11 @@ class QDepthVLA(nn.Module):
             return tokens
         return tokens * torch.tensor(tokens.shape[-1] ** 0.5, dtype=tokens.dtype, device=tokens.device)
 
-    def _suffix(self, state: torch.Tensor, noisy: torch.Tensor, tau: torch.Tensor) -> Stream:
-        """The action expert's tokens: one proprio token, then the noisy chunk fused with the flow time."""
+    def _suffix(self, state: torch.Tensor, noisy: torch.Tensor, clock: torch.Tensor) -> Stream:
+        """The action expert's tokens: one proprio token, then the noisy chunk fused with the flow time as the
+        embedding reads it (`clock`: tau, or 1 - tau under time_input one_minus_tau)."""
         actions = self.action_in(noisy)
-        time = time_features(self.config, tau, actions.shape[-1]).to(actions.dtype)[:, None].expand_as(actions)
+        time = time_features(self.config, clock, actions.shape[-1]).to(actions.dtype)[:, None].expand_as(actions)
         fused = [time, actions] if self.config.time_first else [actions, time]
         actions = self.action_time(torch.cat(fused, dim=-1))
         tokens = torch.cat([self.state_in(state)[:, None], actions], dim=1)
@@ -223,7 +235,8 @@ class QDepthVLA(nn.Module):
         if self.config.velocity == "noise_minus_data":
             target = -target
         streams, lengths, valid = self._prefix(batch)
-        streams.append(self._suffix(batch.state, noisy, tau))
+        clock = 1 - tau if self.config.time_input == "one_minus_tau" else tau
+        streams.append(self._suffix(batch.state, noisy, clock))
         lengths = self._lengths(lengths)
         mask = block_mask(self.config.mask, lengths, valid.cpu()).to(actions.device)
         outputs, _ = self.mot(streams, self._positions(lengths, valid.cpu()).to(actions.device), mask)
@@ -281,9 +294,14 @@ class QDepthVLA(nn.Module):
             _, cache = self.mot(prefix_streams, pos[:, :n_prefix], mask[:, :n_prefix, :n_prefix], keep_cache=True)
         dt = 1.0 / c.num_integration_steps
         direction = dt if c.velocity == "data_minus_noise" else -dt
+        countdown = torch.tensor(1.0, device=device)  # one_minus_tau: openpi's clock, 1 stepping down by dt
         for step in range(c.num_integration_steps):
-            tau = torch.full((b,), step * dt, device=device)
-            suffix = self._suffix(batch.state, x, tau)
+            if c.time_input == "one_minus_tau":
+                clock = countdown.expand(b)
+                countdown = countdown + torch.tensor(-dt, device=device)
+            else:
+                clock = torch.full((b,), step * dt, device=device)
+            suffix = self._suffix(batch.state, x, clock)
             if reuse_prefix:
                 outputs, _ = self.mot([suffix], pos[:, n_prefix:], mask[:, n_prefix:], cache=cache)
             else:
