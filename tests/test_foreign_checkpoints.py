@@ -290,3 +290,37 @@ def test_openpi_statistics_must_fit_the_suite(tmp_path):
     assert policy.act(ObservationBatch(["k"], images, np.zeros((1, 8)), ["pick"])).shape == (1, 5, 7)
     with pytest.raises(UserError, match="suite gives 7-dim proprio state but this checkpoint was trained on 8-dim"):
         policy.act(ObservationBatch(["k"], images, np.zeros((1, 7)), ["pick"]))
+
+
+def test_a_lerobot_pi0_folder_loads_like_the_openpi_one(tmp_path):
+    """LeRobot's pi0: the same weights under `model.`, statistics in its normaliser processor's safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, TaskInfo
+    from qdepth_bench.registry.policies import make_policy
+
+    folder = tmp_path / "lerobot_pi0"
+    folder.mkdir()
+    save_file(
+        {f"model.{k}": v for k, v in load_file(str(OPENPI / "model.safetensors")).items()}, folder / "model.safetensors"
+    )
+    stats = json.loads((OPENPI / "assets" / "libero" / "norm_stats.json").read_text())["norm_stats"]
+    flat = {
+        f"{name}.{stat}": torch.tensor(stats[group][stat])
+        for name, group in (("observation.state", "state"), ("action", "actions"))
+        for stat in ("mean", "std")
+    }
+    save_file(flat, folder / "policy_preprocessor_step_3_normalizer_processor.safetensors")
+    model_arg = OPENPI_MODEL_ARG[len("model=") :]
+    task = TaskInfo("libero_object", 0, "t", "pick", "panda", (-1,) * 7, (1,) * 7, (0,) * 7, "libero")
+    draw = np.random.default_rng(0)
+    images = {role: draw.integers(0, 255, (1, 28, 28, 3), dtype=np.uint8) for role in ("main", "wrist")}
+    chunks = []
+    for checkpoint in (OPENPI, folder):
+        policy = make_policy("openpi-pi0-libero", {"checkpoint": str(checkpoint), "model": model_arg})
+        policy.reset(EpisodeContext("k", task, 0))
+        chunks.append(policy.act(ObservationBatch(["k"], images, np.full((1, 8), 0.1), ["pick"])))
+    # LeRobot stores the statistics in float32, openpi's JSON holds them in full: the same to ~1e-7
+    assert np.allclose(chunks[0], chunks[1], atol=1e-5, rtol=0) and not np.array_equal(
+        chunks[0], np.zeros_like(chunks[0])
+    )

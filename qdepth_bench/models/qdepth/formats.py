@@ -13,6 +13,7 @@ a tied pair that is not equal is refused in one line naming the first few.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import pickle
 import re
@@ -292,27 +293,48 @@ def load_foreign_model(
     return model, config
 
 
+def _statistics_layout(fmt: CheckpointFormat, path: Path) -> dict[str, Any]:
+    """The format's statistics layout whose file pattern matches `path` (the first one otherwise)."""
+    layouts = fmt.statistics.get("layouts", [])
+    if not layouts:
+        raise UserError(f"{fmt.source} declares no statistics layouts; add one under statistics.layouts.")
+    return next((lay for lay in layouts if fnmatch.fnmatch(path.name, lay["file"])), layouts[0])
+
+
+def find_statistics(fmt: CheckpointFormat, folder: Path) -> Path | None:
+    """The one statistics file a checkpoint folder holds in any of the format's layouts (openpi:
+    assets/<id>/norm_stats.json; LeRobot: its normaliser processor's safetensors), else None."""
+    found = {f for lay in fmt.statistics.get("layouts", []) for f in folder.glob(f"**/{lay['file']}")}
+    return found.pop() if len(found) == 1 else None
+
+
 def read_statistics(fmt: CheckpointFormat, path: Path) -> NormStats:
-    """The family's normalisation statistics JSON (its layout is the format's `statistics`): bounds (low/high
-    percentiles) or z-score (mean/std) per dimension of the suite's state and actions, before any padding to
-    the model's widths; action dimensions the family never normalised (`raw_action_dims`, e.g. open-pi-zero's
-    gripper) pass through."""
+    """The family's normalisation statistics (the format's `statistics`: a kind and file layouts): bounds
+    (low/high percentiles) or z-score (mean/std) per dimension of the suite's state and actions, before any
+    padding to the model's widths; action dimensions the family never normalised (`raw_action_dims`, e.g.
+    open-pi-zero's gripper) pass through. JSON files are nested mappings (`root`, then state/action, then the
+    statistic); safetensors files are flat (`<state>.<statistic>`), as LeRobot's processors save them."""
     spec = fmt.statistics
     if not path.is_file():
-        raise UserError(f"statistics file {path} does not exist; point -a statistics= at the checkpoint family's JSON.")
+        raise UserError(f"statistics file {path} does not exist; point -a statistics= at the checkpoint family's file.")
+    layout = _statistics_layout(fmt, path)
     kind = spec.get("kind", "bounds")
     low, high = ("mean", "std") if kind == "zscore" else (spec["low"], spec["high"])
+    names = [(layout["state"], low), (layout["state"], high), (layout["action"], low), (layout["action"], high)]
     try:
-        data = json.loads(path.read_text())
-        for key in spec.get("root", []):
-            data = data[key]
-        state, action = data[spec["state"]], data[spec["action"]]
-        bounds = [list(map(float, x)) for x in (state[low], state[high], action[low], action[high])]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(
-            f"{path} is not a {fmt.name} statistics file (needs {spec['state']}/{spec['action']} with "
-            f"{low}/{high}; missing {exc!r})."
-        ) from None
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            flat = load_file(str(path))
+            bounds = [flat[f"{group}.{stat}"].double().flatten().tolist() for group, stat in names]
+        else:
+            data = json.loads(path.read_text())
+            for key in layout.get("root", []):
+                data = data[key]
+            bounds = [list(map(float, data[group][stat])) for group, stat in names]
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        wanted = ", ".join(f"{group}/{stat}" for group, stat in names)
+        raise UserError(f"{path} is not a {fmt.name} statistics file (needs {wanted}; missing {exc!r}).") from None
     for dim in spec.get("raw_action_dims", []):
         bounds[2][dim], bounds[3][dim] = -1.0, 1.0
     return NormStats(*bounds, kind=kind)
@@ -330,9 +352,8 @@ def load_foreign_checkpoint(
     covering the weights and the statistics file (both decide the actions)."""
     fmt = checkpoint_format(format_name)
     fmt.refuse_if_unsupported(path)
-    if statistics is None and path.is_dir():  # openpi keeps them beside the weights: assets/<id>/norm_stats.json
-        found = sorted(path.glob("**/norm_stats.json"))
-        statistics = found[0] if len(found) == 1 else None
+    if statistics is None and path.is_dir():  # openpi and LeRobot keep them beside the weights
+        statistics = find_statistics(fmt, path)
     if statistics is None:
         raise UserError(
             f"{path.name} is a {fmt.name} checkpoint, which ships without its normalisation statistics: pass "
