@@ -324,3 +324,15 @@ def test_a_lerobot_pi0_folder_loads_like_the_openpi_one(tmp_path):
     assert np.allclose(chunks[0], chunks[1], atol=1e-5, rtol=0) and not np.array_equal(
         chunks[0], np.zeros_like(chunks[0])
     )
+
+
+def test_plain_pi0_on_a_foreign_checkpoint_names_the_family_policy():
+    from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, TaskInfo
+    from qdepth_bench.registry.policies import make_policy
+
+    policy = make_policy("pi0", {"checkpoint": str(OPENPI), "model": OPENPI_MODEL_ARG[len("model=") :]})
+    assert any("--policy openpi-pi0-libero" in notice for notice in policy.notices)
+    task = TaskInfo("libero_object", 0, "t", "pick", "panda", (-1,) * 7, (1,) * 7, (0,) * 7, "libero")
+    policy.reset(EpisodeContext("k", task, 0))
+    with pytest.raises(UserError, match="takes 32-dim state and the suite gives 8.*pad_state=true"):
+        policy.act(ObservationBatch(["k"], {"main": np.zeros((1, 28, 28, 3), np.uint8)}, np.zeros((1, 8)), ["pick"]))

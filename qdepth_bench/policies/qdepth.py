@@ -85,6 +85,7 @@ class QDepthPolicy(Policy):
             raise UserError(f"checkpoint {folder} does not exist; check --checkpoint.")
         self._torch = torch
         self.loaded = self._load(folder, config)
+        self._family_notice(folder, name)
         if self.loaded.variant != config.variant:
             raise UserError(
                 f"{folder} holds a '{self.loaded.variant}' model, not '{config.variant}'; "
@@ -94,6 +95,19 @@ class QDepthPolicy(Policy):
         if config.num_steps is not None:
             self.model.config = self.model.config.replace(num_integration_steps=config.num_steps)
         self._noise: dict[str, torch.Generator] = {}
+
+    def _family_notice(self, path: Path, name: str) -> None:
+        """A foreign checkpoint run without its family's policy gets this project's evaluation conventions:
+        said up front, with the policies that carry the family's own."""
+        from qdepth_bench.models.qdepth.formats import checkpoint_format, detect_format
+
+        fmt = "" if self.config.format else detect_format(path)
+        if fmt and fmt != "?":
+            families = checkpoint_format(fmt).policies
+            self.notices.append(
+                f"{name}: {path.name} is a {fmt} checkpoint run with this policy's own evaluation conventions; "
+                f"its family's (cameras, padding, chunk execution, resizing) are in --policy {' / '.join(families)}."
+            )
 
     @staticmethod
     def _load(path: Path, config: QDepthPolicyConfig) -> Any:
@@ -159,10 +173,15 @@ class QDepthPolicy(Policy):
 
         torch, c, stats, config = self._torch, self.model.config, self.loaded.stats, self.config
         given, trained = batch.state.shape[1], len(stats.state_low)
-        if given != trained or (given != c.state_dim and not config.pad_state):
+        if given != trained:
             raise UserError(
                 f"the suite gives {given}-dim proprio state but this checkpoint was trained on {trained}-dim "
                 "state; use a checkpoint trained for this suite."
+            )
+        if given != c.state_dim and not config.pad_state:
+            raise UserError(
+                f"this checkpoint's model takes {c.state_dim}-dim state and the suite gives {given}: its family pads "
+                "the state; use the family's policy (e.g. --policy openpi-pi0-libero) or -a pad_state=true."
             )
         device = config.device
         images, tokens, token_mask = self._images(batch), *self.loaded.tokenizer(batch.instructions)

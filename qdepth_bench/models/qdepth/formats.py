@@ -51,14 +51,8 @@ class CheckpointFormat:
     layout: dict[str, int]
     statistics: dict[str, Any]
     source: Path
-    #: why checkpoints of this format cannot be evaluated yet (empty: they can)
-    unsupported: str = ""
-
-    def refuse_if_unsupported(self, path: Path) -> None:
-        if self.unsupported:
-            raise UserError(
-                f"{path} is a {self.name} checkpoint, which cannot be evaluated natively yet: {self.unsupported}."
-            )
+    #: the policies that carry this format's checkpoint families' evaluation conventions
+    policies: tuple[str, ...] = ()
 
     def strip(self, key: str) -> str:
         for prefix in self.strip_prefixes:
@@ -92,7 +86,7 @@ def checkpoint_format(name: str) -> CheckpointFormat:
             {str(k): int(v) for k, v in data.get("layout", {}).items()},
             dict(data.get("statistics", {})),
             found[name],
-            str(data.get("unsupported", "")).strip(),
+            tuple(data.get("policies", [])),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(
@@ -351,7 +345,6 @@ def load_foreign_checkpoint(
     """A foreign checkpoint file ready for the policy: model, statistics, tokenizer, and an identity hash
     covering the weights and the statistics file (both decide the actions)."""
     fmt = checkpoint_format(format_name)
-    fmt.refuse_if_unsupported(path)
     if statistics is None and path.is_dir():  # openpi and LeRobot keep them beside the weights
         statistics = find_statistics(fmt, path)
     if statistics is None:
