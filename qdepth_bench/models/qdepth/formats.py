@@ -1,10 +1,11 @@
 """Checkpoints of other pi0 implementations, loaded into this project's one model.
 
 A format is data (`content/formats/<name>.yaml`): how its keys map onto this model's (`rename`), which of its
-keys are the same tensor under two names (`tied`) or play no part in actions (`ignored`), which of this
-model's keys it may lack (`unfilled`, each with its reason), its math as configuration fields
-(`conventions`, see `models/qdepth/config.py`), and the head layout its weight shapes cannot tell
-(`layout`). Sizes (widths, layers, MLP widths, vocabulary, image and patch size, state and action dims)
+keys are the same tensor under two names (`tied`, or written once under one of them: `saved_once`) or play
+no part in actions (`ignored`), which of this model's keys it may lack (`unfilled`, each with its reason),
+its math as configuration fields (`conventions`, see `models/qdepth/config.py`), the head layout its weight
+shapes cannot tell (`layout`), where and how its normalisation statistics are stored (`statistics`), and
+the policies carrying its checkpoint families' evaluation conventions (`policies`). Sizes (widths, layers, MLP widths, vocabulary, image and patch size, state and action dims)
 are read from the weights, so a reduced model of the same structure loads like the full one.
 
 Loading is strict: a key without a rule, a key the model needs but the file lacks, a shape that differs or
@@ -107,11 +108,14 @@ def detect_format(path: Path) -> str:
             return ""  # this project's loader names the damaged file
     weights = path / "model.safetensors"
     if weights.is_file():
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(weights), framework="pt") as f:
-            if any(k.removeprefix("model.").startswith("paligemma_with_expert.") for k in f.keys()):
-                return "openpi-pi0"
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                if any(k.removeprefix("model.").startswith("paligemma_with_expert.") for k in f.keys()):
+                    return "openpi-pi0"
+        except (SafetensorError, OSError):
+            return ""  # the loader names the damaged file
     return ""
 
 
