@@ -5,8 +5,9 @@ keys are the same tensor under two names (`tied`, or written once under one of t
 no part in actions (`ignored`), which of this model's keys it may lack (`unfilled`, each with its reason),
 its math as configuration fields (`conventions`, see `models/qdepth/config.py`), the head layout its weight
 shapes cannot tell (`layout`), where and how its normalisation statistics are stored (`statistics`), and
-the policies carrying its checkpoint families' evaluation conventions (`policies`). Sizes (widths, layers, MLP widths, vocabulary, image and patch size, state and action dims)
-are read from the weights, so a reduced model of the same structure loads like the full one.
+the policies carrying its checkpoint families' evaluation conventions (`policies`). Sizes (widths, layers,
+MLP widths, vocabulary, image and patch size, state and action dims) are read from the weights, so a reduced
+model of the same structure loads like the full one.
 
 Loading is strict: a key without a rule, a key the model needs but the file lacks, a shape that differs or
 a tied pair that is not equal is refused in one line naming the first few.
