@@ -63,7 +63,7 @@ def data_fingerprint(episodes: list[Episode]) -> str:
     digest = hashlib.sha256()
     for episode in episodes:
         digest.update(episode.instruction.encode())
-        arrays = [episode.images[role] for role in sorted(episode.images)]
+        arrays: list[np.ndarray | None] = [episode.images[role] for role in sorted(episode.images)]
         arrays += [episode.state, episode.actions, episode.depth, episode.depth_codes]
         for array in arrays:
             if array is None:

@@ -184,7 +184,8 @@ class QDepthPolicy(Policy):
                 "the state; use the family's policy (e.g. --policy openpi-pi0-libero) or -a pad_state=true."
             )
         device = config.device
-        images, tokens, token_mask = self._images(batch), *self.loaded.tokenizer(batch.instructions)
+        images = self._images(batch)
+        tokens, token_mask = self.loaded.tokenizer(batch.instructions)
         state = torch.zeros(len(batch), c.state_dim)
         state[:, :given] = torch.from_numpy(stats.normalize_state(batch.state)).float()
         noise = torch.stack([torch.randn(c.chunk_size, c.action_dim, generator=self._noise[k]) for k in batch.keys])

@@ -31,7 +31,7 @@ from qdepth_bench.core.hashing import file_hash, stable_hash
 from qdepth_bench.models.qdepth.checkpoint import LoadedCheckpoint, NormStats, make_tokenizer
 from qdepth_bench.models.qdepth.config import ExpertConfig, QDepthConfig, TextConfig, VisionConfig, build_config
 from qdepth_bench.models.qdepth.model import QDepthVLA
-from qdepth_bench.models.qdepth.tokenizer import FolderTokenizer
+from qdepth_bench.models.qdepth.tokenizer import FolderTokenizer, HashWordTokenizer
 from qdepth_bench.registry.base import read_yaml
 from qdepth_bench.registry.content import content_dirs
 
@@ -336,7 +336,8 @@ def read_statistics(fmt: CheckpointFormat, path: Path) -> NormStats:
         raise UserError(f"{path} is not a {fmt.name} statistics file (needs {wanted}; missing {exc!r}).") from None
     for dim in spec.get("raw_action_dims", []):
         bounds[2][dim], bounds[3][dim] = -1.0, 1.0
-    return NormStats(*bounds, kind=kind)
+    state_low, state_high, action_low, action_high = bounds
+    return NormStats(state_low, state_high, action_low, action_high, kind=kind)
 
 
 def load_foreign_checkpoint(
@@ -359,6 +360,7 @@ def load_foreign_checkpoint(
         )
     model, config = load_foreign_model(path, format_name, overrides)
     stats = read_statistics(fmt, statistics)
+    tokenizer: FolderTokenizer | HashWordTokenizer
     if config.tokenizer == "folder":
         if tokenizer_folder is None or not (tokenizer_folder / "tokenizer_config.json").is_file():
             raise UserError(

@@ -244,10 +244,10 @@ class QDepthVLA(nn.Module):
         result = {"flow": F.mse_loss(velocity, target)}
         if self.depth_head is not None:
             hidden = self._depth_hidden(outputs)
-            target = batch.depth_codes if self.config.depth_target == "tokens" else batch.depth
-            if target is None:
+            depth = batch.depth_codes if self.config.depth_target == "tokens" else batch.depth
+            if depth is None:
                 raise ValueError(f"the {self.config.depth_target} depth target is missing from the batch")
-            result["depth"] = self.depth_head.loss(hidden, target)
+            result["depth"] = self.depth_head.loss(hidden, depth)
         return result
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
