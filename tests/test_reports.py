@@ -244,6 +244,7 @@ def test_measured_tiny_ablation_comes_from_the_shipped_checkpoints(tmp_path):
     """results/measured/libero-object-tiny.sqlite holds the evaluation behind the README's numbers: every
     episode of the standard protocol on the trained tasks, by exactly the checkpoints that ship."""
     from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
+    from qdepth_bench.registry.policies import make_policy
     from qdepth_bench.registry.suites import suite_registry
 
     root = builtin_root()
@@ -255,10 +256,12 @@ def test_measured_tiny_ablation_comes_from_the_shipped_checkpoints(tmp_path):
         runs = db_rows(
             copy,
             "select run_id, policy_checkpoint_hash, standard_protocol, policy_config, command, "
-            "protocol_hash from runs where policy_name = ?",
+            "protocol_hash, policy_config_hash from runs where policy_name = ?",
             (policy,),
         )
-        assert [(h, std) for _, h, std, _, _, _ in runs] == [(shipped.weights_hash, 1)]
+        assert [(h, std) for _, h, std, _, _, _, _ in runs] == [(shipped.weights_hash, 1)]
+        # the policy as built today has the recorded identity, so `run` resumes these rows instead of a new run
+        assert runs[0][6] == make_policy(policy, {}).identity().config_hash
         # recorded under the current LIBERO loop: a protocol version bump makes these numbers stale
         assert runs[0][5] == suite_registry().suites["libero_object"].protocol_hash()
         config, command = json.loads(runs[0][3]), runs[0][4]

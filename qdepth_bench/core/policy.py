@@ -168,6 +168,15 @@ class Policy(ABC):
     def identity(self) -> PolicyIdentity:
         is_config = dataclasses.is_dataclass(self.config) and not isinstance(self.config, type)
         config = dataclasses.asdict(self.config) if is_config else {}
+        # options added to a policy after it had recorded results count only once set, so a new option
+        # leaves the identity (and the matching of those results) of every run that does not use it alone
+        later = getattr(self.config, "IDENTITY_WHEN_SET", ())
+        defaults = {f.name: f for f in dataclasses.fields(self.config)} if is_config else {}
+        for name in later:
+            field = defaults[name]
+            default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+            if config.get(name) == default:
+                del config[name]
         return PolicyIdentity(self.name, config, stable_hash(config), self.checkpoint_hash())
 
     def reset(self, episode: EpisodeContext) -> None:

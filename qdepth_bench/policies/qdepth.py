@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -58,6 +58,19 @@ class QDepthPolicyConfig:
     state_layouts: tuple[str, ...] = ()
     cameras: tuple[str, ...] = ("main",)
     pad_state: bool = False
+
+    #: options added after results were recorded: part of the identity only when set (`Policy.identity`)
+    IDENTITY_WHEN_SET: ClassVar[tuple[str, ...]] = (
+        "format",
+        "statistics",
+        "tokenizer",
+        "model",
+        "act_steps",
+        "image_resize",
+        "state_layouts",
+        "cameras",
+        "pad_state",
+    )
 
     def __post_init__(self) -> None:
         check_ranges(self, positive=("num_steps", "act_steps"))
