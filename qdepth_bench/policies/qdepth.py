@@ -96,9 +96,13 @@ class QDepthPolicy(Policy):
             self.notices.append(notice)
         if not folder.exists():
             raise UserError(f"checkpoint {folder} does not exist; check --checkpoint.")
+        from qdepth_bench.models.qdepth.formats import detect_format
+
         self._torch = torch
-        self.loaded = self._load(folder, config)
-        self._family_notice(folder, name)
+        fmt = config.format or detect_format(folder)
+        self.loaded = self._load(folder, fmt, config)
+        if fmt and not config.format:
+            self._family_notice(folder, fmt, name)
         if self.loaded.variant != config.variant:
             raise UserError(
                 f"{folder} holds a '{self.loaded.variant}' model, not '{config.variant}'; "
@@ -109,26 +113,23 @@ class QDepthPolicy(Policy):
             self.model.config = self.model.config.replace(num_integration_steps=config.num_steps)
         self._noise: dict[str, torch.Generator] = {}
 
-    def _family_notice(self, path: Path, name: str) -> None:
+    def _family_notice(self, path: Path, fmt: str, name: str) -> None:
         """A foreign checkpoint run without its family's policy gets this project's evaluation conventions:
         said up front, with the policies that carry the family's own."""
-        from qdepth_bench.models.qdepth.formats import checkpoint_format, detect_format
+        from qdepth_bench.models.qdepth.formats import checkpoint_format
 
-        fmt = "" if self.config.format else detect_format(path)
-        if fmt and fmt != "?":
-            families = checkpoint_format(fmt).policies
-            self.notices.append(
-                f"{name}: {path.name} is a {fmt} checkpoint run with this policy's own evaluation conventions; "
-                f"its family's (cameras, padding, chunk execution, resizing) are in --policy {' / '.join(families)}."
-            )
+        families = checkpoint_format(fmt).policies
+        self.notices.append(
+            f"{name}: {path.name} is a {fmt} checkpoint run with this policy's own evaluation conventions; "
+            f"its family's (cameras, padding, chunk execution, resizing) are in --policy {' / '.join(families)}."
+        )
 
     @staticmethod
-    def _load(path: Path, config: QDepthPolicyConfig) -> Any:
-        """This project's checkpoint folder, or another implementation's file through its format."""
+    def _load(path: Path, fmt: str, config: QDepthPolicyConfig) -> Any:
+        """This project's checkpoint folder (`fmt` empty), or another implementation's through its format."""
         from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
-        from qdepth_bench.models.qdepth.formats import detect_format, load_foreign_checkpoint
+        from qdepth_bench.models.qdepth.formats import load_foreign_checkpoint
 
-        fmt = config.format or detect_format(path)
         if fmt == "?":
             raise UserError(
                 f"{path} is a file this policy does not recognise; pass a checkpoint folder, an open-pi-zero "

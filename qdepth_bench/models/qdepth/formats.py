@@ -28,6 +28,7 @@ import torch
 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import file_hash, stable_hash
+from qdepth_bench.core.policy import CHECKPOINT_WEIGHTS
 from qdepth_bench.models.qdepth.checkpoint import LoadedCheckpoint, NormStats, make_tokenizer
 from qdepth_bench.models.qdepth.config import ExpertConfig, QDepthConfig, TextConfig, VisionConfig, build_config
 from qdepth_bench.models.qdepth.model import QDepthVLA
@@ -107,7 +108,7 @@ def detect_format(path: Path) -> str:
                 return ""
         except ValueError:
             return ""  # this project's loader names the damaged file
-    weights = path / "model.safetensors"
+    weights = weights_file(path)
     if weights.is_file():
         from safetensors import SafetensorError, safe_open
 
@@ -120,9 +121,14 @@ def detect_format(path: Path) -> str:
     return ""
 
 
+def weights_file(path: Path) -> Path:
+    """The file holding a checkpoint's weights: the path itself, or a folder's `model.safetensors`."""
+    return path / CHECKPOINT_WEIGHTS if path.is_dir() else path
+
+
 def read_state(path: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors: a `torch.save` file, or a safetensors file or folder (`model.safetensors`)."""
-    weights = path / "model.safetensors" if path.is_dir() else path
+    weights = weights_file(path)
     if weights.suffix != ".safetensors":
         return read_torch_state(weights)
     from safetensors import SafetensorError
@@ -370,6 +376,5 @@ def load_foreign_checkpoint(
         tokenizer = FolderTokenizer(tokenizer_folder, config.max_text_tokens)
     else:
         tokenizer = make_tokenizer(config, None)
-    weights = path / "model.safetensors" if path.is_dir() else path
-    identity = stable_hash([file_hash(weights), file_hash(statistics)])
+    identity = stable_hash([file_hash(weights_file(path)), file_hash(statistics)])
     return LoadedCheckpoint(model.to(device).eval(), stats, tokenizer, "pi0", identity, path)
