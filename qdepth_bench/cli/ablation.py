@@ -2,8 +2,9 @@
 
 With `--train` every (variant, training seed) without a checkpoint is trained from its variant's recipe
 (an interrupted training continues from its last checkpoint); with `--run` every trained one is evaluated
-on the ablation's tasks (a run already recorded is resumed, not repeated); then the table is rendered. Each
-step is one item of a plan printed first, so the whole plan's progress shows item by item.
+on the ablation's tasks (a run already recorded is resumed, not repeated); then the table is rendered. The
+plan is printed first and worked through one model at a time, trained and then evaluated, so the whole
+plan's progress shows item by item and results land as each model is ready.
 """
 
 from __future__ import annotations
@@ -104,10 +105,8 @@ def ablation(
         for line in _plan_lines(spec, store, members, train):
             err_console.print(line, markup=False, highlight=False)
     with progress_on_stderr(fmt.lower() != "rich" and out is None):
-        if train:
-            _train_all(members)
-        if run_missing:
-            _run_all(store, spec, members, tasks or spec.task_ids, episodes or spec.episodes, workers)
+        if train or run_missing:
+            _work_through(store, spec, members, train, run_missing, tasks, episodes, workers)
     views = build_ablation(store, spec, reference, seeds)
     if not views:
         err_console.print(
@@ -119,48 +118,70 @@ def ablation(
     print_views(views, fmt, out)
 
 
-def _train_all(members: list[Member]) -> None:
+def _work_through(
+    store: Store,
+    spec: AblationSpec,
+    members: list[Member],
+    train: bool,
+    run_missing: bool,
+    tasks: str | None,
+    episodes: int | None,
+    workers: int,
+) -> None:
+    """Each member in turn: train it (with --train, when it has no checkpoint), then evaluate it (with
+    --run). Seed 0 of every variant comes first, and a member is evaluated as soon as it is trained, so a plan
+    stopped anywhere leaves every finished model with its results, and a one-seed table before extra seeds."""
+    ordered = sorted(members, key=lambda m: m.seed)
+    to_train = [m for m in ordered if train and not m.trained]
+    to_run = [m for m in ordered if m.trained or m in to_train] if run_missing else []
+    if run_missing:
+        skipped = [m.name for m in ordered if m not in to_run]
+        if skipped:
+            err_console.print(f"not evaluated, no checkpoint yet (train with --train): {', '.join(skipped)}")
+        if not to_run and members:
+            raise UserError(f"nothing of {spec.id} is trained yet; add --train to train it first.")
+    suite = suite_registry().resolve(spec.suite) if to_run else None
+    for member in ordered:
+        if member in to_train:
+            _train(member, to_train.index(member) + 1, len(to_train))
+        if suite is not None and member in to_run:
+            console.print(
+                f"[bold]\\[run {to_run.index(member) + 1}/{len(to_run)}][/bold] {member.name}", highlight=False
+            )
+            agent = build_policy(member.variant.policy, policy_options(spec, member))
+            try:
+                evaluate(
+                    store,
+                    suite,
+                    agent,
+                    tasks or spec.task_ids,
+                    episodes or spec.episodes,
+                    EngineOptions(workers=workers),
+                )
+            finally:
+                agent.close()
+
+
+def _train(member: Member, number: int, total: int) -> None:
     from qdepth_bench.cli.train import training_progress
     from qdepth_bench.train.members import member_recipe, resume_step, train_member
 
-    # Seed 0 of every variant first: a stopped plan leaves a complete one-seed table before any extra seeds.
-    todo = sorted((m for m in members if not m.trained), key=lambda m: m.seed)
-    for number, member in enumerate(todo, 1):
-        recipe = member_recipe(member)
-        step = resume_step(recipe)
-        start = step or 0
-        console.print(
-            f"[bold]\\[train {number}/{len(todo)}][/bold] {member.name}: "
-            f"recipe {recipe.name}, {recipe.train.steps} steps"
-            + (f", continuing from step {start}" if start else "")
-            + f" -> {member.checkpoint}",
-            highlight=False,
+    recipe = member_recipe(member)
+    step = resume_step(recipe)
+    start = step or 0
+    console.print(
+        f"[bold]\\[train {number}/{total}][/bold] {member.name}: "
+        f"recipe {recipe.name}, {recipe.train.steps} steps"
+        + (f", continuing from step {start}" if start else "")
+        + f" -> {member.checkpoint}",
+        highlight=False,
+    )
+    try:
+        with training_progress(member.name, recipe.train.steps, start) as on_log:
+            train_member(member, recipe, step is not None, on_log)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: the training of {member.name} continues from its last checkpoint in {recipe.out} "
+            "when you run the same command again."
         )
-        try:
-            with training_progress(member.name, recipe.train.steps, start) as on_log:
-                train_member(member, recipe, step is not None, on_log)
-        except KeyboardInterrupt:
-            err_console.print(
-                f"interrupted: the training of {member.name} continues from its last checkpoint in {recipe.out} "
-                "when you run the same command again."
-            )
-            raise typer.Exit(130) from None
-
-
-def _run_all(
-    store: Store, spec: AblationSpec, members: list[Member], tasks: str | None, episodes: int | None, workers: int
-) -> None:
-    suite = suite_registry().resolve(spec.suite)
-    trained = [m for m in members if m.trained]
-    untrained = [m.name for m in members if not m.trained]
-    if untrained:
-        err_console.print(f"not evaluated, no checkpoint yet (train with --train): {', '.join(untrained)}")
-    for number, member in enumerate(trained, 1):
-        console.print(f"[bold]\\[run {number}/{len(trained)}][/bold] {member.name}", highlight=False)
-        agent = build_policy(member.variant.policy, policy_options(spec, member))
-        try:
-            evaluate(store, suite, agent, tasks, episodes, EngineOptions(workers=workers))
-        finally:
-            agent.close()
-    if not trained and members:
-        raise UserError(f"nothing of {spec.id} is trained yet; add --train to train it first.")
+        raise typer.Exit(130) from None
