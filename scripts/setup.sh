@@ -2,7 +2,8 @@
 # Sets up a fresh Debian 12 machine for qdepth-bench: the system libraries the simulators render with, a
 # virtualenv in .venv, the CPU torch first, then the package with its extras, every pip call held to
 # constraints.txt. Safe to run again: what is already there is kept.
-#   QDEPTH_EXTRAS   extras to install (default: libero,model; the tests use libero,model,ray,dev)
+#   QDEPTH_EXTRAS   extras to install (default: libero,model; the tests use libero,model,ray,simpler,simpler_env,dev).
+#                   simpler_env is SimplerEnv in its own environment (scripts/setup_simplerenv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${QDEPTH_EXTRAS:-libero,model}"
@@ -17,7 +18,7 @@ done
 # SAPIEN (ManiSkill3) renders on CPU with Mesa >= 25 lavapipe; Debian 12's own Mesa is rejected.
 vulkan_ok() { dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -qE '^(2[5-9]|[3-9][0-9])'; }
 case ",${extras}," in
-  *,simpler,*)
+  *,simpler,* | *,simpler_env,*)
     if ! vulkan_ok; then
       [ "$(id -u)" -eq 0 ] || { echo "setup: SIMPLER needs mesa-vulkan-drivers >= 25 from bookworm-backports; run as root" >&2; exit 1; }
       echo "setup: installing mesa-vulkan-drivers from bookworm-backports"
@@ -42,7 +43,9 @@ fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first, alone: a later resolver that sees no torch would fetch a CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" torch==2.13.0
-"${pip[@]}" -c constraints.txt -e ".[${extras}]"
+# simpler_env is not an extra of the package: it is the second environment built at the end
+package_extras=$(echo ",${extras}," | sed 's/,simpler_env,/,/g; s/^,//; s/,$//')
+"${pip[@]}" -c constraints.txt -e ".[${package_extras}]"
 case ",${extras}," in
   *,libero,*)
     # libero 0.1.1 declares torchvision, robomimic, wandb, ...: none of it is needed to run the benchmark.
@@ -56,5 +59,8 @@ case ",${extras}," in
     # project does not need: install it without its dependencies (websockets and msgpack come with us).
     .venv/bin/python -c "import openpi_client" 2>/dev/null || "${pip[@]}" --no-deps openpi-client==0.1.2
     ;;
+esac
+case ",${extras}," in
+  *,simpler_env,*) bash scripts/setup_simplerenv.sh ;;
 esac
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

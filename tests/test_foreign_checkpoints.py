@@ -219,7 +219,7 @@ def test_open_pi_zero_checkpoint_runs_simpler_widowx_through_the_cli(tmp_path):
     db = tmp_path / "r.sqlite"
     statistics = FIXTURE / "statistics.json"
     args = ["--policy", "open-pi-zero-bridge", "--checkpoint", str(FIXTURE / "step0.pt"), "-a", TINY_MODEL_ARG]
-    common = ["--tasks", "0", "--episodes", "1", "--max-steps", "8", "--workers", "1", "--db", str(db)]
+    common = ["--tasks", "0", "--episodes", "1", "--max-steps", "8", "--workers", "1", "--stand-ins", "--db", str(db)]
     missing = run_cli_subprocess("run", "simpler_widowx", *args, *common, cwd=tmp_path)
     assert missing.returncode == 2 and "-a statistics=FILE" in missing.stderr
     result = run_cli_subprocess("run", "simpler_widowx", *args, "-a", f"statistics={statistics}", *common, cwd=tmp_path)

@@ -61,7 +61,10 @@ def assert_same(lazy: tuple, eager: tuple) -> None:
 
 
 def lazy_and_eager(suite: str, policy_name: str, task_id: int, episodes: int, max_steps: int, state_digest) -> None:
-    spec = suite_registry().suites[suite].with_overrides({"max_steps": max_steps})
+    spec = suite_registry().suites[suite]
+    # a stage mesh the shared assets lack stands in: rendering, not the scene, is what is compared here
+    stand_in = {"stand_ins": True} if "stand_ins" in spec.protocol else {}
+    spec = spec.with_overrides({"max_steps": max_steps, **stand_in})
     backend = make_backend(spec)
     policy = make_policy(policy_name)
     replan = int(spec.protocol["replan_steps"])

@@ -43,6 +43,7 @@ def only_run_id(db) -> str:
 
 
 def test_fingerprint_names_what_changes_results(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)  # some machines set it for every process
     fingerprint = machine_fingerprint({"numpy": "2.0"})
     assert {"cpu", "cores", "torch", "blas", "variables", "os", "python", "packages"} <= set(fingerprint)
     assert fingerprint["torch"]["cpu_capability"] and fingerprint["torch"]["threads"] >= 1

@@ -32,6 +32,7 @@ def test_short_episodes_run_and_record_their_grid_cells(tmp_path, task):
         "4",
         "--workers",
         "1",
+        "--stand-ins",
         "--db",
         str(db),
         cwd=tmp_path,
@@ -62,6 +63,7 @@ def test_scripted_expert_puts_the_carrot_on_the_plate(tmp_path):
         "0",
         "--workers",
         "2",
+        "--stand-ins",
         "--db",
         str(db),
         cwd=tmp_path,
@@ -94,6 +96,7 @@ def test_missing_eggplant_mesh_is_one_line_naming_the_file(tmp_path):
         "2",
         "--workers",
         "1",
+        "--stand-ins",
         "--db",
         str(tmp_path / "r.sqlite"),
         cwd=tmp_path,
@@ -123,6 +126,7 @@ def test_prepackaged_draws_run_and_are_recorded_as_non_standard(tmp_path):
         "3",
         "--workers",
         "1",
+        "--stand-ins",
         "--db",
         str(db),
         cwd=tmp_path,
@@ -144,7 +148,7 @@ def test_a_cell_after_other_cells_equals_the_cell_alone_and_workers_do_not_matte
     from qdepth_bench.registry.sims import make_backend
     from qdepth_bench.registry.suites import suite_registry
 
-    spec = suite_registry().suites["simpler_widowx"].with_overrides({"max_steps": 12})
+    spec = suite_registry().suites["simpler_widowx"].with_overrides({"max_steps": 12, "stand_ins": True})
     backend, policy = make_backend(spec), make_policy("scripted-widowx")
     episodes = backend.episodes([0], 3, 7)
 
@@ -164,8 +168,28 @@ def test_a_cell_after_other_cells_equals_the_cell_alone_and_workers_do_not_matte
     rows = {}
     for workers in ("1", "2"):
         db = tmp_path / f"w{workers}.sqlite"
-        args = ["run", "simpler_widowx", "--policy", "scripted-widowx", "--tasks", "0", "--episodes", "4"]
+        args = [
+            "run",
+            "simpler_widowx",
+            "--policy",
+            "scripted-widowx",
+            "--tasks",
+            "0",
+            "--episodes",
+            "4",
+            "--stand-ins",
+        ]
         result = run_cli_subprocess(*args, "--max-steps", "12", "--workers", workers, "--db", str(db), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         rows[workers] = db_rows(db, "select episode_index, status, steps, metrics from episodes order by episode_index")
     assert rows["1"] == rows["2"] and len(rows["1"]) == 4
+
+
+def test_missing_stage_without_stand_ins_is_one_line_before_any_episode(tmp_path):
+    db = tmp_path / "r.sqlite"
+    args = ["run", "simpler_widowx", "--policy", "random", "--tasks", "0", "--episodes", "1", "--max-steps", "2"]
+    result = run_cli_subprocess(*args, "--workers", "1", "--db", str(db), cwd=tmp_path)
+    assert result.returncode != 0
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "bridge_table_1_v1" in line and "--stand-ins" in line and "MS_ASSET_DIR" in line
+    assert db_rows(db, "select count(*) from episodes where status != 'error'") == [(0,)]

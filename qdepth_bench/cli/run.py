@@ -94,6 +94,14 @@ def run(
         ),
     ] = 1,
     max_steps: Annotated[int | None, typer.Option(help="override the protocol's max policy steps")] = None,
+    stand_ins: Annotated[
+        bool,
+        typer.Option(
+            "--stand-ins",
+            help="SIMPLER: build a stand-in table where a scene's stage mesh is missing (flagged per episode, "
+            "non-standard, left out of tables unless asked)",
+        ),
+    ] = False,
     replan_steps: Annotated[
         int | None, typer.Option(help="actions executed open-loop per policy call (default: the protocol's)")
     ] = None,
@@ -144,6 +152,7 @@ def run(
             ("replan_steps", replan_steps),
             ("grid_mode", grid_mode and grid_mode.value),
             ("grid_repeats", grid_repeats),
+            ("stand_ins", stand_ins or None),
         )
         if v is not None
     }

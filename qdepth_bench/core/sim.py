@@ -205,3 +205,19 @@ class SimulatorInfo:
     tag_rows: bool = False
     #: "module:factory" of its `DemoWriter`, called with (folder, backend, task ids); "" when it has none
     demo_writer: str = ""
+    #: "module:function" returning the `WorkerEnvironment` its env workers run in (None: this Python), for a
+    #: simulator whose dependencies cannot share the main environment; "" for one that always runs here
+    worker_environment: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerEnvironment:
+    """Another Python environment that env workers run in (e.g. SimplerEnv's, which needs numpy < 2).
+
+    The engine starts `python -m qdepth_bench.eval.foreign_worker` there with `variables` added to the
+    environment; messages cross in `eval.messages`' format, which any numpy version reads."""
+
+    python: str
+    variables: dict[str, str] = field(default_factory=dict)
+    #: what it is, for messages ("SimplerEnv's environment .venv-simplerenv")
+    label: str = ""

@@ -42,6 +42,7 @@ from qdepth_bench.eval.pool import LocalPool, WorkerPool
 from qdepth_bench.eval.timing import describe, split
 from qdepth_bench.eval.videos import VideoSink
 from qdepth_bench.eval.worker import error_text
+from qdepth_bench.registry.sims import worker_environment
 from qdepth_bench.results.store import Store
 
 #: consecutive worker deaths without any finished episode after which the run stops as a setup problem
@@ -158,8 +159,14 @@ def make_pool(options: EngineOptions, plan: RunPlan) -> WorkerPool:
     requirements = plan.policy.requirements
     cameras = tuple(dict.fromkeys((*requirements.cameras, *options.extra_cameras)))
     args = (plan.spec, dataclasses.replace(requirements, cameras=cameras), plan.run_id, sinks)
+    environment = worker_environment(plan.spec)
     if options.executor == "local":
-        return LocalPool(options.workers, *args)
+        return LocalPool(options.workers, *args, environment=environment)
+    if environment is not None:
+        raise UserError(
+            f"--executor ray cannot start {plan.spec.backend} env workers in {environment.label}; "
+            "run it with the local executor (the default)."
+        )
     if options.executor == "ray":
         try:
             from qdepth_bench.eval.ray_pool import RayPool

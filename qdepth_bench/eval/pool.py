@@ -10,13 +10,18 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import socket
+import subprocess
 import threading
 from abc import ABC, abstractmethod
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 
+from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.policy import PolicyRequirements
 from qdepth_bench.core.protocol import SuiteSpec
-from qdepth_bench.core.sim import EpisodeSink
+from qdepth_bench.core.sim import EpisodeSink, WorkerEnvironment
+from qdepth_bench.eval.messages import MessageConnection
 
 
 def renderer_threads(workers: int, cores: int | None = None) -> dict[str, str]:
@@ -55,8 +60,40 @@ class WorkerPool(ABC):
         """Stop every worker."""
 
 
+class ForeignProcess:
+    """An env worker started in another Python environment, with the few `multiprocessing.Process` members
+    the pool uses; its sentinel is a pidfd, ready when the process ends."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.sentinel = os.pidfd_open(popen.pid)
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        self.popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def __del__(self) -> None:
+        os.close(self.sentinel)
+
+
 class LocalPool(WorkerPool):
-    """Env workers as spawned processes on this machine (spawn, never fork: GL contexts do not survive fork)."""
+    """Env workers as spawned processes on this machine (spawn, never fork: GL contexts do not survive fork).
+
+    With a `WorkerEnvironment` the workers run in that Python instead (`eval.foreign_worker`), talking over a
+    socket pair in `eval.messages`' format."""
 
     def __init__(
         self,
@@ -65,9 +102,11 @@ class LocalPool(WorkerPool):
         requirements: PolicyRequirements,
         run_id: str,
         sinks: tuple[EpisodeSink, ...] = (),
+        environment: WorkerEnvironment | None = None,
     ) -> None:
         self.size = size
         self._args = (spec, requirements, run_id, sinks, renderer_threads(size))
+        self._environment = environment
         self._ctx = mp.get_context("spawn")
         self._procs: list = [None] * size
         self._conns: list = [None] * size
@@ -75,23 +114,51 @@ class LocalPool(WorkerPool):
             self._start(slot)
 
     def _start(self, slot: int) -> None:
+        # started with SIGINT ignored (kept across exec, and Python then installs no handler): a Ctrl-C while
+        # the worker is still importing is the engine's to handle, not a traceback per worker
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        proc: BaseProcess | ForeignProcess
+        ours: Connection | MessageConnection
+        try:
+            if self._environment is None:
+                proc, ours = self._spawn(slot)
+            else:
+                proc, ours = self._start_foreign(self._environment)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        self._procs[slot], self._conns[slot] = proc, ours
+
+    def _spawn(self, slot: int) -> tuple[BaseProcess, Connection]:
         from qdepth_bench.eval.worker import worker_main
 
         ours, theirs = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=worker_main, args=(theirs, *self._args), daemon=True, name=f"qdepth-bench-env-{slot}"
         )
-        # started with SIGINT ignored (kept across exec, and Python then installs no handler): a Ctrl-C while
-        # the worker is still importing is the engine's to handle, not a traceback per worker
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
-            proc.start()
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+        proc.start()
         theirs.close()
-        self._procs[slot], self._conns[slot] = proc, ours
+        return proc, ours
+
+    def _start_foreign(self, environment: WorkerEnvironment) -> tuple[ForeignProcess, MessageConnection]:
+        spec, requirements, run_id, sinks, threads = self._args
+        ours, theirs = socket.socketpair()
+        variables = {**os.environ, **threads, **environment.variables}
+        command = [environment.python, "-m", "qdepth_bench.eval.foreign_worker", str(theirs.fileno())]
+        try:
+            popen = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=variables, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            ours.close()
+            raise UserError(
+                f"cannot start env workers in {environment.label or environment.python} ({exc}); "
+                "re-run scripts/setup.sh to rebuild it."
+            ) from None
+        finally:
+            theirs.close()
+        conn = MessageConnection(Connection(ours.detach()))
+        conn.send((spec, requirements, run_id, sinks))
+        return ForeignProcess(popen), conn
 
     def send(self, slot: int, message: tuple) -> None:
         try:

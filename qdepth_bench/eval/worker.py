@@ -14,7 +14,7 @@ import signal
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from qdepth_bench.core.errors import UserError, is_transient
 from qdepth_bench.core.policy import PolicyRequirements
@@ -137,6 +137,14 @@ class EnvWorker:
             env.close()
 
 
+class Channel(Protocol):
+    """What a worker talks to the engine through: a pipe (pickle) or a `messages.MessageConnection`."""
+
+    def send(self, obj: Any) -> None: ...
+
+    def recv(self) -> Any: ...
+
+
 def worker_main(
     conn: Connection,
     spec: SuiteSpec,
@@ -152,7 +160,11 @@ def worker_main(
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(environment)
-    worker = EnvWorker(spec, requirements, run_id, sinks)
+    serve(conn, EnvWorker(spec, requirements, run_id, sinks))
+
+
+def serve(conn: Channel, worker: EnvWorker) -> None:
+    """Answer the engine's messages until it closes the worker or goes away."""
     try:
         while True:
             try:

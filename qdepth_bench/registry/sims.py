@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.protocol import SuiteSpec
-from qdepth_bench.core.sim import Backend, SimulatorInfo
+from qdepth_bench.core.sim import Backend, SimulatorInfo, WorkerEnvironment
 from qdepth_bench.registry.base import Registry, import_target
 
 #: the entry-point group through which other packages register simulators
@@ -60,3 +60,12 @@ def make_backend(spec: SuiteSpec) -> Backend:
             f"({missing}). Fix: {info.install_hint}."
         ) from exc
     return cls(spec)
+
+
+def worker_environment(spec: SuiteSpec) -> WorkerEnvironment | None:
+    """The Python environment the suite's env workers must run in; None for this one."""
+    registry = simulators()
+    if spec.backend not in registry or not registry.get(spec.backend).worker_environment:
+        return None
+    environment: WorkerEnvironment | None = import_target(registry.get(spec.backend).worker_environment)()
+    return environment

@@ -21,7 +21,8 @@ BATCH_KEY = "qdepth_bench/batch"
 OPENPI_CAMERAS = {"main": "observation/image", "wrist": "observation/wrist_image"}
 
 
-def _encode(obj: Any) -> Any:
+def encode_numpy(obj: Any) -> Any:
+    """msgpack `default`: a numpy array or scalar as its openpi map; anything else unchanged."""
     if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in REFUSED_KINDS:
         raise ValueError(f"arrays of dtype {obj.dtype} cannot be sent")
     if isinstance(obj, np.ndarray):
@@ -36,7 +37,8 @@ def _encode(obj: Any) -> Any:
     return obj
 
 
-def _decode(obj: dict) -> Any:
+def decode_numpy(obj: dict) -> Any:
+    """msgpack `object_hook`: an openpi array or scalar map back to numpy; any other map unchanged."""
     try:
         if b"__ndarray__" in obj:
             dtype = np.dtype(obj[b"dtype"])
@@ -58,10 +60,10 @@ REQUEST_LIMITS = {"max_map_len": 256, "max_array_len": 4096, "max_str_len": 1 <<
 
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, default=_encode)
+    return msgpack.packb(obj, default=encode_numpy)
 
 
 def unpack(data: bytes, limited: bool = False) -> Any:
     """Decode a message; `limited` applies REQUEST_LIMITS (the server does, for what clients send)."""
     limits: dict[str, int] = {**REQUEST_LIMITS, "max_bin_len": len(data)} if limited else {}
-    return msgpack.unpackb(data, object_hook=_decode, **limits)
+    return msgpack.unpackb(data, object_hook=decode_numpy, **limits)

@@ -15,9 +15,9 @@ MANISKILL3 = SimulatorInfo(
 SIMPLER_ENV = SimulatorInfo(
     name="simpler_env",
     backend="qdepth_bench.sims.simpler.simpler_env:SimplerEnvBackend",
-    install_hint="git clone --recurse-submodules https://github.com/simpler-env/SimplerEnv && .venv/bin/pip install "
-    "-c constraints.txt -e SimplerEnv/ManiSkill2_real2sim -e SimplerEnv (needs a GPU with Vulkan; on "
-    "CPU run simpler_widowx with --backend maniskill3)",
+    install_hint="QDEPTH_EXTRAS=libero,model,simpler,simpler_env bash scripts/setup.sh (SimplerEnv in its own "
+    "environment .venv-simplerenv; SIMPLERENV_SOURCE=<folder with its archives> where GitHub is out of reach)",
     checks="qdepth_bench.sims.simpler.doctor:simpler_env_checks",
     tag_rows=True,
+    worker_environment="qdepth_bench.sims.simpler.environment:worker_environment",
 )

@@ -59,6 +59,15 @@ class SimplerBackend(Backend):
         return out
 
 
+class MissingAsset(Exception):
+    """A file the scene needs is absent: raised before the episode starts, never recorded as a failure."""
+
+    def __init__(self, path: str, collection: str, fix: str, stage: bool = False) -> None:
+        self.path = path
+        stand_in = ", or add --stand-ins for a project-made stand-in table (non-standard)" if stage else ""
+        super().__init__(f"{collection} lack {path}: {fix}{stand_in}.")
+
+
 def reset_seed(episode: EpisodeSpec) -> int:
     """The env seed of one episode: a prepackaged draw is its recorded seed (the env's RNG picks the layout
     from it, as SimplerEnv does); a grid cell fixes the layout, and the seed is the episode's own."""

@@ -6,9 +6,10 @@ step, and besides ManiSkill3's own success the env reports SimplerEnv's rule (ce
 may touch only the target and the robot) computed from ManiSkill3's state.
 
 Assets come from `MS_ASSET_DIR`, else `../shared/assets/maniskill` beside the checkout. When the table
-"stage" mesh is missing (it is not redistributable), a stand-in box table with its top at the scene's
-table height replaces it and every episode is flagged `stand_in_table`: those runs are not the published
-protocol and tables leave them out unless asked.
+"stage" mesh is missing (it is not redistributable) the run stops with one line naming it, unless the run
+asked for stand-ins (`--stand-ins`): then a box table with its top at the scene's table height replaces it
+and every episode is flagged `stand_in_table`: those runs are not the published protocol and tables leave
+them out unless asked.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from qdepth_bench.sims.simpler.adapters import (
     rpy_to_axis_angle,
     widowx_gripper,
 )
-from qdepth_bench.sims.simpler.base import SimplerBackend, reset_seed, unobserved
+from qdepth_bench.sims.simpler.base import MissingAsset, SimplerBackend, reset_seed, unobserved
 
 #: height of the Bridge scene's table top (the plate rests at 0.8695 with a ~5 mm half height)
 TABLE_TOP_Z = 0.865
@@ -62,12 +63,12 @@ class _StandInStage:
 
     def __init__(self, builder: Any) -> None:
         object.__setattr__(self, "_builder", builder)
-        object.__setattr__(self, "missing", False)
+        object.__setattr__(self, "missing", "")
 
     def add_nonconvex_collision_from_file(self, filename: str, *args: Any, **kwargs: Any) -> Any:
         if Path(filename).exists():
             return self._builder.add_nonconvex_collision_from_file(filename, *args, **kwargs)
-        object.__setattr__(self, "missing", True)
+        object.__setattr__(self, "missing", str(filename))
         return None
 
     def add_visual_from_file(self, filename: str, *args: Any, **kwargs: Any) -> Any:
@@ -117,7 +118,8 @@ def _install_stand_in(env_class: Any) -> None:
             original(self, options)
         finally:
             self.scene.create_actor_builder = create
-        self.qdepth_stand_in_table = bool(wrapped and wrapped[0].missing)
+        #: the stage mesh that was missing and stood in for ("" when the real one was loaded)
+        self.qdepth_missing_stage = wrapped[0].missing if wrapped else ""
 
     env_class._load_scene = load_scene
     env_class._qdepth_stand_in = True
@@ -150,7 +152,11 @@ class ManiSkill3Env(Env):
             sim_backend=sim_backend,
             render_backend=render_backend,
         )
-        self.stand_in = False
+        missing = self.sim_env.unwrapped.qdepth_missing_stage
+        if missing and not spec.protocol.get("stand_ins"):
+            self.sim_env.close()
+            raise MissingAsset(missing, "ManiSkill3's Bridge assets", "point MS_ASSET_DIR at the full set", stage=True)
+        self.stand_in = bool(missing)
         self.steps = 0
         self._key = ""
 
@@ -234,7 +240,6 @@ class ManiSkill3Env(Env):
         self._key = episode.key
         options = {"episode_id": int(episode.variant["episode_id"])} if "episode_id" in episode.variant else {}
         obs, _ = self.sim_env.reset(seed=reset_seed(episode), options=options)
-        self.stand_in = bool(getattr(self.sim_env.unwrapped, "qdepth_stand_in_table", False))
         self.steps = 0
         return self._observation(obs)
 
@@ -299,6 +304,8 @@ class ManiSkill3Backend(SimplerBackend):
                 os.environ.get("QDEPTH_BENCH_MS3_SIM", "physx_cpu"),
                 os.environ.get("QDEPTH_BENCH_MS3_RENDER", "sapien_cpu"),
             )
+        except MissingAsset as exc:
+            raise UserError(f"{self.spec.name} task {task_id}: {exc}") from None
         except Exception as exc:
             missing = re.search(r"No such file or directory \[([^\]]+)\]", str(exc))
             if missing:  # e.g. the eggplant's visual mesh, which ../shared/assets does not carry

@@ -1,0 +1,29 @@
+"""Entry point of an env worker in another Python environment: `python -m qdepth_bench.eval.foreign_worker FD`.
+
+The engine (`pool.LocalPool` with a `WorkerEnvironment`) starts it with one end of a socket pair as file
+descriptor FD. The first message is the worker's setup (suite, policy requirements, run id, sinks); after
+that the worker answers the engine as a spawned worker does, every message in `eval.messages`' format.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from multiprocessing.connection import Connection
+
+from qdepth_bench.eval.messages import MessageConnection
+from qdepth_bench.eval.worker import EnvWorker, serve
+
+
+def main(fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the engine's to handle, as for spawned workers
+    conn = MessageConnection(Connection(fd))
+    try:
+        spec, requirements, run_id, sinks = conn.recv()
+    except EOFError:  # the engine went away before the worker started
+        return
+    serve(conn, EnvWorker(spec, requirements, run_id, sinks))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
