@@ -47,3 +47,48 @@ def test_only_project_dataclasses_are_built_from_a_message():
         unpack(forged)
     with pytest.raises(TypeError, match="cannot send"):
         pack(("obs", object()))
+
+
+def _episode_through(pool, episode, action) -> tuple:
+    """One episode on slot 0 of `pool`, the same action every step; its observations and result."""
+    pool.send(0, ("episode", episode))
+    seen = []
+    while True:
+        ((_, reply),) = pool.poll(300)
+        if reply[0] == "obs":
+            seen.append(reply[2].images["main"].copy())
+            pool.send(0, ("chunk", action[None]))
+        else:
+            return seen, reply
+
+
+@pytest.mark.slow
+def test_a_worker_in_another_interpreter_runs_the_episode_a_spawned_one_does_and_its_death_is_reported():
+    """The foreign-worker path (here with this same Python) against the spawned one, on a real LIBERO
+    episode: the same frames and result; a killed foreign worker is a "died" reply, as a spawned one is."""
+    import sys
+
+    from qdepth_bench.core.sim import WorkerEnvironment
+    from qdepth_bench.eval.pool import LocalPool
+    from qdepth_bench.registry.sims import make_backend
+
+    spec = suite_registry().suites["libero_object"].with_overrides({"max_steps": 3})
+    episode = make_backend(spec).episodes([0], 1, 0)[0]
+    requirements = PolicyRequirements(cameras=("main",))
+    action = np.zeros(7, dtype=np.float32)
+    outcomes = []
+    for environment in (None, WorkerEnvironment(sys.executable, {}, "this Python")):
+        pool = LocalPool(1, spec, requirements, "r", environment=environment)
+        try:
+            outcomes.append(_episode_through(pool, episode, action))
+            if environment is not None:
+                pool._procs[0].kill()
+                ((_, reply),) = pool.poll(60)
+                assert reply[0] == "died"
+        finally:
+            pool.close()
+    (frames_a, end_a), (frames_b, end_b) = outcomes
+    assert len(frames_a) == len(frames_b) == 3 and all(
+        np.array_equal(a, b) for a, b in zip(frames_a, frames_b, strict=True)
+    )
+    assert end_a[0] == end_b[0] == "end" and (end_a[1].status, end_a[1].steps) == (end_b[1].status, end_b[1].steps)

@@ -157,7 +157,10 @@ class LocalPool(WorkerPool):
         finally:
             theirs.close()
         conn = MessageConnection(Connection(ours.detach()))
-        conn.send((spec, requirements, run_id, sinks))
+        try:
+            conn.send((spec, requirements, run_id, sinks))
+        except OSError:
+            pass  # the worker died at once; its sentinel reports it in the next poll
         return ForeignProcess(popen), conn
 
     def send(self, slot: int, message: tuple) -> None:
