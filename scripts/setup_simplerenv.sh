@@ -5,8 +5,9 @@
 # without its dependencies. The main .venv keeps numpy 2 and ManiSkill3. Safe to run again.
 #   SIMPLERENV_SOURCE  a folder with SimplerEnv-4ab7178.tar.gz and ManiSkill2_real2sim-ef7a4d4.tar.gz;
 #                      default: ../shared/vendor beside the checkout where it holds them (CI), else the
-#                      commits are cloned from GitHub. That copy lacks the stage meshes and a few object
-#                      meshes (its README): runs then need --stand-ins, and tasks needing those meshes refuse.
+#                      commits are cloned from GitHub (SIMPLERENV_SOURCE=github forces that). The vendor
+#                      copy lacks the stage meshes and a few object meshes (its README): runs then need
+#                      --stand-ins, and tasks needing those meshes refuse with one line.
 # Called by scripts/setup.sh when QDEPTH_EXTRAS names simpler_env; needs root for its apt packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,7 @@ if [ -z "${SIMPLERENV_SOURCE:-}" ] && [ -f "$vendor/SimplerEnv-${simplerenv_comm
 fi
 if [ ! -f "$src/SimplerEnv/ManiSkill2_real2sim/setup.py" ]; then
   rm -rf "$src" && mkdir -p "$src"
-  if [ -n "${SIMPLERENV_SOURCE:-}" ]; then
+  if [ -n "${SIMPLERENV_SOURCE:-}" ] && [ "$SIMPLERENV_SOURCE" != github ]; then
     echo "setup_simplerenv: SimplerEnv ${simplerenv_commit:0:7} from $SIMPLERENV_SOURCE"
     tar -xzf "$SIMPLERENV_SOURCE/SimplerEnv-${simplerenv_commit:0:7}.tar.gz" -C "$src"
     rmdir "$src/SimplerEnv/ManiSkill2_real2sim" 2>/dev/null || true

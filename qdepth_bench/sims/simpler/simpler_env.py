@@ -112,8 +112,8 @@ def reset_options(task: dict[str, Any], cell: dict[str, Any]) -> dict[str, Any]:
 
 #: how a missing file is fixed: the archive in ../shared/vendor lacks these meshes
 _ASSET_FIX = (
-    "take the complete ManiSkill2_real2sim data from GitHub (re-run scripts/setup_simplerenv.sh without "
-    "SIMPLERENV_SOURCE)"
+    "install the complete copy from GitHub: rm -rf .venv-simplerenv/src && SIMPLERENV_SOURCE=github bash "
+    "scripts/setup_simplerenv.sh"
 )
 _DATA = "SimplerEnv's ManiSkill2_real2sim data"
 
