@@ -15,37 +15,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
+from qdepth_bench.policies.scripted_motion import half_turn, step_toward
+from qdepth_bench.sims.simpler.adapters import quat_wxyz_to_matrix
 
 CLOSE, OPEN, HOLD = 0.0, 1.0, 0.5
-
-
-def _rotation(quat_xyzw: np.ndarray) -> np.ndarray:
-    x, y, z, w = (float(v) for v in quat_xyzw)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def _half_turn(angle: float) -> float:
-    """An angle folded into [-pi/2, pi/2): a two-finger gripper is the same turned by half a turn."""
-    return (angle + np.pi / 2) % np.pi - np.pi / 2
 
 
 def yaw_to_grasp(ee_quat_xyzw: np.ndarray, object_quat_wxyz: np.ndarray, long_axis_index: int = 1) -> float:
     """The yaw turn that makes the fingers close across a lying object's long axis (its local axis
     `long_axis_index`: y for SimplerEnv's can models); 0 for an upright one. The fingers close along the end
     effector's y axis."""
-    w, x, y, z = (float(v) for v in object_quat_wxyz)
-    long_axis = _rotation(np.array([x, y, z, w]))[:, long_axis_index]
+    long_axis = quat_wxyz_to_matrix(object_quat_wxyz)[:, long_axis_index]
     if abs(long_axis[2]) > 0.7:
         return 0.0
-    closing = _rotation(ee_quat_xyzw)[:, 1]
+    closing = quat_wxyz_to_matrix(np.roll(np.asarray(ee_quat_xyzw), 1))[:, 1]
     wanted = np.arctan2(long_axis[1], long_axis[0]) + np.pi / 2
-    return _half_turn(wanted - np.arctan2(closing[1], closing[0]))
+    return half_turn(wanted - np.arctan2(closing[1], closing[0]))
 
 
 @dataclass
@@ -86,12 +71,6 @@ class ScriptedGooglePolicy(Policy):
     def reset(self, episode: EpisodeContext) -> None:
         self._phase[episode.key] = (0, 0)
 
-    def _toward(self, ee: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, bool]:
-        delta = goal - ee
-        norm = float(np.linalg.norm(delta))
-        step = delta if norm <= self.config.step_m else delta * self.config.step_m / norm
-        return step, norm < 0.015
-
     def act(self, batch: ObservationBatch) -> np.ndarray:
         c = self.config
         actions = []
@@ -122,7 +101,7 @@ class ScriptedGooglePolicy(Policy):
                 if phase == 3 and count == 0:
                     self._lift_to[key] = goals[3]
                 goal = self._lift_to[key] if phase == 3 else goals[phase]
-                move, reached = self._toward(ee, goal)
+                move, reached = step_toward(ee, goal, c.step_m, 0.015)
                 count += 1
                 if (reached and abs(turn) < 0.02) or count > 25:
                     phase, count = (phase + 1, 0) if not (phase == 3 and place is None) else (7, 0)

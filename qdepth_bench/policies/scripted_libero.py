@@ -15,6 +15,7 @@ import numpy as np
 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
+from qdepth_bench.policies.scripted_motion import half_turn
 
 OSC_METRES_PER_UNIT = 0.05  # robosuite OSC_POSE output_max for position
 OSC_RADIANS_PER_UNIT = 0.5  # and for rotation
@@ -83,7 +84,7 @@ class ScriptedLiberoPolicy(Policy):
             return 0.0
         fingers = priv["finger_axis"][:2]
         error = np.arctan2(axis[1], axis[0]) - np.arctan2(fingers[1], fingers[0])
-        return float((error + np.pi / 2) % np.pi - np.pi / 2)
+        return half_turn(error)
 
     def _act_one(self, state: _Episode, priv: dict) -> np.ndarray:
         names = priv["objects_of_interest"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
+from qdepth_bench.policies.scripted_motion import half_turn, step_toward
 
 
 @dataclass
@@ -48,12 +49,6 @@ class ScriptedWidowXPolicy(Policy):
         self._turned[episode.key] = 0.0
         self._grasped_at.pop(episode.key, None)
 
-    def _toward(self, ee: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, bool]:
-        delta = goal - ee
-        norm = float(np.linalg.norm(delta))
-        step = delta if norm <= self.config.step_m else delta * self.config.step_m / norm
-        return step, norm < 0.01
-
     def act(self, batch: ObservationBatch) -> np.ndarray:
         c = self.config
         actions = []
@@ -62,7 +57,7 @@ class ScriptedWidowXPolicy(Policy):
             ee, source, target = scene["target_pose"], scene["source"], scene["target"]
             gripper, move, turn = 1.0, np.zeros(3), 0.0
             if phase <= 1:  # the gripper is symmetric: align with the object's yaw modulo pi
-                wanted = (scene["source_yaw"] + np.pi / 2) % np.pi - np.pi / 2
+                wanted = half_turn(scene["source_yaw"])
                 turn = float(np.clip(wanted - self._turned[key], -0.3, 0.3))
                 self._turned[key] += turn
             lifted_from = self._grasped_at.get(key, source)
@@ -76,7 +71,7 @@ class ScriptedWidowXPolicy(Policy):
                 None,
             ]
             if phase in (0, 1, 3, 4, 5):
-                move, reached = self._toward(ee, goals[phase])
+                move, reached = step_toward(ee, goals[phase], c.step_m, 0.01)
                 gripper = 1.0 if phase in (0, 1) else 0.0
                 if reached and abs(turn) < 1e-3:
                     phase, count = phase + 1, 0
