@@ -277,6 +277,8 @@ def test_co_training_checkpoints_resumes_and_loads_as_a_policy(demo_file, tmp_pa
     log = list(csv.DictReader((tmp_path / "qdepth" / "log.csv").open()))
     assert [int(r["step"]) for r in log] == list(range(6))  # steps 0-2, then 3-5 after the resume
     assert all(np.isfinite(float(r["flow"])) and float(r["depth"]) > 0 for r in log)
+    elapsed = [float(r["elapsed_s"]) for r in log]  # step time keeps counting across the resume
+    assert elapsed == sorted(elapsed) and elapsed[3] > elapsed[2]
     assert float(log[0]["depth_weight"]) == pytest.approx(0.01)
     config_file = tmp_path / "qdepth" / "checkpoint" / "config.json"
     meta = json.loads(config_file.read_text())

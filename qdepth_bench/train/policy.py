@@ -72,7 +72,7 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
     fingerprint = data_fingerprint(episodes)
     state_dim, action_dim = dataset_dims(episodes)
     checkpoint_dir = recipe.out / CHECKPOINT
-    start_step = 0
+    start_step, earlier_s = 0, 0.0  # earlier_s: step time of the checkpointed steps, so a resumed log keeps counting
     if resume and last_checkpoint(recipe.out) is not None:
         loaded = load_checkpoint(checkpoint_dir)
         recorded = json.loads((checkpoint_dir / "config.json").read_text()).get("data_hash")
@@ -84,6 +84,7 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
         model, variant, stats = loaded.model.train(), loaded.variant, loaded.stats
         trainer_state = torch.load(checkpoint_dir / TRAINER_STATE, weights_only=False)
         start_step = trainer_state["step"]
+        earlier_s = trainer_state.get("elapsed_s", 0.0)
         if "rng" in trainer_state:  # the flow noise and times continue as if never interrupted
             torch.set_rng_state(trainer_state["rng"])
     else:
@@ -125,8 +126,8 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
+        elapsed = time.perf_counter() - started
         if log is not None and (step % settings.log_every == 0 or done == settings.steps):
-            elapsed = time.perf_counter() - started
             row = {
                 "step": step,
                 "lr": scheduler.get_last_lr()[0],
@@ -136,7 +137,7 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
                 "samples_per_s": round(
                     (done - start_step) * settings.batch_size * accumulation * dist_info.world / elapsed, 3
                 ),
-                "elapsed_s": round(elapsed, 2),
+                "elapsed_s": round(earlier_s + elapsed, 2),
             }
             log.write(row)
             if on_log is not None:
@@ -154,6 +155,7 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
                 done,
                 dist_info.main,
                 fingerprint,
+                earlier_s + elapsed,
             )
     return checkpoint_dir
 
@@ -170,6 +172,7 @@ def _save(
     step: int,
     main: bool,
     data_hash: str,
+    elapsed_s: float,
 ) -> None:
     """Checkpoint (policy-loadable, with the trainer state inside): written under a temporary name, then
     swapped in by renames, so a stop at any moment leaves one complete checkpoint (see `last_checkpoint`)."""
@@ -193,6 +196,7 @@ def _save(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": torch.get_rng_state(),
+            "elapsed_s": elapsed_s,
         },
         partial / TRAINER_STATE,
     )
