@@ -194,3 +194,31 @@ def test_data_fingerprint_and_the_ablation_note_on_different_data(tmp_path):
     different, unrecorded = data_notes(members)
     assert "data 1111: a seed 0, b seed 0; data 2222: c seed 0" in different
     assert unrecorded.startswith("no data fingerprint recorded with d seed 0")
+
+
+def test_deltas_and_detectable_changes_use_the_seeds_the_paired_test_uses():
+    from qdepth_bench.registry.ablations import AblationSpec, Variant
+    from qdepth_bench.report.ablation import AblationRow, AblationView, SeedResult, _with_matched_deltas
+    from qdepth_bench.report.cells import Cell
+    from qdepth_bench.report.stats import detectable_change
+
+    full, one_seed, three_seeds = Variant("full", "full"), Variant("one", "one"), Variant("three", "three")
+    spec = AblationSpec("t", "t", "libero_object", {"T0": "0"}, (), "full", (full, one_seed, three_seeds))
+
+    def row(variant: Variant, rates: dict[int, float], pairs: int) -> AblationRow:
+        seeds = [SeedResult(s, Cell(r), p_value=None if variant is full else 0.5) for s, r in rates.items()]
+        return AblationRow(variant, {}, Cell(sum(rates.values()) / len(rates)), seeds=seeds, pairs=pairs)
+
+    rows = [
+        row(full, {0: 18.0, 1: 1.0, 2: 5.0}, 0),
+        row(one_seed, {0: 24.0}, 100),
+        row(three_seeds, {0: 4, 1: 2, 2: 3}, 300),
+    ]
+    view = AblationView(spec, "ours", _with_matched_deltas(spec, rows))
+    # a one-seed variant against the full model's seed 0 (18), not against the mean of its three seeds (8)
+    assert [r.delta for r in view.rows] == [0.0, 6.0, pytest.approx(3.0 - 8.0)]
+    one, three = view.detectable()
+    low, high = detectable_change(0.18, 100)
+    assert one.startswith(f"detectable with 100 paired episodes (seed 0): a drop to {100 * low:.1f}%")
+    assert f"a rise to {100 * high:.1f}% from the full model's 18.0%" in one
+    assert three.startswith("detectable with 300 paired episodes (seeds 0, 1, 2)") and "full model's 8.0%" in three

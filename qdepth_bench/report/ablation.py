@@ -42,7 +42,8 @@ class AblationRow:
     variant: Variant
     cells: dict[str, Cell]  # ours: pooled over the variant's evaluated training seeds
     average: Cell
-    delta: float | None = None  # average minus the full model's, in points
+    #: average minus the full model's, in points; ours over the training seeds both have (the paired test's)
+    delta: float | None = None
     p_value: float | None = None  # paired test against the full model, pooled over matched seeds (ours only)
     discordant: tuple[int, int] | None = None  # (only full succeeded, only variant succeeded)
     run_ids: tuple[str, ...] = ()
@@ -75,19 +76,30 @@ class AblationView:
         return f"{self.spec.title} — our runs on {self.spec.suite} {self.spec.subset}"
 
     def detectable(self) -> list[str]:
-        """For each number of paired episodes behind a test: the smallest change against the full model's
-        rate that the exact McNemar test finds with 80% power at alpha 0.05."""
+        """For each set of paired episodes behind a test (the training seeds matched with the full model's):
+        the smallest change against the full model's rate on those seeds that the exact McNemar test finds
+        with 80% power at alpha 0.05."""
         full = next((r for r in self.rows if r.variant.policy == self.spec.full), None)
-        if full is None or full.average.rate is None:
+        if full is None:
             return []
+        full_rates = seed_rates(full)
+        designs = {
+            (r.pairs, tuple(s.seed for s in r.seeds if s.p_value is not None and s.seed in full_rates))
+            for r in self.rows
+            if r.pairs
+        }
         lines = []
-        for pairs in sorted({r.pairs for r in self.rows if r.pairs}):
-            low, high = detectable_change(full.average.rate / 100, pairs)
+        for pairs, seeds in sorted(designs):
+            if not seeds:
+                continue
+            rate = statistics.fmean(full_rates[s] for s in seeds)
+            low, high = detectable_change(rate / 100, pairs)
             drop = f"a drop to {100 * low:.1f}%" if low is not None else "no drop (even to 0%)"
             rise = f"a rise to {100 * high:.1f}%" if high is not None else "no rise"
+            which = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
             lines.append(
-                f"detectable with {pairs} paired episodes: {drop} or {rise} from the full model's "
-                f"{full.average.rate:.1f}% (80% power, alpha 0.05, exact McNemar, outcomes independent between models)"
+                f"detectable with {pairs} paired episodes ({which}): {drop} or {rise} from the full model's "
+                f"{rate:.1f}% (80% power, alpha 0.05, exact McNemar, outcomes independent between models)"
             )
         return lines
 
@@ -98,6 +110,25 @@ def _with_deltas(spec: AblationSpec, rows: list[AblationRow]) -> list[AblationRo
         if full is not None and full.average.rate is not None and row.average.rate is not None:
             row.delta = round(row.average.rate - full.average.rate, 6)
     return rows
+
+
+def _with_matched_deltas(spec: AblationSpec, rows: list[AblationRow]) -> list[AblationRow]:
+    """Our deltas: the variant's seeds against the full model's same seeds, the pairs its test uses, so a
+    one-seed variant is not set against the full model's mean over other seeds as well."""
+    full = next((r for r in rows if r.variant.policy == spec.full), None)
+    if full is None:
+        return rows
+    full_rates = seed_rates(full)
+    for row in rows:
+        mine = {seed: rate for seed, rate in seed_rates(row).items() if seed in full_rates}
+        if mine:
+            row.delta = round(statistics.fmean(mine.values()) - statistics.fmean(full_rates[s] for s in mine), 6)
+    return rows
+
+
+def seed_rates(row: AblationRow) -> dict[int, float]:
+    """Each evaluated training seed's average, in points."""
+    return {s.seed: s.average.rate for s in row.seeds if s.average.rate is not None}
 
 
 def published_ablation(spec: AblationSpec, references: pd.DataFrame) -> AblationView | None:
@@ -162,7 +193,7 @@ def measured_ablation(store: Store, spec: AblationSpec, seeds: int | None = None
     if not rows:
         return None
     evaluated = [m for m in members if not found[(m.variant.policy, m.seed)].empty]
-    return AblationView(spec, "ours", _with_deltas(spec, rows), list(spec.columns), data_notes(evaluated))
+    return AblationView(spec, "ours", _with_matched_deltas(spec, rows), list(spec.columns), data_notes(evaluated))
 
 
 def data_notes(members: list[Member]) -> list[str]:

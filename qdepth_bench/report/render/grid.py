@@ -159,7 +159,8 @@ def ablation_grid(view: AblationView) -> Grid:
     notes = (
         [
             "paired test: exact McNemar against the full model on the same episodes (only-full / only-variant "
-            "successes), each training seed against the full model's same seed, the seeds' pairs pooled",
+            "successes), each training seed against the full model's same seed, the seeds' pairs pooled; "
+            "Δ vs full over the same seeds",
             *view.detectable(),
             *view.notes,
         ]
