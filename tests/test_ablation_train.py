@@ -222,3 +222,12 @@ def test_deltas_and_detectable_changes_use_the_seeds_the_paired_test_uses():
     assert one.startswith(f"detectable with 100 paired episodes (seed 0): a drop to {100 * low:.1f}%")
     assert f"a rise to {100 * high:.1f}% from the full model's 18.0%" in one
     assert three.startswith("detectable with 300 paired episodes (seeds 0, 1, 2)") and "full model's 8.0%" in three
+
+
+def test_paired_test_text_never_prints_a_zero_p_value():
+    from qdepth_bench.report.render.grid import _paired_text
+    from qdepth_bench.report.stats import mcnemar_exact
+
+    assert _paired_text(mcnemar_exact(1, 20), (1, 20)) == "p<0.001 (1/20)"
+    assert _paired_text(mcnemar_exact(18, 4), (18, 4)) == "p=0.004 (18/4)"
+    assert _paired_text(None, None) == ""

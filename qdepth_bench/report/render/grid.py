@@ -133,8 +133,12 @@ def _ablation_cells(view: AblationView, row: AblationRow) -> list[GridCell]:
 
 
 def _paired_text(p_value: float | None, discordant: tuple[int, int] | None) -> str:
-    """A paired test as printed: 'p=0.004 (18/4)' (only-full / only-variant successes), '' for none."""
-    return "" if p_value is None or discordant is None else f"p={p_value:.3f} ({discordant[0]}/{discordant[1]})"
+    """A paired test as printed: 'p=0.004 (18/4)' (only-full / only-variant successes), 'p<0.001 (1/20)'
+    below what three decimals show, '' for none."""
+    if p_value is None or discordant is None:
+        return ""
+    shown = "p<0.001" if p_value < 0.0005 else f"p={p_value:.3f}"
+    return f"{shown} ({discordant[0]}/{discordant[1]})"
 
 
 def _seeds_cell(row: AblationRow) -> GridCell:
