@@ -1,8 +1,9 @@
 """What an episode's reset costs: LIBERO's standard hard reset against the harness's soft reset + replay.
 
 Both start an episode bit for bit in the same place (tests/test_libero_runs.py checks the trajectories).
-A hard reset rebuilds the MuJoCo model from the task's XML; the harness does that once per env and seed,
-then resets softly and restores what the hard reset left (`HardResetState`). Each reset here is the whole
+A hard reset rebuilds the MuJoCo model from the task's XML; the harness builds the env as that reset would
+leave it (or runs one hard reset per other seed), then resets softly and restores what the hard reset left
+(`HardResetState`). Each reset here is the whole
 `LiberoEnv.reset` of an official initial state (seed, reset, initial state, the 10 settle steps, which
 render), and its reset part alone (seed and reset). The two kinds alternate on one env, so machine noise
 hits both alike; the figures to read are the ratios.
@@ -13,6 +14,7 @@ hits both alike; the figures to read are the ratios.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import statistics
 import time
@@ -42,12 +44,12 @@ def main() -> None:
     seed = int(spec.protocol["env_seed"])
     times: dict[str, list[float]] = {"hard": [], "soft": [], "hard_part": [], "soft_part": []}
     try:
-        env.reset(episodes[0])  # the first reset of an env is always a hard one
+        env.reset(episodes[0])
         for _ in range(args.rounds):
             for kind, episode in (("hard", episodes[0]), ("soft", episodes[1])):
                 for suffix, run in (("", env.reset), ("_part", lambda e: env._fresh_episode(e, seed))):
-                    if kind == "hard":
-                        env._hard_reset_state = None  # forget the replay: the model is rebuilt
+                    if kind == "hard":  # a replay kept for another seed: the model is rebuilt
+                        env._hard_reset_state = dataclasses.replace(env._hard_reset_state, seed=seed + 1)
                     times[kind + suffix].append(timed(functools.partial(run, episode)))
     finally:
         env.close()

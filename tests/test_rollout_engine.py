@@ -3,6 +3,7 @@ workers recorded and retried, policy errors kept apart from failures, and the Ra
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from conftest import db_rows, run_cli_subprocess
 
 from qdepth_bench.core.policy import ObservationBatch
 from qdepth_bench.eval.pool import renderer_threads
+from qdepth_bench.registry.sims import make_backend
 
 
 def outcome_rows(db: Path) -> list[tuple]:
@@ -247,3 +249,48 @@ def test_ray_executor_writes_the_same_rows_as_local(tmp_path):
         assert result.returncode == 0, result.stderr
         rows[executor] = outcome_rows(db)
     assert len(rows["local"]) == 2 and rows["ray"] == rows["local"]
+
+
+def test_worker_started_early_keeps_the_env_it_built_only_for_the_same_view():
+    """A worker started while the policy loads builds its first task's env for the main camera; the run's own
+    settings keep that env when the policy needs the same view and drop it otherwise. The early build is
+    charged to the first episode (env build and the worker's own time), never lost from the timings."""
+    from qdepth_bench.core.policy import PolicyRequirements
+    from qdepth_bench.eval.worker import EnvWorker
+    from qdepth_bench.registry.suites import suite_registry
+
+    spec = suite_registry().suites["libero_object"].with_overrides({"max_steps": 10})
+    worker = EnvWorker(spec, PolicyRequirements(), "", ())
+    try:
+        assert worker.handle(("prepare", 0)) is None
+        built, prepared_s = worker.env, worker.prepared_s
+        assert built is not None and prepared_s > 0
+        same_view = PolicyRequirements(chunk_size=4, action_dim=7)
+        worker.handle(("setup", spec, same_view, "run-a", ()))
+        assert worker.env is built
+        episode = make_backend(spec).episodes([0], 1, 7)[0]
+        reply = worker.handle(("episode", episode))
+        assert reply is not None and reply[0] == "obs" and worker.env is built
+        assert worker.runner is not None and worker.runner.result.timing["env_build_s"] == prepared_s
+        assert reply[3] >= prepared_s  # the worker's own time includes the build done ahead
+        worker.handle(("abort",))
+        worker.handle(("setup", spec, PolicyRequirements(cameras=("main", "wrist")), "run-a", ()))
+        assert worker.env is None  # built without the wrist camera: rebuilt by the next episode
+    finally:
+        worker.close()
+
+
+def test_worker_that_cannot_set_up_answers_each_episode_with_one_line():
+    """A worker started early for a suite whose simulator is not set up prints no traceback; its episodes get
+    the setup error as one `fatal` line (the CLI has already said the same before planning)."""
+    from qdepth_bench.core.policy import PolicyRequirements
+    from qdepth_bench.eval.worker import EnvWorker
+    from qdepth_bench.registry.suites import suite_registry
+
+    spec = suite_registry().suites["libero_object"]
+    broken = dataclasses.replace(spec, backend="no_such_simulator")
+    worker = EnvWorker(broken, PolicyRequirements(), "", ())
+    assert worker.backend is None and worker.setup_error
+    assert worker.handle(("prepare", 0)) is None and worker.env is None
+    episode = make_backend(spec).episodes([0], 1, 7)[0]
+    assert worker.handle(("episode", episode)) == ("fatal", worker.setup_error)

@@ -30,9 +30,10 @@ from qdepth_bench.cli.common import (
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.policy import Policy
 from qdepth_bench.core.protocol import SuiteSpec
-from qdepth_bench.eval.engine import EngineOptions, execute
+from qdepth_bench.eval.engine import EngineOptions, execute, start_workers_early
 from qdepth_bench.eval.episode import EpisodeResult
 from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan, parse_tasks, plan_run
+from qdepth_bench.eval.pool import WorkerPool
 from qdepth_bench.eval.timing import describe
 from qdepth_bench.eval.videos import check_video_dir
 from qdepth_bench.registry.sims import make_backend
@@ -163,44 +164,59 @@ def run(
     for spec in specs:  # refused before anything is created or loaded
         parse_tasks(tasks, spec.n_tasks, spec.name)
     check_video_dir(video)
-    agent = build_policy(policy, policy_options(policy_arg, checkpoint))
+    early = None
+    if executor is Executor.local:  # env workers start, and build an env, while the policy loads
+        task_ids = parse_tasks(tasks, specs[0].n_tasks, specs[0].name)
+        wanted = workers if episodes is None else min(workers, len(task_ids) * episodes * repeats)
+        early = start_workers_early(specs[0], wanted, task_ids)
     try:
-        store = open_store(db)
-        if store.read_only:
-            raise UserError(f"--db {store.path} is read-only: reports can read it, but a run needs a writable --db.")
-        free_mb = shutil.disk_usage(store.path.parent if str(store.path.parent) else ".").free / 2**20
-        if free_mb < MIN_FREE_MB_FOR_ROWS:
-            raise UserError(
-                f"only {free_mb:.1f} MB free beside --db {store.path} ({MIN_FREE_MB_FOR_ROWS} MB asked for: episode "
-                "rows, the run log and SQLite's journal); free space or pass a --db elsewhere."
-            )
-    except UserError:
-        agent.close()
-        raise
-    engine = EngineOptions(
-        workers=workers,
-        executor=executor.value,
-        ray_address=ray_address,
-        episode_timeout_s=episode_timeout,
-        video_dir=video,
-        join=join,
-    )
-    if repeats > 1 and not agent.uses_seed:
-        err_console.print(
-            f"--repeats {repeats}: policy '{agent.name}' does not use the episode seed, so its repeats will be "
-            "identical wherever the simulator does not draw from it either (LIBERO).",
-            markup=False,
-            highlight=False,
+        agent = build_policy(policy, policy_options(policy_arg, checkpoint))
+        try:
+            store = open_run_store(db)
+        except UserError:
+            agent.close()
+            raise
+        engine = EngineOptions(
+            workers=workers,
+            executor=executor.value,
+            ray_address=ray_address,
+            episode_timeout_s=episode_timeout,
+            video_dir=video,
+            join=join,
         )
-    try:
-        plans = evaluate(store, specs, agent, tasks, episodes, engine, repeats)
+        if repeats > 1 and not agent.uses_seed:
+            err_console.print(
+                f"--repeats {repeats}: policy '{agent.name}' does not use the episode seed, so its repeats will be "
+                "identical wherever the simulator does not draw from it either (LIBERO).",
+                markup=False,
+                highlight=False,
+            )
+        try:
+            plans = evaluate(store, specs, agent, tasks, episodes, engine, repeats, early)
+        finally:
+            agent.close()
     finally:
-        agent.close()
+        if early is not None:
+            early.close()  # nothing left to do when a run has used (and closed) it
     print_views(build_tables(store, suite, stand_ins=True), "rich")  # what was just run, flagged
     summary = error_summary(store, plans)
     if summary:
         err_console.print(summary, markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_EPISODE_ERRORS)
+
+
+def open_run_store(db: Path | None) -> Store:
+    """The database a run writes to, refused in one line when it is read-only or its disk is full."""
+    store = open_store(db)
+    if store.read_only:
+        raise UserError(f"--db {store.path} is read-only: reports can read it, but a run needs a writable --db.")
+    free_mb = shutil.disk_usage(store.path.parent if str(store.path.parent) else ".").free / 2**20
+    if free_mb < MIN_FREE_MB_FOR_ROWS:
+        raise UserError(
+            f"only {free_mb:.1f} MB free beside --db {store.path} ({MIN_FREE_MB_FOR_ROWS} MB asked for: episode "
+            "rows, the run log and SQLite's journal); free space or pass a --db elsewhere."
+        )
+    return store
 
 
 def error_summary(store: Store, plans: list[RunPlan]) -> str:
@@ -245,8 +261,11 @@ def evaluate(
     episodes: int | None,
     engine: EngineOptions,
     repeats: int = 1,
+    early: WorkerPool | None = None,
 ) -> list[RunPlan]:
-    """Plan and execute one policy on each suite, with a header line and a progress bar per suite; the plans."""
+    """Plan and execute one policy on each suite, with a header line and a progress bar per suite; the plans.
+
+    `early`: env workers started while the policy loaded, for the first suite with episodes to run."""
     command = shlex.join(["qdepth-bench", *sys.argv[1:]])
     plans = []
     try:
@@ -272,7 +291,8 @@ def evaluate(
                 err_console.print(
                     f"--workers {engine.workers}: {len(plan.pending)} episodes to run, so {options.workers} workers."
                 )
-            execute_with_progress(store, plan, options)
+            execute_with_progress(store, plan, options, early if plan.pending else None)
+            early = early if not plan.pending else None
     except KeyboardInterrupt:
         err_console.print(
             f"interrupted: finished episodes are saved in {store.path}; run the same command again to continue."
@@ -281,7 +301,9 @@ def evaluate(
     return plans
 
 
-def execute_with_progress(store: Store, plan: RunPlan, options: EngineOptions) -> None:
+def execute_with_progress(
+    store: Store, plan: RunPlan, options: EngineOptions, started_pool: WorkerPool | None = None
+) -> None:
     """Execute a plan with a progress bar (rate, errors, env steps/s) and a closing line on where time went."""
     counts = {"success": 0, "failure": 0, "error": 0, "retry": 0, "steps": 0}
     with Progress(
@@ -316,7 +338,7 @@ def execute_with_progress(store: Store, plan: RunPlan, options: EngineOptions) -
                     highlight=False,
                 )
 
-        stats = execute(store, plan, options, on_episode)
+        stats = execute(store, plan, options, on_episode, started_pool)
     if stats.episode_timings:
         first_call = "" if stats.first_call_s is None else f"first policy call after {stats.first_call_s:.1f} s; "
         console.print(f"time: {first_call}{describe(stats.phases)}", highlight=False)

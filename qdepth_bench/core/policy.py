@@ -107,6 +107,12 @@ class PolicyRequirements:
     #: protocol resizes ("lanczos4": OpenCV's Lanczos, as open-pi-zero); None: the protocol's own
     image_resize: str | None = None
 
+    @property
+    def env_view(self) -> tuple[Any, ...]:
+        """What building an env depends on (cameras, frame size, depth, privileged state); an env built for
+        one set of requirements serves any other with the same view."""
+        return (self.cameras, self.image_size, self.depth, self.privileged)
+
 
 def check_ranges(config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
     """Refuse (ValueError, shown as one line by the registry) option values no policy can run with, before

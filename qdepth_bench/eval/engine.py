@@ -32,8 +32,8 @@ import numpy as np
 
 from qdepth_bench.core.errors import UserError, is_transient
 from qdepth_bench.core.fingerprint import with_renderer
-from qdepth_bench.core.policy import EpisodeContext, ObservationBatch
-from qdepth_bench.core.protocol import EpisodeSpec
+from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, PolicyRequirements
+from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
 from qdepth_bench.core.sim import EpisodeSink
 from qdepth_bench.eval.episode import EpisodeResult, check_chunk
 from qdepth_bench.eval.interrupt import GracefulInterrupt
@@ -152,13 +152,30 @@ class _RunLog:
                 raise
 
 
-def make_pool(options: EngineOptions, plan: RunPlan) -> WorkerPool:
-    """The worker pool of the chosen executor."""
+def worker_setup(
+    options: EngineOptions, plan: RunPlan
+) -> tuple[SuiteSpec, PolicyRequirements, str, tuple[EpisodeSink, ...]]:
+    """What every env worker of this run needs: the suite, what the policy needs from it, the run, the sinks."""
     videos: tuple[EpisodeSink, ...] = (VideoSink(options.video_dir),) if options.video_dir is not None else ()
-    sinks = videos + options.sinks
     requirements = plan.policy.requirements
     cameras = tuple(dict.fromkeys((*requirements.cameras, *options.extra_cameras)))
-    args = (plan.spec, dataclasses.replace(requirements, cameras=cameras), plan.run_id, sinks)
+    return plan.spec, dataclasses.replace(requirements, cameras=cameras), plan.run_id, videos + options.sinks
+
+
+def start_workers_early(spec: SuiteSpec, workers: int, task_ids: list[int]) -> LocalPool:
+    """Local env workers started before the policy is loaded: each imports the simulator and builds the env of
+    one of `task_ids` (in turn) while the policy loads, for the main camera at the usual frame size, which is
+    what most policies ask for. `execute` then gives them the run's settings; a worker whose env was built
+    for another view (cameras, frame size, depth, privileged state) builds it again."""
+    pool = LocalPool(workers, spec, PolicyRequirements(), "", (), environment=worker_environment(spec))
+    for slot in range(workers):
+        pool.prepare(slot, task_ids[slot % len(task_ids)])
+    return pool
+
+
+def make_pool(options: EngineOptions, plan: RunPlan) -> WorkerPool:
+    """The worker pool of the chosen executor."""
+    args = worker_setup(options, plan)
     environment = worker_environment(plan.spec)
     if options.executor == "local":
         return LocalPool(options.workers, *args, environment=environment)
@@ -180,13 +197,24 @@ def make_pool(options: EngineOptions, plan: RunPlan) -> WorkerPool:
 
 
 def execute(
-    store: Store, plan: RunPlan, options: EngineOptions, on_episode: Callable[[EpisodeResult], None] | None = None
+    store: Store,
+    plan: RunPlan,
+    options: EngineOptions,
+    on_episode: Callable[[EpisodeResult], None] | None = None,
+    started_pool: WorkerPool | None = None,
 ) -> EngineStats:
-    """Run the plan's pending episodes on `options.workers` env workers, recording each as it finishes."""
+    """Run the plan's pending episodes on `options.workers` env workers, recording each as it finishes.
+
+    `started_pool`: workers started earlier (`start_workers_early`) to use instead; closed with the run."""
     stats = EngineStats()
     start = time.perf_counter()
     log = _RunLog(options.log_path)
-    session = store.start_session(plan.run_id, plan.record["command"], plan.fingerprint, join=options.join)
+    try:
+        session = store.start_session(plan.run_id, plan.record["command"], plan.fingerprint, join=options.join)
+    except BaseException:
+        if started_pool is not None:
+            started_pool.close()
+        raise
     if not store.others_alive(plan.run_id, session):  # a joining process leaves the owner's record as it is
         store.start_run(plan.record)
     log.write(
@@ -194,11 +222,14 @@ def execute(
         f"pending={len(plan.pending)} workers={options.workers} executor={options.executor}"
     )
     status = "failed"
-    pool: WorkerPool | None = None
+    pool = started_pool
     with GracefulInterrupt() as stop:
         try:
             if plan.pending:
-                pool = make_pool(options, plan)
+                if pool is None:
+                    pool = make_pool(options, plan)
+                else:
+                    pool.configure(*worker_setup(options, plan))
                 _Engine(store, plan, options, pool, log, on_episode, stats, start, session).run(stop)
             status = "finished"
         except KeyboardInterrupt:
@@ -249,7 +280,7 @@ class _Engine:
         #: when `execute` began (before the workers were started), for the time to the first policy call
         self.started = started
         self.queue: deque[EpisodeSpec] = deque(plan.pending)
-        self.slots = [_Slot() for _ in range(pool.size)]
+        self.slots = [_Slot(task_id=task_id) for task_id in pool.prepared]
         self.replan = int(plan.spec.protocol["replan_steps"])
         self.tasks = {t: plan.backend.task_info(t) for t in sorted({e.task_id for e in plan.pending})}
         self.deaths_without_result = 0

@@ -12,7 +12,7 @@ import sys
 from multiprocessing.connection import Connection
 
 from qdepth_bench.eval.messages import MessageConnection
-from qdepth_bench.eval.worker import EnvWorker, serve
+from qdepth_bench.eval.worker import EnvWorker, exit_now, serve
 
 
 def main(fd: int) -> None:
@@ -23,6 +23,7 @@ def main(fd: int) -> None:
     except EOFError:  # the engine went away before the worker started
         return
     serve(conn, EnvWorker(spec, requirements, run_id, sinks))
+    exit_now()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,19 @@ class WorkerPool(ABC):
     """Numbered env workers that take messages and answer asynchronously."""
 
     size: int
+    #: the task whose env each worker was asked to build ahead of its first episode (`prepare`), if any
+    prepared: list[int | None]
+
+    def prepare(self, slot: int, task_id: int) -> None:
+        """Have the worker of `slot` build the env of `task_id` now (while the policy loads)."""
+        self.prepared[slot] = task_id
+        self.send(slot, ("prepare", task_id))
+
+    @abstractmethod
+    def configure(
+        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...]
+    ) -> None:
+        """Give every worker, and every worker started later in a slot, the run's own settings."""
 
     @abstractmethod
     def send(self, slot: int, message: tuple) -> None:
@@ -105,6 +118,7 @@ class LocalPool(WorkerPool):
         environment: WorkerEnvironment | None = None,
     ) -> None:
         self.size = size
+        self.prepared = [None] * size
         self._args = (spec, requirements, run_id, sinks, renderer_threads(size))
         self._environment = environment
         self._ctx = mp.get_context("spawn")
@@ -163,6 +177,13 @@ class LocalPool(WorkerPool):
             pass  # the worker died at once; its sentinel reports it in the next poll
         return ForeignProcess(popen), conn
 
+    def configure(
+        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...]
+    ) -> None:
+        self._args = (spec, requirements, run_id, sinks, self._args[-1])
+        for slot in range(self.size):
+            self.send(slot, ("setup", spec, requirements, run_id, sinks))
+
     def send(self, slot: int, message: tuple) -> None:
         try:
             self._conns[slot].send(message)
@@ -202,6 +223,7 @@ class LocalPool(WorkerPool):
 
     def restart(self, slot: int) -> None:
         self._kill(slot)
+        self.prepared[slot] = None
         self._start(slot)
 
     def _kill(self, slot: int) -> None:

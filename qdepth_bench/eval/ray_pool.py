@@ -60,10 +60,18 @@ class RayPool(WorkerPool):
                     "start it with `ray start --head` or check --ray-address."
                 ) from None
         self.size = size
+        self.prepared = [None] * size
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_EnvActor)
         self._args = (spec, requirements, run_id, sinks)
         self._actors: list[Any] = [self._actor_class.remote(*self._args) for _ in range(size)]
         self._pending: dict[Any, int] = {}
+
+    def configure(
+        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...]
+    ) -> None:
+        self._args = (spec, requirements, run_id, sinks)
+        for slot in range(self.size):
+            self.send(slot, ("setup", *self._args))
 
     def send(self, slot: int, message: tuple) -> None:
         self._pending[self._actors[slot].handle.remote(message)] = slot
@@ -96,6 +104,7 @@ class RayPool(WorkerPool):
 
     def restart(self, slot: int) -> None:
         ray.kill(self._actors[slot], no_restart=True)
+        self.prepared[slot] = None
         self._pending = {ref: s for ref, s in self._pending.items() if s != slot}
         self._actors[slot] = self._actor_class.remote(*self._args)
 

@@ -1,7 +1,10 @@
 """The simulator side of the rollout engine: one worker owns one env and answers the engine's messages.
 
 Messages in (tuples): ("episode", EpisodeSpec) starts an episode; ("chunk", actions) executes a chunk;
-("abort",) drops the running episode; ("close",) ends the worker. Replies: ("obs", key, ObservationBatch,
+("abort",) drops the running episode; ("close",) ends the worker. A worker started before the policy has
+loaded (`pool.start_early`) also takes ("prepare", task_id), which builds that task's env ahead of its first
+episode, and ("setup", spec, requirements, run_id, sinks), the run's own settings, which keeps that env only
+if it was built the way the policy needs it. Replies: ("obs", key, ObservationBatch,
 seconds spent) when the episode needs its next chunk, ("end", EpisodeResult) when it is over, ("fatal", text) when the
 suite cannot be set up at all (a setup error that no retry fixes). The same `EnvWorker` runs in a spawned
 process (`worker_main`, local executor) or inside a Ray actor (ray executor).
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -19,7 +23,7 @@ from typing import Any, Protocol
 from qdepth_bench.core.errors import UserError, is_transient
 from qdepth_bench.core.policy import PolicyRequirements
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
-from qdepth_bench.core.sim import Env, EpisodeSink, RecordedEpisode
+from qdepth_bench.core.sim import Backend, Env, EpisodeSink, RecordedEpisode
 from qdepth_bench.eval.episode import EpisodeResult, EpisodeRunner
 from qdepth_bench.registry.sims import make_backend
 
@@ -40,11 +44,26 @@ class EnvWorker:
         self.run_id = run_id
         #: where finished episodes go besides the database (videos, demonstration files)
         self.sinks = sinks
-        self.backend = make_backend(spec)
         self.env: Env | None = None
         self.runner: EpisodeRunner | None = None
         #: the env's renderer string, read once per env (None: not read yet)
         self.renderer: str | None = None
+        #: seconds `prepare` spent building the env that is loaded, charged to the first episode that uses it
+        self.prepared_s = 0.0
+        self.ahead_s = 0.0
+        self.backend = self._make_backend(spec)
+
+    def _make_backend(self, spec: SuiteSpec) -> Backend | None:
+        """The suite's backend; None when it cannot be set up, which every later episode reports (`fatal`).
+
+        The engine's process checks the same setup before planning a run, so a worker started early
+        never prints a traceback for a problem the user is about to read in one line."""
+        try:
+            self.setup_error = ""
+            return make_backend(spec)
+        except Exception as exc:  # noqa: BLE001 - reported with the first episode
+            self.setup_error = str(exc) if isinstance(exc, UserError) else error_text(exc)
+            return None
 
     def handle(self, message: tuple) -> tuple | None:
         """Answer one message of the engine (None: no answer is due)."""
@@ -57,6 +76,14 @@ class EnvWorker:
             return None
         if kind == "ping":
             return ("pong", os.getpid())
+        if kind == "setup":
+            self.setup(*message[1:])
+            return None
+        if kind == "prepare":
+            self.prepare(message[1])
+            return None
+        if self.backend is None:
+            return ("fatal", self.setup_error)
         if kind == "episode":
             episode: EpisodeSpec = message[1]
         elif self.runner is not None:
@@ -74,15 +101,47 @@ class EnvWorker:
             self.close()
             return ("end", result.fail(error_text(exc), is_transient(exc)))
         if obs is not None:
-            return ("obs", episode.key, obs, time.perf_counter() - start)
+            # the worker's own time: the build `prepare` did ahead counts too, so the engine's wait beyond it
+            # (`worker start`) is not charged a second time
+            took = time.perf_counter() - start + (self.ahead_s if kind == "episode" else 0.0)
+            return ("obs", episode.key, obs, took)
         return ("end", self._finish())
+
+    def setup(
+        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...]
+    ) -> None:
+        """Take the run's settings; an env built for another suite protocol or another view is dropped."""
+        if spec != self.spec:
+            self.close()
+            self.backend = self._make_backend(spec)
+        elif requirements.env_view != self.requirements.env_view:
+            self.close()
+        self.spec, self.requirements, self.run_id, self.sinks = spec, requirements, run_id, sinks
+
+    def prepare(self, task_id: int) -> None:
+        """Build the env of `task_id` now, before its first episode arrives. Best effort: a failure leaves no
+        env, and the episode that builds it again reports the error."""
+        if self.backend is None or (self.env is not None and self.env.task.task_id == task_id):
+            return
+        self.close()
+        started = time.perf_counter()
+        try:
+            self.env = self.backend.make_env(task_id, self.requirements)
+        except Exception:  # noqa: BLE001 - see above
+            self.env = None
+            return
+        self.prepared_s = time.perf_counter() - started
 
     def _start(self, episode: EpisodeSpec) -> Any:
         if self.env is not None and self.env.task.task_id != episode.task_id:
             self.env.close()
             self.env = None
-        built = 0.0
+        # an env `prepare` built: its build time is this episode's, spent before the episode was sent
+        self.ahead_s, self.prepared_s = (self.prepared_s if self.env is not None else 0.0), 0.0
+        built = self.ahead_s
         if self.env is None:
+            if self.backend is None:
+                raise UserError(self.setup_error)
             started = time.perf_counter()
             self.env = self.backend.make_env(episode.task_id, self.requirements)
             built = time.perf_counter() - started
@@ -132,6 +191,7 @@ class EnvWorker:
     def close(self) -> None:
         self.runner = None
         self.renderer = None
+        self.prepared_s = 0.0
         if self.env is not None:
             env, self.env = self.env, None
             env.close()
@@ -161,6 +221,15 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(environment)
     serve(conn, EnvWorker(spec, requirements, run_id, sinks))
+    exit_now()
+
+
+def exit_now() -> None:
+    """End a worker process whose work is done without tearing down its interpreter (simulator and GL
+    objects take about a second to finalise, and the engine waits for its workers to exit)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def serve(conn: Channel, worker: EnvWorker) -> None:

@@ -160,8 +160,12 @@ class LiberoEnv(Env):
         self.privileged = requirements.privileged
         self.noop = np.asarray(protocol["noop_action"], dtype=np.float64)
         size = int(protocol["render_size"])
-        # Built for soft resets; `reset` runs LIBERO's hard reset once per seed and replays what it left.
+        # Built for soft resets; `reset` replays what LIBERO's hard reset with the episode's seed leaves behind.
         self.depth = requirements.depth
+        seed = int(protocol["env_seed"])
+        # Building the env loads the model, places the objects and resets, in the order a hard reset does: built
+        # right after LIBERO's `seed` (numpy's global generator), it is where seed + hard reset would put it.
+        np.random.seed(seed)
         self.sim_env = OffScreenRenderEnv(
             bddl_file_name=bddl_file,
             camera_heights=size,
@@ -170,8 +174,10 @@ class LiberoEnv(Env):
             hard_reset=False,
             camera_depths=self.depth,
         )
+        self.sim_env.sim.forward()  # the forward pass robosuite's reset runs after placing
         self._key = ""
-        self._hard_reset_state: HardResetState | None = None
+        #: the first episode with the protocol's seed resets softly too: one model build per env, not two
+        self._hard_reset_state = HardResetState.capture(self.sim_env.sim, seed)
         self._blank_images = {
             f"{camera}_image": _blank_sensor(np.zeros((size, size, 3), np.uint8)) for camera in self.cameras.values()
         }
@@ -330,14 +336,15 @@ class LiberoEnv(Env):
     def _fresh_episode(self, episode: EpisodeSpec, seed: int) -> None:
         """Seed and reset as LIBERO's hard reset does, then leave the simulator exactly as that reset would.
 
-        A hard reset rebuilds the MuJoCo model, which is slow; it runs once per env and seed, and what it
-        leaves behind is kept (`HardResetState`). Later episodes with that seed reset softly (robosuite's
-        controller, gripper and observables) and then restore it, so every episode starts bit for bit where
-        LIBERO's own reset of a fresh env starts it (tested; `benchmarks/libero_reset_cost.py` times both)."""
+        A hard reset rebuilds the MuJoCo model, which is slow. Building the env stands in for the hard reset
+        with the protocol's seed; another seed (demonstration draws) gets a real one. What it leaves behind is
+        kept (`HardResetState`): episodes with that seed reset softly (robosuite's controller, gripper and
+        observables) and then restore it, so every episode starts bit for bit where LIBERO's own reset of a
+        fresh env starts it (tested; `benchmarks/libero_reset_cost.py` times both)."""
         self._key = episode.key
         self.sim_env.seed(seed)
         self._render_cameras(False)  # reset's own observation is never read
-        if self._hard_reset_state is None or self._hard_reset_state.seed != seed:
+        if self._hard_reset_state.seed != seed:
             self.sim_env.env.hard_reset = True
             try:
                 self.sim_env.reset()
