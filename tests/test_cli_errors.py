@@ -133,3 +133,27 @@ def test_suites_lists_grid_episode_totals(cli):
     assert result.exit_code == 0
     google = next(line for line in result.stdout.splitlines() if line.startswith("│ simpler_google "))
     assert [cell.strip() for cell in google.split("│")[3:7]] == ["4", "108-300", "864", "80-200"]
+
+
+def test_refused_checkpoint_is_one_line_while_env_workers_start_early(tmp_path):
+    """`run` starts its env workers before it loads the policy; a checkpoint refused seconds later (after
+    the workers have imported the simulator, which prints warnings) is still one line on stderr, because
+    a worker holds its output back until the run's settings reach it."""
+    import shutil
+
+    from conftest import run_cli_subprocess
+
+    from qdepth_bench.registry.content import builtin_root
+
+    shipped = builtin_root() / "policies" / "checkpoints" / "qdepth-tiny-libero-object"
+    broken = tmp_path / "broken"
+    shutil.copytree(shipped, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = run_cli_subprocess(
+        "run", "libero_object", "--policy", "qdepth", "--checkpoint", str(broken), "--tasks", "0",
+        "--episodes", "2", "--workers", "2", "--db", str(tmp_path / "r.sqlite"), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "model.safetensors is corrupt" in one_error_line(result)
+    assert not (tmp_path / "r.sqlite").exists()

@@ -197,7 +197,7 @@ def run(
             agent.close()
     finally:
         if early is not None:
-            early.close()  # nothing left to do when a run has used (and closed) it
+            early.close(wait=False)  # unused (the run had nothing to do, or stopped first) or already closed
     print_views(build_tables(store, suite, stand_ins=True), "rich")  # what was just run, flagged
     summary = error_summary(store, plans)
     if summary:

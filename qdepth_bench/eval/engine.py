@@ -166,8 +166,9 @@ def start_workers_early(spec: SuiteSpec, workers: int, task_ids: list[int]) -> L
     """Local env workers started before the policy is loaded: each imports the simulator and builds the env of
     one of `task_ids` (in turn) while the policy loads, for the main camera at the usual frame size, which is
     what most policies ask for. `execute` then gives them the run's settings; a worker whose env was built
-    for another view (cameras, frame size, depth, privileged state) builds it again."""
-    pool = LocalPool(workers, spec, PolicyRequirements(), "", (), environment=worker_environment(spec))
+    for another view (cameras, frame size, depth, privileged state) builds it again. Until then the workers
+    hold their output back, so a run refused meanwhile still says so in one line."""
+    pool = LocalPool(workers, spec, PolicyRequirements(), "", (), environment=worker_environment(spec), early=True)
     for slot in range(workers):
         pool.prepare(slot, task_ids[slot % len(task_ids)])
     return pool

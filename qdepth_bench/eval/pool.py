@@ -69,8 +69,9 @@ class WorkerPool(ABC):
         """Kill the worker of `slot` (hung or dead) and start a fresh one in its place."""
 
     @abstractmethod
-    def close(self) -> None:
-        """Stop every worker."""
+    def close(self, wait: bool = True) -> None:
+        """Stop every worker: let each finish what it is doing and exit (wait), or end it at once (a pool
+        started early whose run never came, so nothing it does is wanted)."""
 
 
 class ForeignProcess:
@@ -116,10 +117,14 @@ class LocalPool(WorkerPool):
         run_id: str,
         sinks: tuple[EpisodeSink, ...] = (),
         environment: WorkerEnvironment | None = None,
+        early: bool = False,
     ) -> None:
+        """`early`: started before the run exists (`engine.start_workers_early`); each worker holds its output
+        back until `configure` gives it the run's settings (`worker.HeldOutput`)."""
         self.size = size
         self.prepared = [None] * size
         self._args = (spec, requirements, run_id, sinks, renderer_threads(size))
+        self._early = early
         self._environment = environment
         self._ctx = mp.get_context("spawn")
         self._procs: list = [None] * size
@@ -149,7 +154,10 @@ class LocalPool(WorkerPool):
 
         ours, theirs = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=worker_main, args=(theirs, *self._args), daemon=True, name=f"qdepth-bench-env-{slot}"
+            target=worker_main,
+            args=(theirs, *self._args, self._early),
+            daemon=True,
+            name=f"qdepth-bench-env-{slot}",
         )
         proc.start()
         theirs.close()
@@ -172,7 +180,7 @@ class LocalPool(WorkerPool):
             theirs.close()
         conn = MessageConnection(Connection(ours.detach()))
         try:
-            conn.send((spec, requirements, run_id, sinks))
+            conn.send((spec, requirements, run_id, sinks, self._early))
         except OSError:
             pass  # the worker died at once; its sentinel reports it in the next poll
         return ForeignProcess(popen), conn
@@ -181,6 +189,7 @@ class LocalPool(WorkerPool):
         self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...]
     ) -> None:
         self._args = (spec, requirements, run_id, sinks, self._args[-1])
+        self._early = False  # a worker started from now on is started for this run
         for slot in range(self.size):
             self.send(slot, ("setup", spec, requirements, run_id, sinks))
 
@@ -233,9 +242,10 @@ class LocalPool(WorkerPool):
         proc.join(timeout=10)
         conn.close()
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         for slot in range(self.size):
             self.send(slot, ("close",))
         for slot, proc in enumerate(self._procs):
-            proc.join(timeout=10)
+            if wait:
+                proc.join(timeout=10)
             self._kill(slot)

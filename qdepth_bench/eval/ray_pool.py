@@ -108,7 +108,7 @@ class RayPool(WorkerPool):
         self._pending = {ref: s for ref, s in self._pending.items() if s != slot}
         self._actors[slot] = self._actor_class.remote(*self._args)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         for actor in self._actors:
             ray.kill(actor, no_restart=True)
         self._pending.clear()

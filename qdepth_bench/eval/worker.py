@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -205,6 +206,33 @@ class Channel(Protocol):
     def recv(self) -> Any: ...
 
 
+class HeldOutput:
+    """The standard output and error of a worker started before its run exists (`pool.start_early`), kept in
+    files until the run's settings arrive and then written out. When the run never comes (the policy or
+    the options were refused), what the simulator printed on import never reaches the user, whose one
+    line of error stays one line."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.held = {fd: tempfile.TemporaryFile() for fd in (1, 2)}
+        self.saved = {fd: os.dup(fd) for fd in self.held}
+        for fd, file in self.held.items():
+            os.dup2(file.fileno(), fd)
+
+    def release(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, file in self.held.items():
+            os.dup2(self.saved[fd], fd)
+            os.close(self.saved[fd])
+            file.seek(0)
+            data = file.read()
+            file.close()
+            while data:
+                data = data[os.write(fd, data) :]
+
+
 def worker_main(
     conn: Connection,
     spec: SuiteSpec,
@@ -212,6 +240,7 @@ def worker_main(
     run_id: str,
     sinks: tuple[EpisodeSink, ...],
     environment: dict[str, str],
+    hold_output: bool = False,
 ) -> None:
     """Entry point of a spawned env worker process.
 
@@ -220,7 +249,8 @@ def worker_main(
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(environment)
-    serve(conn, EnvWorker(spec, requirements, run_id, sinks))
+    held = HeldOutput() if hold_output else None
+    serve(conn, EnvWorker(spec, requirements, run_id, sinks), held)
     exit_now()
 
 
@@ -232,8 +262,9 @@ def exit_now() -> None:
     os._exit(0)
 
 
-def serve(conn: Channel, worker: EnvWorker) -> None:
-    """Answer the engine's messages until it closes the worker or goes away."""
+def serve(conn: Channel, worker: EnvWorker, held: HeldOutput | None = None) -> None:
+    """Answer the engine's messages until it closes the worker or goes away; output `held` until the run's
+    settings arrive is written out then."""
     try:
         while True:
             try:
@@ -241,6 +272,9 @@ def serve(conn: Channel, worker: EnvWorker) -> None:
             except EOFError:  # the engine is gone
                 return
             reply = worker.handle(message)
+            if message[0] == "setup" and held is not None:
+                held.release()
+                held = None
             if message[0] == "close":
                 return
             if reply is not None:
