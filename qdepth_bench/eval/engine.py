@@ -214,7 +214,7 @@ def execute(
         session = store.start_session(plan.run_id, plan.record["command"], plan.fingerprint, join=options.join)
     except BaseException:
         if started_pool is not None:
-            started_pool.close()
+            started_pool.close(wait=False)  # no episode of this run will reach them
         raise
     if not store.others_alive(plan.run_id, session):  # a joining process leaves the owner's record as it is
         store.start_run(plan.record)
