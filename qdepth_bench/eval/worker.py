@@ -2,9 +2,9 @@
 
 Messages in (tuples): ("episode", EpisodeSpec) starts an episode; ("chunk", actions) executes a chunk;
 ("abort",) drops the running episode; ("close",) ends the worker. A worker started before the policy has
-loaded (`pool.start_early`) also takes ("prepare", task_id), which builds that task's env ahead of its first
-episode, and ("setup", spec, requirements, run_id, sinks), the run's own settings, which keeps that env only
-if it was built the way the policy needs it. Replies: ("obs", key, ObservationBatch,
+loaded (`engine.start_workers_early`) also takes ("prepare", task_id), which builds that task's env ahead of
+its first episode, and ("setup", spec, requirements, run_id, sinks), the run's own settings, which keeps that
+env only if it was built the way the policy needs it. Replies: ("obs", key, ObservationBatch,
 seconds spent) when the episode needs its next chunk, ("end", EpisodeResult) when it is over, ("fatal", text) when the
 suite cannot be set up at all (a setup error that no retry fixes). The same `EnvWorker` runs in a spawned
 process (`worker_main`, local executor) or inside a Ray actor (ray executor).
@@ -51,6 +51,7 @@ class EnvWorker:
         self.renderer: str | None = None
         #: seconds `prepare` spent building the env that is loaded, charged to the first episode that uses it
         self.prepared_s = 0.0
+        #: of the running episode's env build, the seconds `prepare` spent before the episode arrived
         self.ahead_s = 0.0
         self.backend = self._make_backend(spec)
 
@@ -207,8 +208,8 @@ class Channel(Protocol):
 
 
 class HeldOutput:
-    """The standard output and error of a worker started before its run exists (`pool.start_early`), kept in
-    files until the run's settings arrive and then written out. When the run never comes (the policy or
+    """The standard output and error of a worker started before its run exists (`engine.start_workers_early`),
+    kept in files until the run's settings arrive and then written out. When the run never comes (the policy or
     the options were refused), what the simulator printed on import never reaches the user, whose one
     line of error stays one line."""
 
