@@ -161,37 +161,32 @@ def run(
         (spec.with_backend(backend) if backend else spec).with_overrides(overrides)
         for spec in suite_registry().resolve(suite)
     ]
-    for spec in specs:  # refused before anything is created or loaded
-        parse_tasks(tasks, spec.n_tasks, spec.name)
+    # refused before anything is created or loaded
+    task_ids = [parse_tasks(tasks, spec.n_tasks, spec.name) for spec in specs][0]
     check_video_dir(video)
     early = None
     if executor is Executor.local:  # env workers start, and build an env, while the policy loads
-        task_ids = parse_tasks(tasks, specs[0].n_tasks, specs[0].name)
         wanted = workers if episodes is None else min(workers, len(task_ids) * episodes * repeats)
         early = start_workers_early(specs[0], wanted, task_ids)
     try:
         agent = build_policy(policy, policy_options(policy_arg, checkpoint))
         try:
             store = open_run_store(db)
-        except UserError:
-            agent.close()
-            raise
-        engine = EngineOptions(
-            workers=workers,
-            executor=executor.value,
-            ray_address=ray_address,
-            episode_timeout_s=episode_timeout,
-            video_dir=video,
-            join=join,
-        )
-        if repeats > 1 and not agent.uses_seed:
-            err_console.print(
-                f"--repeats {repeats}: policy '{agent.name}' does not use the episode seed, so its repeats will be "
-                "identical wherever the simulator does not draw from it either (LIBERO).",
-                markup=False,
-                highlight=False,
+            engine = EngineOptions(
+                workers=workers,
+                executor=executor.value,
+                ray_address=ray_address,
+                episode_timeout_s=episode_timeout,
+                video_dir=video,
+                join=join,
             )
-        try:
+            if repeats > 1 and not agent.uses_seed:
+                err_console.print(
+                    f"--repeats {repeats}: policy '{agent.name}' does not use the episode seed, so its repeats will "
+                    "be identical wherever the simulator does not draw from it either (LIBERO).",
+                    markup=False,
+                    highlight=False,
+                )
             plans = evaluate(store, specs, agent, tasks, episodes, engine, repeats, early)
         finally:
             agent.close()

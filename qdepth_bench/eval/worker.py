@@ -51,8 +51,6 @@ class EnvWorker:
         self.renderer: str | None = None
         #: seconds `prepare` spent building the env that is loaded, charged to the first episode that uses it
         self.prepared_s = 0.0
-        #: of the running episode's env build, the seconds `prepare` spent before the episode arrived
-        self.ahead_s = 0.0
         self.backend = self._make_backend(spec)
 
     def _make_backend(self, spec: SuiteSpec) -> Backend | None:
@@ -92,9 +90,12 @@ class EnvWorker:
             episode = self.runner.result.episode
         else:
             return ("fatal", f"the engine sent {kind!r} with no episode running")
-        start = time.perf_counter()
+        start, ahead = time.perf_counter(), 0.0
         try:
-            obs = self._start(episode) if kind == "episode" else self._running().run_chunk(message[1])
+            if kind == "episode":
+                obs, ahead = self._start(episode)
+            else:
+                obs = self._running().run_chunk(message[1])
         except UserError as exc:
             self.close()
             return ("fatal", str(exc))
@@ -105,8 +106,7 @@ class EnvWorker:
         if obs is not None:
             # the worker's own time: the build `prepare` did ahead counts too, so the engine's wait beyond it
             # (`worker start`) is not charged a second time
-            took = time.perf_counter() - start + (self.ahead_s if kind == "episode" else 0.0)
-            return ("obs", episode.key, obs, took)
+            return ("obs", episode.key, obs, time.perf_counter() - start + ahead)
         return ("end", self._finish())
 
     def setup(
@@ -126,27 +126,30 @@ class EnvWorker:
         if self.backend is None or (self.env is not None and self.env.task.task_id == task_id):
             return
         self.close()
-        started = time.perf_counter()
         try:
-            self.env = self.backend.make_env(task_id, self.requirements)
-        except Exception:  # noqa: BLE001 - see above
-            self.env = None
+            self.env, self.prepared_s = self._build(task_id)
+        except Exception:  # noqa: BLE001 - see above: no env is left
             return
-        self.prepared_s = time.perf_counter() - started
 
-    def _start(self, episode: EpisodeSpec) -> Any:
+    def _build(self, task_id: int) -> tuple[Env, float]:
+        """The env of `task_id`, newly built, and the seconds that took."""
+        if self.backend is None:  # `handle` answers such a worker's episodes before they get here
+            raise UserError(self.setup_error)
+        started = time.perf_counter()
+        env = self.backend.make_env(task_id, self.requirements)
+        return env, time.perf_counter() - started
+
+    def _start(self, episode: EpisodeSpec) -> tuple[Any, float]:
+        """Reset the env to the episode (building it first if needed): the first observation, and the seconds
+        of the env's build that `prepare` spent before the episode arrived."""
         if self.env is not None and self.env.task.task_id != episode.task_id:
             self.env.close()
             self.env = None
         # an env `prepare` built: its build time is this episode's, spent before the episode was sent
-        self.ahead_s, self.prepared_s = (self.prepared_s if self.env is not None else 0.0), 0.0
-        built = self.ahead_s
+        ahead, self.prepared_s = (self.prepared_s if self.env is not None else 0.0), 0.0
+        built = ahead
         if self.env is None:
-            if self.backend is None:
-                raise UserError(self.setup_error)
-            started = time.perf_counter()
-            self.env = self.backend.make_env(episode.task_id, self.requirements)
-            built = time.perf_counter() - started
+            self.env, built = self._build(episode.task_id)
         self.runner = EpisodeRunner(
             self.env,
             episode,
@@ -155,7 +158,7 @@ class EnvWorker:
             record_demo=any(s.wants_demo for s in self.sinks),
         )
         self.runner.result.timing["env_build_s"] = built
-        return self.runner.start()
+        return self.runner.start(), ahead
 
     def _running(self) -> EpisodeRunner:
         if self.runner is None:
