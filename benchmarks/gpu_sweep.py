@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from qdepth_bench.eval.engine import EngineOptions, execute
-from qdepth_bench.eval.plan import plan_run
+from qdepth_bench.eval.plan import Selection, plan_run
 from qdepth_bench.eval.timing import describe
 from qdepth_bench.models.qdepth.checkpoint import NormStats, save_checkpoint
 from qdepth_bench.models.qdepth.config import build_config
@@ -115,7 +115,8 @@ def main() -> None:
             try:
                 for workers in (int(w) for w in args.workers.split(",")):
                     store = Store(Path(folder) / f"w{workers}-{invariant}.sqlite")
-                    plan = plan_run(store, spec, backend, policy, args.tasks, args.episodes, "gpu_sweep")
+                    selection = Selection.parse(args.tasks, args.episodes)
+                    plan = plan_run(store, spec, backend, policy, selection, "gpu_sweep")
                     with GpuSampler() as gpu:
                         stats = execute(store, plan, EngineOptions(workers=workers))
                     rows = stats.policy_rows / stats.policy_calls if stats.policy_calls else 0.0

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from qdepth_bench.eval.engine import EngineOptions, EngineStats, execute
-from qdepth_bench.eval.plan import parse_tasks, plan_run
+from qdepth_bench.eval.plan import Selection, plan_run
 from qdepth_bench.eval.timing import describe
 from qdepth_bench.registry.policies import make_policy
 from qdepth_bench.registry.sims import make_backend
@@ -128,7 +128,7 @@ def engine_run(
     """One fresh run of the engine into its own database; its stats and per-episode outcomes."""
     store = Store(folder / f"w{workers}-c{call_seconds}.sqlite")
     policy = make_policy("noop", {"call_seconds": str(call_seconds), "chunk_size": str(chunk)})
-    plan = plan_run(store, spec, make_backend(spec), policy, tasks, episodes, "benchmark")
+    plan = plan_run(store, spec, make_backend(spec), policy, Selection.parse(tasks, episodes), "benchmark")
     stats = execute(store, plan, EngineOptions(workers=workers))
     rows = [
         tuple(r)
@@ -159,7 +159,7 @@ def main() -> None:
     base = suite_registry().suites[args.suite]
     overrides = {"max_steps": args.max_steps, "stand_ins": args.stand_ins or None}
     spec = base.with_overrides({k: v for k, v in overrides.items() if v is not None})
-    task_ids = parse_tasks(args.tasks, spec.n_tasks, spec.name)
+    task_ids = Selection.parse(args.tasks).task_ids(spec)
     n = args.workers
     print(
         f"{spec.name} tasks {task_ids}, {args.episodes} episodes each, max {spec.protocol['max_steps']} steps, "

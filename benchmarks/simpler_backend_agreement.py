@@ -19,30 +19,31 @@ import time
 import numpy as np
 
 from qdepth_bench.core.policy import EpisodeContext
-from qdepth_bench.eval.pool import LocalPool
+from qdepth_bench.eval.messages import Chunk, Died, Ended, Fatal, FromWorker, Observation, StartEpisode, WorkerSettings
+from qdepth_bench.eval.pool import WorkerPool, make_pool
 from qdepth_bench.registry.policies import make_policy
-from qdepth_bench.registry.sims import make_backend, worker_environment
+from qdepth_bench.registry.sims import make_backend
 from qdepth_bench.registry.suites import suite_registry
 
 
-def reply(pool: LocalPool) -> tuple:
+def reply(pool: WorkerPool) -> FromWorker:
     while True:
         for _, message in pool.poll(600):
-            if message[0] in ("fatal", "died"):
-                raise SystemExit(f"{message[0]}: {message[1]}")
+            if isinstance(message, Fatal | Died):
+                raise SystemExit(f"{message.kind}: {message}")
             return message
 
 
-def drive(pool: LocalPool, episode, actions: list[np.ndarray] | None, policy=None) -> dict:
+def drive(pool: WorkerPool, episode, actions: list[np.ndarray] | None, policy=None) -> dict:
     """One episode on the pool's worker: closed loop with `policy` (recording its actions) or replaying
     `actions`; the per-step end effector and source positions, and how it ended."""
-    pool.send(0, ("episode", episode))
+    pool.send(0, StartEpisode(episode))
     message = reply(pool)
     ee, source, taken = [], [], []
     if policy is not None:
         policy.reset(EpisodeContext(episode.key, episode.seed, None))
-    while message[0] == "obs":
-        obs = message[2]
+    while isinstance(message, Observation):
+        obs = message.observation
         ee.append(obs.privileged[0]["ee"])
         source.append(obs.privileged[0]["source"])
         if policy is not None:
@@ -52,9 +53,10 @@ def drive(pool: LocalPool, episode, actions: list[np.ndarray] | None, policy=Non
         else:
             action = np.array([0, 0, 0, 0, 0, 0, 1.0])
         taken.append(np.asarray(action, dtype=np.float64))
-        pool.send(0, ("chunk", np.asarray(action, dtype=np.float32)[None]))
+        pool.send(0, Chunk(np.asarray(action, dtype=np.float32)[None]))
         message = reply(pool)
-    result = message[1]
+    assert isinstance(message, Ended)
+    result = message.result
     return {"ee": np.array(ee), "source": np.array(source), "actions": taken, "result": result}
 
 
@@ -69,7 +71,7 @@ def main() -> None:
     episodes = make_backend(specs["maniskill3"]).episodes([args.task], args.cells, 0)
     runs: dict[str, list[dict]] = {}
     for name, spec in specs.items():
-        pool = LocalPool(1, spec, policy.requirements, "agreement", environment=worker_environment(spec))
+        pool = make_pool(1, WorkerSettings(spec, policy.requirements, "agreement"))
         started = time.perf_counter()
         try:
             if name == "maniskill3":

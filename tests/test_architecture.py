@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
 import io
 import os
 import subprocess
+import typing
 from pathlib import Path
 
 import pytest
@@ -31,8 +33,8 @@ LAYERS = {
     "train": 6,
     "cli": 7,
 }
-#: lower-layer imports that are forbidden all the same
-FORBIDDEN = {("report", "models"), ("eval", "sims")}
+#: lower-layer imports that are forbidden all the same (policies and simulators meet only in core's types)
+FORBIDDEN = {("report", "models"), ("eval", "sims"), ("policies", "sims"), ("sims", "policies")}
 
 
 def _imports(path: Path) -> set[str]:
@@ -87,6 +89,40 @@ def test_the_rule_catches_an_upward_import(tmp_path):
     (fake / "core" / "__init__.py").write_text("")
     (fake / "core" / "bad.py").write_text("def f():\n    from qdepth_bench.eval.engine import execute\n")
     assert import_violations(fake) == ["core/bad.py (core) imports qdepth_bench.eval.engine (eval)"]
+
+
+def test_the_rule_catches_a_policy_importing_a_simulator(tmp_path):
+    fake = tmp_path / "qdepth_bench"
+    (fake / "policies").mkdir(parents=True)
+    (fake / "policies" / "bad.py").write_text("from qdepth_bench.sims.simpler.adapters import widowx_gripper\n")
+    assert import_violations(fake) == ["policies/bad.py (policies) imports qdepth_bench.sims.simpler.adapters (sims)"]
+
+
+def tuples_sent(package: Path = PACKAGE) -> list[str]:
+    """Places in the engine's package that `send` a tuple literal (an untyped worker message)."""
+    found = []
+    for path in sorted((package / "eval").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "send":
+                if any(isinstance(arg, ast.Tuple) for arg in node.args):
+                    found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_worker_messages_are_typed_dataclasses_with_a_kind():
+    """Engine and workers talk in `eval.messages`' dataclasses, one kind each, and nothing sends a bare tuple."""
+    from qdepth_bench.eval import messages
+
+    classes = [*typing.get_args(messages.ToWorker), *typing.get_args(messages.FromWorker)]
+    assert all(dataclasses.is_dataclass(cls) and isinstance(cls.kind, str) for cls in classes)
+    assert len({cls.kind for cls in classes}) == len(classes)
+    assert tuples_sent() == []
+
+
+def test_the_typed_message_check_catches_a_tuple(tmp_path):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "bad.py").write_text("def f(pool):\n    pool.send(0, ('chunk', None))\n")
+    assert tuples_sent(tmp_path) == ["bad.py:2"]
 
 
 TOY_FAMILY = """

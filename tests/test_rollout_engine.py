@@ -16,6 +16,7 @@ import pytest
 from conftest import db_rows, run_cli_subprocess
 
 from qdepth_bench.core.policy import ObservationBatch
+from qdepth_bench.eval.messages import Abort, Fatal, Observation, Prepare, Setup, StartEpisode, WorkerSettings
 from qdepth_bench.eval.pool import renderer_threads
 from qdepth_bench.registry.sims import make_backend
 
@@ -260,21 +261,21 @@ def test_worker_started_early_keeps_the_env_it_built_only_for_the_same_view():
     from qdepth_bench.registry.suites import suite_registry
 
     spec = suite_registry().suites["libero_object"].with_overrides({"max_steps": 10})
-    worker = EnvWorker(spec, PolicyRequirements(), "", ())
+    worker = EnvWorker(WorkerSettings(spec, PolicyRequirements(), ""))
     try:
-        assert worker.handle(("prepare", 0)) is None
+        assert worker.handle(Prepare(0)) is None
         built, prepared_s = worker.env, worker.prepared_s
         assert built is not None and prepared_s > 0
         same_view = PolicyRequirements(chunk_size=4, action_dim=7)
-        worker.handle(("setup", spec, same_view, "run-a", ()))
+        worker.handle(Setup(WorkerSettings(spec, same_view, "run-a")))
         assert worker.env is built
         episode = make_backend(spec).episodes([0], 1, 7)[0]
-        reply = worker.handle(("episode", episode))
-        assert reply is not None and reply[0] == "obs" and worker.env is built
+        reply = worker.handle(StartEpisode(episode))
+        assert isinstance(reply, Observation) and reply.kind == "obs" and worker.env is built
         assert worker.runner is not None and worker.runner.result.timing["env_build_s"] == prepared_s
-        assert reply[3] >= prepared_s  # the worker's own time includes the build done ahead
-        worker.handle(("abort",))
-        worker.handle(("setup", spec, PolicyRequirements(cameras=("main", "wrist")), "run-a", ()))
+        assert reply.seconds >= prepared_s  # the worker's own time includes the build done ahead
+        worker.handle(Abort())
+        worker.handle(Setup(WorkerSettings(spec, PolicyRequirements(cameras=("main", "wrist")), "run-a")))
         assert worker.env is None  # built without the wrist camera: rebuilt by the next episode
     finally:
         worker.close()
@@ -289,8 +290,8 @@ def test_worker_that_cannot_set_up_answers_each_episode_with_one_line():
 
     spec = suite_registry().suites["libero_object"]
     broken = dataclasses.replace(spec, backend="no_such_simulator")
-    worker = EnvWorker(broken, PolicyRequirements(), "", ())
+    worker = EnvWorker(WorkerSettings(broken, PolicyRequirements(), ""))
     assert worker.backend is None and worker.setup_error
-    assert worker.handle(("prepare", 0)) is None and worker.env is None
+    assert worker.handle(Prepare(0)) is None and worker.env is None
     episode = make_backend(spec).episodes([0], 1, 7)[0]
-    assert worker.handle(("episode", episode)) == ("fatal", worker.setup_error)
+    assert worker.handle(StartEpisode(episode)) == Fatal(worker.setup_error)

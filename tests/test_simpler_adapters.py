@@ -6,20 +6,22 @@ import math
 
 import numpy as np
 
-from qdepth_bench.sims.simpler.adapters import (
-    BRIDGE_TOP_DOWN,
-    StickyGripper,
+from qdepth_bench.core.rotations import (
     axis_angle_to_matrix,
-    bridge_proprio,
-    google_proprio,
-    maniskill3_arm_action,
     matrix_to_axis_angle,
     matrix_to_euler_xyz_intrinsic,
     matrix_to_rpy,
     quat_wxyz_to_matrix,
-    robot_base_quat,
     rpy_to_axis_angle,
     rpy_to_matrix,
+)
+from qdepth_bench.sims.simpler.adapters import (
+    BRIDGE_TOP_DOWN,
+    StickyGripper,
+    bridge_proprio,
+    google_proprio,
+    maniskill3_arm_action,
+    robot_base_quat,
     widowx_gripper,
 )
 

@@ -26,9 +26,10 @@ from qdepth_bench.cli.common import (
     print_views,
     progress_on_stderr,
 )
-from qdepth_bench.cli.run import evaluate
+from qdepth_bench.cli.progress import evaluate_with_progress
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.eval.engine import EngineOptions
+from qdepth_bench.eval.plan import Selection
 from qdepth_bench.registry.ablations import AblationSpec, Member
 from qdepth_bench.registry.policies import policy_registry
 from qdepth_bench.registry.suites import suite_registry
@@ -141,6 +142,7 @@ def _work_through(
         if not to_run and members:
             raise UserError(f"nothing of {spec.id} is trained yet; add --train to train it first.")
     suite = suite_registry().resolve(spec.suite) if to_run else None
+    selection = Selection.parse(tasks or spec.task_ids, episodes or spec.episodes) if to_run else Selection()
     for member in ordered:
         if member in to_train:
             _train(member, to_train.index(member) + 1, len(to_train))
@@ -148,18 +150,11 @@ def _work_through(
             console.print(
                 f"[bold]\\[run {to_run.index(member) + 1}/{len(to_run)}][/bold] {member.name}", highlight=False
             )
-            agent = build_policy(member.variant.policy, policy_options(spec, member))
+            policy = build_policy(member.variant.policy, policy_options(spec, member))
             try:
-                evaluate(
-                    store,
-                    suite,
-                    agent,
-                    tasks or spec.task_ids,
-                    episodes or spec.episodes,
-                    EngineOptions(workers=workers),
-                )
+                evaluate_with_progress(store, suite, policy, selection, EngineOptions(workers=workers))
             finally:
-                agent.close()
+                policy.close()
 
 
 def _train(member: Member, number: int, total: int) -> None:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import shlex
 import shutil
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from qdepth_bench.cli.common import (
     DEFAULT_WORKERS,
@@ -21,22 +16,16 @@ from qdepth_bench.cli.common import (
     DbOption,
     app,
     build_policy,
-    console,
     err_console,
     open_store,
     policy_options,
     print_views,
 )
+from qdepth_bench.cli.progress import evaluate_with_progress
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.policy import Policy
-from qdepth_bench.core.protocol import SuiteSpec
-from qdepth_bench.eval.engine import EngineOptions, execute, start_workers_early
-from qdepth_bench.eval.episode import EpisodeResult
-from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan, parse_tasks, plan_run
-from qdepth_bench.eval.pool import WorkerPool
-from qdepth_bench.eval.timing import describe
+from qdepth_bench.eval.engine import Engine, EngineOptions
+from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan, Selection
 from qdepth_bench.eval.videos import check_video_dir
-from qdepth_bench.registry.sims import make_backend
 from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.tables import build_tables
 from qdepth_bench.results.store import Store
@@ -58,7 +47,7 @@ class GridMode(str, Enum):
 @app.command()
 def run(
     suite: Annotated[str, typer.Argument(help="suite or group: libero, libero_object, ... (see `suites`)")],
-    policy: Annotated[str, typer.Option("--policy", "-p", help="registered name, module:Class or policy YAML")],
+    policy_name: Annotated[str, typer.Option("--policy", "-p", help="registered name, module:Class or policy YAML")],
     policy_arg: Annotated[list[str] | None, typer.Option("--policy-arg", "-a", help="policy option key=value")] = None,
     checkpoint: CheckpointOption = None,
     tasks: Annotated[str | None, typer.Option(help="task ids, e.g. 0,1 or 0-4 (default: all)")] = None,
@@ -137,14 +126,10 @@ def run(
     """Evaluate a policy on a suite; re-running the same command resumes it."""
     if workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}).")
-    for flag, value in (
-        ("--max-steps", max_steps),
-        ("--replan-steps", replan_steps),
-        ("--grid-repeats", grid_repeats),
-        ("--repeats", repeats),
-    ):
+    for flag, value in (("--max-steps", max_steps), ("--replan-steps", replan_steps), ("--grid-repeats", grid_repeats)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1 (got {value}).")
+    selection = Selection.parse(tasks, episodes, repeats)
     overrides = {
         k: v
         for k, v in (
@@ -162,37 +147,33 @@ def run(
         for spec in suite_registry().resolve(suite)
     ]
     # refused before anything is created or loaded
-    task_ids = [parse_tasks(tasks, spec.n_tasks, spec.name) for spec in specs][0]
+    task_ids = [selection.task_ids(spec) for spec in specs][0]
     check_video_dir(video)
-    early = None
-    if executor is Executor.local:  # env workers start, and build an env, while the policy loads
-        wanted = workers if episodes is None else min(workers, len(task_ids) * episodes * repeats)
-        early = start_workers_early(specs[0], wanted, task_ids)
-    try:
-        agent = build_policy(policy, policy_options(policy_arg, checkpoint))
+    options = EngineOptions(
+        workers=workers,
+        executor=executor.value,
+        ray_address=ray_address,
+        episode_timeout_s=episode_timeout,
+        video_dir=video,
+        join=join,
+    )
+    with Engine() as engine:
+        if executor is Executor.local:  # env workers start, and build an env, while the policy loads
+            wanted = workers if episodes is None else min(workers, len(task_ids) * episodes * repeats)
+            engine.start_early(specs[0], wanted, task_ids)
+        policy = build_policy(policy_name, policy_options(policy_arg, checkpoint))
         try:
             store = open_run_store(db)
-            engine = EngineOptions(
-                workers=workers,
-                executor=executor.value,
-                ray_address=ray_address,
-                episode_timeout_s=episode_timeout,
-                video_dir=video,
-                join=join,
-            )
-            if repeats > 1 and not agent.uses_seed:
+            if repeats > 1 and not policy.uses_seed:
                 err_console.print(
-                    f"--repeats {repeats}: policy '{agent.name}' does not use the episode seed, so its repeats will "
+                    f"--repeats {repeats}: policy '{policy.name}' does not use the episode seed, so its repeats will "
                     "be identical wherever the simulator does not draw from it either (LIBERO).",
                     markup=False,
                     highlight=False,
                 )
-            plans = evaluate(store, specs, agent, tasks, episodes, engine, repeats, early)
+            plans = evaluate_with_progress(store, specs, policy, selection, options, engine)
         finally:
-            agent.close()
-    finally:
-        if early is not None:
-            early.close(wait=False)  # unused (the run had nothing to do, or stopped first) or already closed
+            policy.close()
     print_views(build_tables(store, suite, stand_ins=True), "rich")  # what was just run, flagged
     summary = error_summary(store, plans)
     if summary:
@@ -235,105 +216,3 @@ def error_summary(store: Store, plans: list[RunPlan]) -> str:
             "`qdepth-bench runs delete RUN` or run with a new --db to retry them"
         )
     return f"{len(errors)} of {total} episodes ended in errors, never counted as failures; " + "; ".join(parts) + "."
-
-
-def _execution_note(agent: Policy, spec: SuiteSpec) -> str:
-    """Said up front when the policy's chunks are shorter than the protocol's replan steps (tables mark it)."""
-    chunk, replan = agent.requirements.chunk_size, int(spec.protocol["replan_steps"])
-    if chunk >= replan:
-        return ""
-    return (
-        f" · [yellow]chunks of {chunk} < the protocol's {replan} replan steps: it re-plans every {chunk} "
-        f"(non-standard execution, marked ‡)[/yellow]"
-    )
-
-
-def evaluate(
-    store: Store,
-    specs: list[SuiteSpec],
-    agent: Policy,
-    tasks: str | None,
-    episodes: int | None,
-    engine: EngineOptions,
-    repeats: int = 1,
-    early: WorkerPool | None = None,
-) -> list[RunPlan]:
-    """Plan and execute one policy on each suite, with a header line and a progress bar per suite; the plans.
-
-    `early`: env workers started while the policy loaded, for the first suite with episodes to run."""
-    command = shlex.join(["qdepth-bench", *sys.argv[1:]])
-    plans = []
-    try:
-        for spec in (s.for_policy(agent.requirements) for s in specs):
-            plan = plan_run(store, spec, make_backend(spec), agent, tasks, episodes, command, repeats=repeats)
-            plans.append(plan)
-            done = len(plan.episodes) - len(plan.pending)
-            console.print(
-                f"[bold]{spec.name}[/bold] · policy [bold]{agent.name}[/bold] · run {plan.run_id} · "
-                f"{len(plan.episodes)} episodes ({done} already recorded)"
-                + ("" if spec.is_standard() else " · [yellow]non-standard protocol[/yellow]")
-                + _execution_note(agent, spec)
-            )
-            for notice in plan.notices:
-                err_console.print(notice, markup=False, highlight=False, soft_wrap=True)
-            options = dataclasses.replace(
-                engine,
-                workers=min(engine.workers, max(len(plan.pending), 1)),
-                # named by database and run: several databases in one folder keep their logs apart
-                log_path=store.path.parent / "logs" / f"{store.path.stem}-{plan.run_id}.log",
-            )
-            if plan.pending and options.workers < engine.workers > DEFAULT_WORKERS:  # asked for, not the default
-                err_console.print(
-                    f"--workers {engine.workers}: {len(plan.pending)} episodes to run, so {options.workers} workers."
-                )
-            execute_with_progress(store, plan, options, early if plan.pending else None)
-            early = early if not plan.pending else None
-    except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted: finished episodes are saved in {store.path}; run the same command again to continue."
-        )
-        raise typer.Exit(130) from None
-    return plans
-
-
-def execute_with_progress(
-    store: Store, plan: RunPlan, options: EngineOptions, started_pool: WorkerPool | None = None
-) -> None:
-    """Execute a plan with a progress bar (rate, errors, env steps/s) and a closing line on where time went."""
-    counts = {"success": 0, "failure": 0, "error": 0, "retry": 0, "steps": 0}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        bar = progress.add_task(plan.spec.name, total=len(plan.pending), stats="")
-
-        def on_episode(result: EpisodeResult) -> None:
-            counts["retry" if result.will_retry else result.status] += 1
-            counts["steps"] += result.steps
-            scored = counts["success"] + counts["failure"]
-            rate = f"{100 * counts['success'] / scored:.1f}%" if scored else "–"
-            elapsed = progress.tasks[0].elapsed or 1e-9
-            progress.update(
-                bar,
-                advance=0 if result.will_retry else 1,
-                stats=f"success {rate} · errors {counts['error']} · retried {counts['retry']} · "
-                f"{counts['steps'] / elapsed:.1f} env steps/s",
-            )
-            if result.status == "error":
-                again = " (will run it again)" if result.will_retry else ""
-                progress.console.print(
-                    f"[red]episode {result.episode.key} error{again}:[/red] {escape(result.error)}",
-                    markup=True,
-                    highlight=False,
-                )
-
-        stats = execute(store, plan, options, on_episode, started_pool)
-    if stats.episode_timings:
-        first_call = "" if stats.first_call_s is None else f"first policy call after {stats.first_call_s:.1f} s; "
-        console.print(f"time: {first_call}{describe(stats.phases)}", highlight=False)

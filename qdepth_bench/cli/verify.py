@@ -4,8 +4,6 @@ many came out the same, how the success rate moved, and which fingerprint fields
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,13 +13,13 @@ import typer
 from rich.table import Table
 
 from qdepth_bench.cli.common import DEFAULT_WORKERS, DbOption, app, console, err_console, open_store
-from qdepth_bench.cli.run import execute_with_progress
+from qdepth_bench.cli.progress import RunProgress, command_line
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.fingerprint import differences
 from qdepth_bench.core.policy import Policy
 from qdepth_bench.core.protocol import SuiteSpec
-from qdepth_bench.eval.engine import EngineOptions
-from qdepth_bench.eval.plan import plan_run
+from qdepth_bench.eval.engine import EngineOptions, execute
+from qdepth_bench.eval.plan import Selection, plan_run
 from qdepth_bench.eval.replay import policy_of, sample_episodes, suite_of, version_differences
 from qdepth_bench.registry.sims import make_backend
 from qdepth_bench.report.agreement import Agreement, compare
@@ -99,18 +97,20 @@ def _rerun(
     workers: int,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Run the episodes `keys` of the recorded run into `target`; its episodes and this machine's fingerprint."""
-    backend = make_backend(spec)
-    tasks = ",".join(str(t) for t in sorted({t for t, _, _ in keys}))
+    tasks = tuple(sorted({t for t, _, _ in keys}))
     n, repeats = max(i for _, i, _ in keys) + 1, max(r for _, _, r in keys) + 1
-    command = shlex.join(["qdepth-bench", *sys.argv[1:]])
-    plan = plan_run(target, spec, backend, policy, tasks, n, command, repeats=repeats, only=set(keys))
+    selection = Selection(tasks, n, repeats)
+    plan = plan_run(target, spec, make_backend(spec), policy, selection, command_line(), only=set(keys))
     if plan.run_id != run["run_id"]:
         raise UserError(f"the re-run's key ({plan.run_id}) is not run {run['run_id']}'s: its identity changed.")
     console.print(
         f"[bold]verify[/bold] run {run['run_id']} · {spec.name} · policy {run['policy_name']} · "
         f"{len(plan.pending)} recorded episodes re-run into a scratch database"
     )
-    execute_with_progress(target, plan, EngineOptions(workers=min(workers, len(plan.pending))))
+    progress = RunProgress()
+    with progress.running(plan) as on_episode:
+        stats = execute(target, plan, EngineOptions(workers=min(workers, len(plan.pending))), on_episode)
+    progress.ran(plan, stats)
     session = target.sessions(run["run_id"])[-1]
     return target.episodes_frame([run["run_id"]]), json.loads(session["fingerprint"])
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import TracebackType
 from typing import cast
 
 import numpy as np
@@ -37,12 +38,22 @@ from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
 from qdepth_bench.core.sim import EpisodeSink
 from qdepth_bench.eval.episode import EpisodeResult, check_chunk
 from qdepth_bench.eval.interrupt import GracefulInterrupt
+from qdepth_bench.eval.messages import (
+    Abort,
+    Chunk,
+    Died,
+    Ended,
+    Fatal,
+    FromWorker,
+    Observation,
+    StartEpisode,
+    WorkerSettings,
+)
 from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan
-from qdepth_bench.eval.pool import LocalPool, WorkerPool
+from qdepth_bench.eval.pool import WorkerPool, make_pool
 from qdepth_bench.eval.timing import describe, split
 from qdepth_bench.eval.videos import VideoSink
 from qdepth_bench.eval.worker import error_text
-from qdepth_bench.registry.sims import worker_environment
 from qdepth_bench.results.store import Store
 
 #: consecutive worker deaths without any finished episode after which the run stops as a setup problem
@@ -152,49 +163,110 @@ class _RunLog:
                 raise
 
 
-def worker_setup(
-    options: EngineOptions, plan: RunPlan
-) -> tuple[SuiteSpec, PolicyRequirements, str, tuple[EpisodeSink, ...]]:
-    """What every env worker of this run needs: the suite, what the policy needs from it, the run, the sinks."""
+def worker_settings(options: EngineOptions, plan: RunPlan) -> WorkerSettings:
+    """What every env worker of this run needs: the suite, what the policy needs from it (and the cameras the
+    sinks want besides), the run, the sinks."""
     videos: tuple[EpisodeSink, ...] = (VideoSink(options.video_dir),) if options.video_dir is not None else ()
     requirements = plan.policy.requirements
     cameras = tuple(dict.fromkeys((*requirements.cameras, *options.extra_cameras)))
-    return plan.spec, dataclasses.replace(requirements, cameras=cameras), plan.run_id, videos + options.sinks
+    return WorkerSettings(
+        plan.spec, dataclasses.replace(requirements, cameras=cameras), plan.run_id, videos + options.sinks
+    )
 
 
-def start_workers_early(spec: SuiteSpec, workers: int, task_ids: list[int]) -> LocalPool:
-    """Local env workers started before the policy is loaded: each imports the simulator and builds the env of
-    one of `task_ids` (in turn) while the policy loads, for the main camera at the usual frame size, which is
-    what most policies ask for. `execute` then gives them the run's settings; a worker whose env was built
-    for another view (cameras, frame size, depth, privileged state) builds it again. Until then the workers
-    hold their output back, so a run refused meanwhile still says so in one line."""
-    pool = LocalPool(workers, spec, PolicyRequirements(), "", (), environment=worker_environment(spec), early=True)
-    for slot in range(workers):
-        pool.prepare(slot, task_ids[slot % len(task_ids)])
-    return pool
+class Engine:
+    """Runs plans on env workers that it alone starts, owns and closes.
 
+    Use it as a context manager: a pool started early and never used (the policy was refused, the run had
+    nothing to do, Ctrl-C) is killed when the `with` block ends; a pool a run used is closed with that run."""
 
-def make_pool(options: EngineOptions, plan: RunPlan) -> WorkerPool:
-    """The worker pool of the chosen executor."""
-    args = worker_setup(options, plan)
-    environment = worker_environment(plan.spec)
-    if options.executor == "local":
-        return LocalPool(options.workers, *args, environment=environment)
-    if environment is not None:
-        raise UserError(
-            f"--executor ray cannot start {plan.spec.backend} env workers in {environment.label}; "
-            "run it with the local executor (the default)."
+    def __init__(self) -> None:
+        self._pool: WorkerPool | None = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def start_early(self, spec: SuiteSpec, workers: int, task_ids: list[int]) -> None:
+        """Start local env workers before the policy is loaded: each imports the simulator and builds the env
+        of one of `task_ids` (in turn) while the policy loads, for the main camera at the usual frame size,
+        which is what most policies ask for. The first run with episodes to run gives them its settings; a
+        worker whose env was built for another view (cameras, frame size, depth, privileged state) builds it
+        again. Until then the workers hold their output back, so a run refused meanwhile still says so in
+        one line."""
+        self.close()
+        self._pool = make_pool(workers, WorkerSettings(spec, PolicyRequirements(), ""), early=True)
+        for slot in range(workers):
+            self._pool.prepare(slot, task_ids[slot % len(task_ids)])
+
+    def close(self) -> None:
+        """Kill the workers started early that no run has used: nothing they do is wanted any more."""
+        self._close_pool(wait=False)
+
+    def _close_pool(self, wait: bool) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(wait=wait)
+
+    def execute(
+        self,
+        store: Store,
+        plan: RunPlan,
+        options: EngineOptions,
+        on_episode: Callable[[EpisodeResult], None] | None = None,
+    ) -> EngineStats:
+        """Run the plan's pending episodes on `options.workers` env workers, recording each as it finishes;
+        workers started early are used by the first plan that has episodes to run."""
+        stats = EngineStats()
+        start = time.perf_counter()
+        log = _RunLog(options.log_path)
+        session = store.start_session(plan.run_id, plan.record["command"], plan.fingerprint, join=options.join)
+        if not store.others_alive(plan.run_id, session):  # a joining process leaves the owner's record as it is
+            store.start_run(plan.record)
+        log.write(
+            f"start run {plan.run_id} suite={plan.spec.name} policy={plan.policy.name} "
+            f"pending={len(plan.pending)} workers={options.workers} executor={options.executor}"
         )
-    if options.executor == "ray":
-        try:
-            from qdepth_bench.eval.ray_pool import RayPool
-        except ImportError:
-            raise UserError(
-                "--executor ray needs Ray: install the extra with QDEPTH_EXTRAS=libero,model,ray,dev "
-                "bash scripts/setup.sh (or pip install 'ray>=2.40')."
-            ) from None
-        return RayPool(options.workers, *args, address=options.ray_address)
-    raise UserError(f"unknown executor '{options.executor}': use local or ray.")
+        status = "failed"
+        with GracefulInterrupt() as stop:
+            try:
+                if plan.pending:
+                    settings = worker_settings(options, plan)
+                    if self._pool is None:
+                        self._pool = make_pool(options.workers, settings, options.executor, options.ray_address)
+                    else:
+                        self._pool.configure(settings)
+                    _Run(store, plan, options, self._pool, log, on_episode, stats, start, session).run(stop)
+                status = "finished"
+            except KeyboardInterrupt:
+                status = "interrupted"
+                raise
+            except UserError as exc:
+                log.write(f"setup error: {exc}")
+                raise
+            finally:
+                if plan.pending:
+                    self._close_pool(wait=True)
+                try:
+                    if status != "finished" or not store.others_alive(plan.run_id, session):
+                        store.finish_run(plan.run_id, status)  # finished only once nobody else still works on it
+                    store.end_session(session, status)
+                except sqlite3.Error as exc:  # a full disk: the error that stopped the run is the one to report
+                    log.write(f"could not write the run's status: {exc}")
+                stats.wall_s = time.perf_counter() - start
+                first_call = "" if stats.first_call_s is None else f" first_policy_call={stats.first_call_s:.1f}s"
+                log.write(
+                    f"end run {plan.run_id} status={status} episodes={stats.episodes} steps={stats.env_steps} "
+                    f"policy_calls={stats.policy_calls} policy_rows={stats.policy_rows} wall={stats.wall_s:.1f}s"
+                    f"{first_call}"
+                )
+                if stats.episode_timings:
+                    log.write(f"time: {describe(stats.phases)}")
+        return stats
 
 
 def execute(
@@ -202,65 +274,16 @@ def execute(
     plan: RunPlan,
     options: EngineOptions,
     on_episode: Callable[[EpisodeResult], None] | None = None,
-    started_pool: WorkerPool | None = None,
 ) -> EngineStats:
-    """Run the plan's pending episodes on `options.workers` env workers, recording each as it finishes.
-
-    `started_pool`: workers started earlier (`start_workers_early`) to use instead; closed with the run."""
-    stats = EngineStats()
-    start = time.perf_counter()
-    log = _RunLog(options.log_path)
-    try:
-        session = store.start_session(plan.run_id, plan.record["command"], plan.fingerprint, join=options.join)
-    except BaseException:
-        if started_pool is not None:
-            started_pool.close(wait=False)  # no episode of this run will reach them
-        raise
-    if not store.others_alive(plan.run_id, session):  # a joining process leaves the owner's record as it is
-        store.start_run(plan.record)
-    log.write(
-        f"start run {plan.run_id} suite={plan.spec.name} policy={plan.policy.name} "
-        f"pending={len(plan.pending)} workers={options.workers} executor={options.executor}"
-    )
-    status = "failed"
-    pool = started_pool
-    with GracefulInterrupt() as stop:
-        try:
-            if plan.pending:
-                if pool is None:
-                    pool = make_pool(options, plan)
-                else:
-                    pool.configure(*worker_setup(options, plan))
-                _Engine(store, plan, options, pool, log, on_episode, stats, start, session).run(stop)
-            status = "finished"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        except UserError as exc:
-            log.write(f"setup error: {exc}")
-            raise
-        finally:
-            if pool is not None:
-                pool.close()
-            try:
-                if status != "finished" or not store.others_alive(plan.run_id, session):
-                    store.finish_run(plan.run_id, status)  # finished only once nobody else still works on it
-                store.end_session(session, status)
-            except sqlite3.Error as exc:  # a full disk: the error that stopped the run is the one to report
-                log.write(f"could not write the run's status: {exc}")
-            stats.wall_s = time.perf_counter() - start
-            first_call = "" if stats.first_call_s is None else f" first_policy_call={stats.first_call_s:.1f}s"
-            log.write(
-                f"end run {plan.run_id} status={status} episodes={stats.episodes} steps={stats.env_steps} "
-                f"policy_calls={stats.policy_calls} policy_rows={stats.policy_rows} wall={stats.wall_s:.1f}s"
-                f"{first_call}"
-            )
-            if stats.episode_timings:
-                log.write(f"time: {describe(stats.phases)}")
-    return stats
+    """One plan on workers started for it and closed with it (`Engine.execute`)."""
+    with Engine() as engine:
+        return engine.execute(store, plan, options, on_episode)
 
 
-class _Engine:
+class _Run:
+    """One plan being executed: hands episodes to the pool's workers, batches their observations into policy
+    calls, records what they finish."""
+
     def __init__(
         self,
         store: Store,
@@ -310,7 +333,7 @@ class _Engine:
                 continue
             self.plan.policy.reset(EpisodeContext(episode.key, self.tasks[episode.task_id], episode.seed))
             slot.assign(episode, now)
-            self.pool.send(i, ("episode", episode))
+            self.pool.send(i, StartEpisode(episode))
 
     def _claim_next(self, slot: _Slot) -> EpisodeSpec | None:
         """The next episode for this slot that this session could claim (another process sharing the run may
@@ -365,19 +388,19 @@ class _Engine:
             return max(0.0005, min(s.waiting_since for s in waiting) + 2 * self._window() - time.perf_counter())
         return 1.0
 
-    def _on_reply(self, i: int, reply: tuple) -> None:
-        slot, kind, now = self.slots[i], reply[0], time.perf_counter()
-        if kind == "fatal":
-            raise UserError(reply[1])
-        if kind == "died":
+    def _on_reply(self, i: int, reply: FromWorker) -> None:
+        slot, now = self.slots[i], time.perf_counter()
+        if isinstance(reply, Fatal):
+            raise UserError(reply.text)
+        if isinstance(reply, Died):
             episode = slot.episode
             self._restart(i)
             self.deaths_without_result += 1
             if episode is not None:
-                self._fail(i, episode, f"{reply[1]} during the episode; worker restarted", transient=True)
+                self._fail(i, episode, f"{reply.reason} during the episode; worker restarted", transient=True)
             if self.deaths_without_result >= MAX_STARTUP_DEATHS:
                 raise UserError(
-                    f"env workers keep dying before finishing an episode ({reply[1]}); "
+                    f"env workers keep dying before finishing an episode ({reply.reason}); "
                     "check the simulator with `qdepth-bench doctor`."
                 )
             return
@@ -388,9 +411,9 @@ class _Engine:
             round_trip = now - slot.sent_at
             slot.busy_s += round_trip
             slot.sent_at = None
-        if kind == "obs":
-            slot.observation, slot.waiting_since = reply[2], now
-            took, previous = reply[3], self.phase_s.get(slot.phase)
+        if isinstance(reply, Observation):
+            slot.observation, slot.waiting_since = reply.observation, now
+            took, previous = reply.seconds, self.phase_s.get(slot.phase)
             if round_trip is not None:  # beyond the worker's own time: transfer, or a worker still starting
                 waited = max(0.0, round_trip - took)
                 if slot.phase == "episode":
@@ -398,9 +421,9 @@ class _Engine:
                 else:
                     slot.transfer_s += waited
             self.phase_s[slot.phase] = took if previous is None else 0.8 * previous + 0.2 * took
-        elif kind == "end":
+        elif isinstance(reply, Ended):
             self.deaths_without_result = 0
-            self._finish(i, reply[1])
+            self._finish(i, reply.result)
 
     def _act_if_ready(self) -> None:
         """One policy call for every waiting worker, once all running workers wait or the window closes."""
@@ -424,7 +447,7 @@ class _Engine:
             raise
         except Exception as exc:  # noqa: BLE001 - the episodes of this batch fail with the policy's error
             for i in waiting:
-                self.pool.send(i, ("abort",))
+                self.pool.send(i, Abort())
                 episode = cast(EpisodeSpec, self.slots[i].episode)
                 self._fail(i, episode, f"policy: {error_text(exc)}", transient=is_transient(exc))
             return
@@ -434,7 +457,7 @@ class _Engine:
             slot = self.slots[i]
             slot.policy_wait_s += now - slot.waiting_since
             slot.observation, slot.sent_at, slot.phase = None, now, "chunk"
-            self.pool.send(i, ("chunk", np.asarray(chunks[row, : self.replan])))
+            self.pool.send(i, Chunk(np.asarray(chunks[row, : self.replan])))
 
     def _kill_overdue(self) -> None:
         now = time.perf_counter()

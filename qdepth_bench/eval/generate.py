@@ -22,7 +22,7 @@ from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
 from qdepth_bench.core.sim import Backend
 from qdepth_bench.eval.engine import EngineOptions, execute
 from qdepth_bench.eval.episode import EpisodeResult
-from qdepth_bench.eval.plan import RunPlan, parse_tasks, plan_run
+from qdepth_bench.eval.plan import RunPlan, Selection, plan_run
 from qdepth_bench.registry.base import import_target
 from qdepth_bench.registry.sims import simulators
 from qdepth_bench.results.store import Store
@@ -72,7 +72,7 @@ def generate(
             f"data generate needs a simulator that writes demonstration files ({', '.join(able)}); "
             f"{spec.name} runs on {spec.backend}."
         )
-    task_ids = parse_tasks(tasks, spec.n_tasks, spec.name)
+    task_ids = Selection.parse(tasks).task_ids(spec)
     writer = import_target(info.demo_writer)(out, backend, task_ids)
     store = Store(out / "generation.sqlite")
     cap = max_attempts_factor * per_task
@@ -85,8 +85,7 @@ def generate(
             spec,
             backend,
             policy,
-            ",".join(map(str, short)),
-            attempts,
+            Selection(tuple(short), attempts),
             command,
             purpose="demonstrations",
             episode_source=demo_episodes(spec),

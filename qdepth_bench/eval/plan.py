@@ -40,29 +40,52 @@ class RunPlan:
     notices: list[str] = field(default_factory=list)
 
 
-def parse_tasks(text: str | None, n_tasks: int, suite: str) -> list[int]:
-    """'0,2,5-7' -> [0, 2, 5, 6, 7]; None -> every task. Out-of-range ids name the valid range."""
-    if text is None or not text.strip():
-        return list(range(n_tasks))
-    ids: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if lo > hi:
-                    raise UserError(
-                        f"--tasks '{text}': the range {part} runs backwards; write it low-high ({hi}-{lo})."
-                    )
-                ids.extend(range(lo, hi + 1))
-            else:
-                ids.append(int(part))
-        except ValueError:
-            raise UserError(f"--tasks '{text}' is not a list of task ids such as 0,1 or 0-4.") from None
-    bad = [t for t in ids if not 0 <= t < n_tasks]
-    if bad:
-        raise UserError(f"unknown task {bad[0]} for {suite}: it has tasks 0..{n_tasks - 1}.")
-    return sorted(set(ids))
+@dataclass(frozen=True)
+class Selection:
+    """Which episodes of each suite a run asks for (`--tasks`, `--episodes`, `--repeats`), parsed and checked
+    once (`parse`) before anything is created or loaded."""
+
+    #: task ids as given (None: every task of the suite)
+    tasks: tuple[int, ...] | None = None
+    #: episodes per task (None: the protocol's trials)
+    episodes: int | None = None
+    #: how many times each episode runs, each time with its own seed
+    repeats: int = 1
+
+    @classmethod
+    def parse(cls, tasks: str | None, episodes: int | None = None, repeats: int = 1) -> Selection:
+        """'0,2,5-7' -> tasks (0, 2, 5, 6, 7); a malformed list or a count below 1 is refused in one line."""
+        if repeats < 1:
+            raise UserError(f"--repeats must be at least 1 (got {repeats}).")
+        if episodes is not None and episodes < 1:
+            raise UserError(f"--episodes must be at least 1 (got {episodes}).")
+        if tasks is None or not tasks.strip():
+            return cls(None, episodes, repeats)
+        ids: list[int] = []
+        for part in tasks.split(","):
+            part = part.strip()
+            try:
+                if "-" in part:
+                    lo, hi = (int(x) for x in part.split("-", 1))
+                    if lo > hi:
+                        raise UserError(
+                            f"--tasks '{tasks}': the range {part} runs backwards; write it low-high ({hi}-{lo})."
+                        )
+                    ids.extend(range(lo, hi + 1))
+                else:
+                    ids.append(int(part))
+            except ValueError:
+                raise UserError(f"--tasks '{tasks}' is not a list of task ids such as 0,1 or 0-4.") from None
+        return cls(tuple(ids), episodes, repeats)
+
+    def task_ids(self, spec: SuiteSpec) -> list[int]:
+        """The suite's tasks this selection names, sorted; an id the suite does not have names its range."""
+        if self.tasks is None:
+            return list(range(spec.n_tasks))
+        bad = [t for t in self.tasks if not 0 <= t < spec.n_tasks]
+        if bad:
+            raise UserError(f"unknown task {bad[0]} for {spec.name}: it has tasks 0..{spec.n_tasks - 1}.")
+        return sorted(set(self.tasks))
 
 
 def setting_of(policy: Policy) -> str:
@@ -75,31 +98,24 @@ def plan_run(
     spec: SuiteSpec,
     backend: Backend,
     policy: Policy,
-    tasks: str | None,
-    n_episodes: int | None,
+    selection: Selection,
     command: str,
     purpose: str = "evaluation",
     episode_source: Callable[[list[int], int, int], list[EpisodeSpec]] | None = None,
-    repeats: int = 1,
     only: set[tuple[int, int, int]] | None = None,
 ) -> RunPlan:
-    """Work out the run id and which of the requested episodes still need running.
+    """Work out the run id and which of the selected episodes still need running.
 
     `purpose` other than evaluation (e.g. demonstrations) is part of the run key, and `episode_source`
-    replaces the protocol's episodes (then `n_episodes` may exceed the protocol's trials). `repeats` runs
-    each episode that many times, each repeat with its own seed, in the same run; `only` keeps just these
-    (task, episode index, repeat) places (re-running recorded episodes).
+    replaces the protocol's episodes (then the selection's episodes may exceed the protocol's trials). Each
+    episode runs `selection.repeats` times, each repeat with its own seed, in the same run; `only` keeps just
+    these (task, episode index, repeat) places (re-running recorded episodes).
     """
-    if repeats < 1:
-        raise UserError(f"--repeats must be at least 1 (got {repeats}).")
     per_task = spec.episodes_per_task
-    if n_episodes is None:
-        n_episodes = per_task
-    if n_episodes < 1:
-        raise UserError(f"--episodes must be at least 1 (got {n_episodes}).")
+    n_episodes = per_task if selection.episodes is None else selection.episodes
     if n_episodes > per_task and episode_source is None:
         raise UserError(f"--episodes {n_episodes} exceeds the {per_task} trials per task of {spec.name}.")
-    task_ids = parse_tasks(tasks, spec.n_tasks, spec.name)
+    task_ids = selection.task_ids(spec)
     backend.check_requirements(policy.requirements)
     identity = policy.identity()
     seed = int(spec.protocol["env_seed"])
@@ -134,7 +150,8 @@ def plan_run(
         "command": command,
         "replan_steps": spec.protocol.get("replan_steps"),
     }
-    episodes = with_repeats((episode_source or backend.episodes)(task_ids, n_episodes, seed), repeats, seed)
+    episodes = (episode_source or backend.episodes)(task_ids, n_episodes, seed)
+    episodes = with_repeats(episodes, selection.repeats, seed)
     if only is not None:
         episodes = [e for e in episodes if e.place in only]
     record["episodes_requested"] = len(episodes)  # gridded tasks can have fewer episodes than the cap

@@ -1,8 +1,9 @@
 """Worker pools: how the engine reaches its env workers. Local spawned processes by default, Ray actors
-across machines (`ray_pool.py`); both present `send` / `poll` / `restart` / `close` over numbered slots.
+across machines (`ray_pool.py`); both present `send` / `poll` / `restart` / `close` over numbered slots, and
+`make_pool` is the one way to get either.
 
-A worker that dies shows up in `poll` as a ("died", reason) reply for its slot; the engine records the
-episode it was running as an error and restarts the slot.
+A worker that dies shows up in `poll` as a `Died` reply for its slot; the engine records the episode it was
+running as an error and restarts the slot.
 """
 
 from __future__ import annotations
@@ -18,10 +19,19 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.policy import PolicyRequirements
-from qdepth_bench.core.protocol import SuiteSpec
-from qdepth_bench.core.sim import EpisodeSink, WorkerEnvironment
-from qdepth_bench.eval.messages import MessageConnection
+from qdepth_bench.core.sim import WorkerEnvironment
+from qdepth_bench.eval.messages import (
+    Close,
+    Died,
+    FromWorker,
+    MessageConnection,
+    Prepare,
+    Setup,
+    ToWorker,
+    WorkerLaunch,
+    WorkerSettings,
+)
+from qdepth_bench.registry.sims import worker_environment
 
 
 def renderer_threads(workers: int, cores: int | None = None) -> dict[str, str]:
@@ -38,31 +48,62 @@ def renderer_threads(workers: int, cores: int | None = None) -> dict[str, str]:
     return {"LP_NUM_THREADS": str(share if share >= 2 else 0)}
 
 
-class WorkerPool(ABC):
-    """Numbered env workers that take messages and answer asynchronously."""
+def make_pool(
+    size: int,
+    settings: WorkerSettings,
+    executor: str = "local",
+    ray_address: str | None = None,
+    early: bool = False,
+) -> WorkerPool:
+    """`size` env workers for `settings` on the chosen executor: local processes (in the simulator's own
+    Python where it has one, `WorkerEnvironment`) or Ray actors. `early`: started before the run exists
+    (`engine.Engine.start_early`): local workers hold their output back until `configure`."""
+    environment = worker_environment(settings.spec)
+    if executor == "local":
+        return LocalPool(size, settings, environment, early)
+    if environment is not None:
+        raise UserError(
+            f"--executor ray cannot start {settings.spec.backend} env workers in {environment.label}; "
+            "run it with the local executor (the default)."
+        )
+    try:
+        from qdepth_bench.eval.ray_pool import RayPool
+    except ImportError:
+        raise UserError(
+            "--executor ray needs Ray: install the extra with QDEPTH_EXTRAS=libero,model,ray,dev "
+            "bash scripts/setup.sh (or pip install 'ray>=2.40')."
+        ) from None
+    return RayPool(size, settings, ray_address)
 
-    size: int
-    #: the task whose env each worker was asked to build ahead of its first episode (`prepare`), if any
-    prepared: list[int | None]
+
+class WorkerPool(ABC):
+    """Numbered env workers that take messages and answer asynchronously, all with the same settings."""
+
+    def __init__(self, size: int, settings: WorkerSettings) -> None:
+        self.size = size
+        #: what every worker, and every worker started later in a slot, runs with
+        self.settings = settings
+        #: the task whose env each worker was asked to build ahead of its first episode (`prepare`), if any
+        self.prepared: list[int | None] = [None] * size
 
     def prepare(self, slot: int, task_id: int) -> None:
         """Have the worker of `slot` build the env of `task_id` now (while the policy loads)."""
         self.prepared[slot] = task_id
-        self.send(slot, ("prepare", task_id))
+        self.send(slot, Prepare(task_id))
 
-    @abstractmethod
-    def configure(
-        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...]
-    ) -> None:
+    def configure(self, settings: WorkerSettings) -> None:
         """Give every worker, and every worker started later in a slot, the run's own settings."""
+        self.settings = settings
+        for slot in range(self.size):
+            self.send(slot, Setup(settings))
 
     @abstractmethod
-    def send(self, slot: int, message: tuple) -> None:
+    def send(self, slot: int, message: ToWorker) -> None:
         """Queue a message for the worker of `slot`."""
 
     @abstractmethod
-    def poll(self, timeout: float) -> list[tuple[int, tuple]]:
-        """Replies that arrived within `timeout` seconds, as (slot, reply); ("died", reason) for a dead worker."""
+    def poll(self, timeout: float) -> list[tuple[int, FromWorker]]:
+        """Replies that arrived within `timeout` seconds, as (slot, reply); `Died` for a dead worker."""
 
     @abstractmethod
     def restart(self, slot: int) -> None:
@@ -110,20 +151,12 @@ class LocalPool(WorkerPool):
     socket pair in `eval.messages`' format."""
 
     def __init__(
-        self,
-        size: int,
-        spec: SuiteSpec,
-        requirements: PolicyRequirements,
-        run_id: str,
-        sinks: tuple[EpisodeSink, ...] = (),
-        environment: WorkerEnvironment | None = None,
-        early: bool = False,
+        self, size: int, settings: WorkerSettings, environment: WorkerEnvironment | None = None, early: bool = False
     ) -> None:
-        """`early`: started before the run exists (`engine.start_workers_early`); each worker holds its output
+        """`early`: started before the run exists (`engine.Engine.start_early`); each worker holds its output
         back until `configure` gives it the run's settings (`worker.HeldOutput`)."""
-        self.size = size
-        self.prepared = [None] * size
-        self._args = (spec, requirements, run_id, sinks, renderer_threads(size))
+        super().__init__(size, settings)
+        self._threads = renderer_threads(size)
         self._early = early
         self._environment = environment
         self._ctx = mp.get_context("spawn")
@@ -131,6 +164,10 @@ class LocalPool(WorkerPool):
         self._conns: list = [None] * size
         for slot in range(size):
             self._start(slot)
+
+    def _launch(self) -> WorkerLaunch:
+        """The first message of a worker started now: a worker started once the run is known holds nothing."""
+        return WorkerLaunch(self.settings, hold_output=self._early)
 
     def _start(self, slot: int) -> None:
         # started with SIGINT ignored (kept across exec, and Python then installs no handler): a Ctrl-C while
@@ -155,7 +192,7 @@ class LocalPool(WorkerPool):
         ours, theirs = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=worker_main,
-            args=(theirs, *self._args, self._early),
+            args=(theirs, self._launch(), self._threads),
             daemon=True,
             name=f"qdepth-bench-env-{slot}",
         )
@@ -164,9 +201,8 @@ class LocalPool(WorkerPool):
         return proc, ours
 
     def _start_foreign(self, environment: WorkerEnvironment) -> tuple[ForeignProcess, MessageConnection]:
-        spec, requirements, run_id, sinks, threads = self._args
         ours, theirs = socket.socketpair()
-        variables = {**os.environ, **threads, **environment.variables}
+        variables = {**os.environ, **self._threads, **environment.variables}
         command = [environment.python, "-m", "qdepth_bench.eval.foreign_worker", str(theirs.fileno())]
         try:
             popen = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=variables, stdin=subprocess.DEVNULL)
@@ -180,31 +216,27 @@ class LocalPool(WorkerPool):
             theirs.close()
         conn = MessageConnection(Connection(ours.detach()))
         try:
-            conn.send((spec, requirements, run_id, sinks, self._early))
+            conn.send(self._launch())
         except OSError:
             pass  # the worker died at once; its sentinel reports it in the next poll
         return ForeignProcess(popen), conn
 
-    def configure(
-        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...]
-    ) -> None:
-        self._args = (spec, requirements, run_id, sinks, self._args[-1])
+    def configure(self, settings: WorkerSettings) -> None:
         self._early = False  # a worker started from now on is started for this run
-        for slot in range(self.size):
-            self.send(slot, ("setup", spec, requirements, run_id, sinks))
+        super().configure(settings)
 
-    def send(self, slot: int, message: tuple) -> None:
+    def send(self, slot: int, message: ToWorker) -> None:
         try:
             self._conns[slot].send(message)
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # the worker died; its sentinel reports it in the next poll
 
-    def poll(self, timeout: float) -> list[tuple[int, tuple]]:
+    def poll(self, timeout: float) -> list[tuple[int, FromWorker]]:
         by_handle = {}
         for slot, (proc, conn) in enumerate(zip(self._procs, self._conns, strict=True)):
             by_handle[conn] = slot
             by_handle[proc.sentinel] = slot
-        replies: list[tuple[int, tuple]] = []
+        replies: list[tuple[int, FromWorker]] = []
         dead: set[int] = set()
         for handle in wait(list(by_handle), timeout):
             slot = by_handle[handle]
@@ -217,10 +249,10 @@ class LocalPool(WorkerPool):
             self._drain(slot, replies)
             proc = self._procs[slot]
             proc.join(timeout=5)
-            replies.append((slot, ("died", f"env worker pid {proc.pid} exited with code {proc.exitcode}")))
+            replies.append((slot, Died(f"env worker pid {proc.pid} exited with code {proc.exitcode}")))
         return replies
 
-    def _drain(self, slot: int, replies: list[tuple[int, tuple]]) -> bool:
+    def _drain(self, slot: int, replies: list[tuple[int, FromWorker]]) -> bool:
         """Collect every reply waiting on the slot's pipe; False when the pipe is closed (worker gone)."""
         conn = self._conns[slot]
         try:
@@ -244,7 +276,7 @@ class LocalPool(WorkerPool):
 
     def close(self, wait: bool = True) -> None:
         for slot in range(self.size):
-            self.send(slot, ("close",))
+            self.send(slot, Close())
         for slot, proc in enumerate(self._procs):
             if wait:
                 proc.join(timeout=10)

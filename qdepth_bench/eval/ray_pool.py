@@ -13,38 +13,26 @@ from typing import Any
 import ray
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.policy import PolicyRequirements
-from qdepth_bench.core.protocol import SuiteSpec
-from qdepth_bench.core.sim import EpisodeSink
+from qdepth_bench.eval.messages import Died, FromWorker, ToWorker, WorkerSettings
 from qdepth_bench.eval.pool import WorkerPool, renderer_threads
 
 
 class _EnvActor:
     """Ray actor body: one env worker answering the engine's messages one at a time, in order."""
 
-    def __init__(
-        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...]
-    ) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         from qdepth_bench.eval.worker import EnvWorker
 
-        self.worker = EnvWorker(spec, requirements, run_id, sinks)
+        self.worker = EnvWorker(settings)
 
-    def handle(self, message: tuple) -> tuple | None:
+    def handle(self, message: ToWorker) -> FromWorker | None:
         return self.worker.handle(message)
 
 
 class RayPool(WorkerPool):
     """`size` env actors of one CPU each; `poll` waits on their pending replies."""
 
-    def __init__(
-        self,
-        size: int,
-        spec: SuiteSpec,
-        requirements: PolicyRequirements,
-        run_id: str,
-        sinks: tuple[EpisodeSink, ...] = (),
-        address: str | None = None,
-    ) -> None:
+    def __init__(self, size: int, settings: WorkerSettings, address: str | None = None) -> None:
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
             try:
@@ -59,24 +47,15 @@ class RayPool(WorkerPool):
                     f"cannot reach Ray at {address or 'a new local instance'}: {exc}; "
                     "start it with `ray start --head` or check --ray-address."
                 ) from None
-        self.size = size
-        self.prepared = [None] * size
+        super().__init__(size, settings)
         self._actor_class = ray.remote(num_cpus=1, max_restarts=0)(_EnvActor)
-        self._args = (spec, requirements, run_id, sinks)
-        self._actors: list[Any] = [self._actor_class.remote(*self._args) for _ in range(size)]
+        self._actors: list[Any] = [self._actor_class.remote(settings) for _ in range(size)]
         self._pending: dict[Any, int] = {}
 
-    def configure(
-        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...]
-    ) -> None:
-        self._args = (spec, requirements, run_id, sinks)
-        for slot in range(self.size):
-            self.send(slot, ("setup", *self._args))
-
-    def send(self, slot: int, message: tuple) -> None:
+    def send(self, slot: int, message: ToWorker) -> None:
         self._pending[self._actors[slot].handle.remote(message)] = slot
 
-    def poll(self, timeout: float) -> list[tuple[int, tuple]]:
+    def poll(self, timeout: float) -> list[tuple[int, FromWorker]]:
         if not self._pending:
             return []
         refs = list(self._pending)
@@ -86,7 +65,7 @@ class RayPool(WorkerPool):
             ready += more
         # replies of one slot must be handled in the order its messages were sent
         ready.sort(key=refs.index)
-        replies: list[tuple[int, tuple]] = []
+        replies: list[tuple[int, FromWorker]] = []
         dead: set[int] = set()
         for ref in ready:
             slot = self._pending.pop(ref)
@@ -96,7 +75,7 @@ class RayPool(WorkerPool):
                 reply = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 dead.add(slot)
-                replies.append((slot, ("died", f"env actor of slot {slot} died ({type(exc).__name__})")))
+                replies.append((slot, Died(f"env actor of slot {slot} died ({type(exc).__name__})")))
                 continue
             if reply is not None:
                 replies.append((slot, reply))
@@ -106,7 +85,7 @@ class RayPool(WorkerPool):
         ray.kill(self._actors[slot], no_restart=True)
         self.prepared[slot] = None
         self._pending = {ref: s for ref, s in self._pending.items() if s != slot}
-        self._actors[slot] = self._actor_class.remote(*self._args)
+        self._actors[slot] = self._actor_class.remote(self.settings)
 
     def close(self, wait: bool = True) -> None:
         for actor in self._actors:

@@ -1,13 +1,12 @@
 """The simulator side of the rollout engine: one worker owns one env and answers the engine's messages.
 
-Messages in (tuples): ("episode", EpisodeSpec) starts an episode; ("chunk", actions) executes a chunk;
-("abort",) drops the running episode; ("close",) ends the worker. A worker started before the policy has
-loaded (`engine.start_workers_early`) also takes ("prepare", task_id), which builds that task's env ahead of
-its first episode, and ("setup", spec, requirements, run_id, sinks), the run's own settings, which keeps that
-env only if it was built the way the policy needs it. Replies: ("obs", key, ObservationBatch,
-seconds spent) when the episode needs its next chunk, ("end", EpisodeResult) when it is over, ("fatal", text) when the
-suite cannot be set up at all (a setup error that no retry fixes). The same `EnvWorker` runs in a spawned
-process (`worker_main`, local executor) or inside a Ray actor (ray executor).
+The messages are `eval.messages`' typed ones: `StartEpisode` starts an episode, `Chunk` executes a chunk,
+`Abort` drops the running episode, `Close` ends the worker. A worker started before the policy has loaded
+(`engine.Engine.start_early`) also takes `Prepare`, which builds a task's env ahead of its first episode, and
+`Setup`, the run's own `WorkerSettings`, which keeps that env only if it was built the way the policy needs it.
+Replies: `Observation` when the episode needs its next chunk, `Ended` when it is over, `Fatal` when the suite
+cannot be set up at all (a setup error that no retry fixes). The same `EnvWorker` runs in a spawned process
+(`worker_main`, local executor), in another Python (`eval.foreign_worker`) or inside a Ray actor.
 """
 
 from __future__ import annotations
@@ -22,10 +21,23 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from qdepth_bench.core.errors import UserError, is_transient
-from qdepth_bench.core.policy import PolicyRequirements
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
-from qdepth_bench.core.sim import Backend, Env, EpisodeSink, RecordedEpisode
+from qdepth_bench.core.sim import Backend, Env, RecordedEpisode
 from qdepth_bench.eval.episode import EpisodeResult, EpisodeRunner
+from qdepth_bench.eval.messages import (
+    Abort,
+    Close,
+    Ended,
+    Fatal,
+    FromWorker,
+    Observation,
+    Prepare,
+    Setup,
+    StartEpisode,
+    ToWorker,
+    WorkerLaunch,
+    WorkerSettings,
+)
 from qdepth_bench.registry.sims import make_backend
 
 
@@ -37,21 +49,16 @@ def error_text(exc: BaseException) -> str:
 class EnvWorker:
     """One simulator, reused across consecutive episodes of the same task and rebuilt when the task changes."""
 
-    def __init__(
-        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...] = ()
-    ) -> None:
-        self.spec = spec
-        self.requirements = requirements
-        self.run_id = run_id
-        #: where finished episodes go besides the database (videos, demonstration files)
-        self.sinks = sinks
+    def __init__(self, settings: WorkerSettings) -> None:
+        #: the run's suite, what its policy needs, its id and sinks (where finished episodes go besides the database)
+        self.settings = settings
         self.env: Env | None = None
         self.runner: EpisodeRunner | None = None
         #: the env's renderer string, read once per env (None: not read yet)
         self.renderer: str | None = None
         #: seconds `prepare` spent building the env that is loaded, charged to the first episode that uses it
         self.prepared_s = 0.0
-        self.backend = self._make_backend(spec)
+        self.backend = self._make_backend(settings.spec)
 
     def _make_backend(self, spec: SuiteSpec) -> Backend | None:
         """The suite's backend; None when it cannot be set up, which every later episode reports (`fatal`).
@@ -65,81 +72,76 @@ class EnvWorker:
             self.setup_error = str(exc) if isinstance(exc, UserError) else error_text(exc)
             return None
 
-    def handle(self, message: tuple) -> tuple | None:
+    def handle(self, message: ToWorker) -> FromWorker | None:
         """Answer one message of the engine (None: no answer is due)."""
-        kind = message[0]
-        if kind == "abort":
+        if isinstance(message, Abort):
             self.runner = None
             return None
-        if kind == "close":
+        if isinstance(message, Close):
             self.close()
             return None
-        if kind == "ping":
-            return ("pong", os.getpid())
-        if kind == "setup":
-            self.setup(*message[1:])
+        if isinstance(message, Setup):
+            self.setup(message.settings)
             return None
-        if kind == "prepare":
-            self.prepare(message[1])
+        if isinstance(message, Prepare):
+            self.prepare(message.task_id)
             return None
-        if self.backend is None:
-            return ("fatal", self.setup_error)
-        if kind == "episode":
-            episode: EpisodeSpec = message[1]
+        backend = self.backend
+        if backend is None:
+            return Fatal(self.setup_error)
+        if isinstance(message, StartEpisode):
+            episode = message.episode
         elif self.runner is not None:
             episode = self.runner.result.episode
         else:
-            return ("fatal", f"the engine sent {kind!r} with no episode running")
+            return Fatal(f"the engine sent {message.kind!r} with no episode running")
         start, ahead = time.perf_counter(), 0.0
         try:
-            if kind == "episode":
-                obs, ahead = self._start(episode)
+            if isinstance(message, StartEpisode):
+                obs, ahead = self._start(backend, episode)
             else:
-                obs = self._running().run_chunk(message[1])
+                obs = self._running().run_chunk(message.actions)
         except UserError as exc:
             self.close()
-            return ("fatal", str(exc))
+            return Fatal(str(exc))
         except Exception as exc:  # noqa: BLE001 - this episode's error; the env is rebuilt for the next
             result = self.runner.result if self.runner else EpisodeResult(episode, "", "failure")
             self.close()
-            return ("end", result.fail(error_text(exc), is_transient(exc)))
+            return Ended(result.fail(error_text(exc), is_transient(exc)))
         if obs is not None:
             # the worker's own time: the build `prepare` did ahead counts too, so the engine's wait beyond it
             # (`worker start`) is not charged a second time
-            return ("obs", episode.key, obs, time.perf_counter() - start + ahead)
-        return ("end", self._finish())
+            return Observation(episode.key, obs, time.perf_counter() - start + ahead)
+        return Ended(self._finish())
 
-    def setup(
-        self, spec: SuiteSpec, requirements: PolicyRequirements, run_id: str, sinks: tuple[EpisodeSink, ...]
-    ) -> None:
+    def setup(self, settings: WorkerSettings) -> None:
         """Take the run's settings; an env built for another suite protocol or another view is dropped."""
-        if spec != self.spec:
+        if settings.spec != self.settings.spec:
             self.close()
-            self.backend = self._make_backend(spec)
-        elif requirements.env_view != self.requirements.env_view:
+            self.backend = self._make_backend(settings.spec)
+        elif settings.requirements.env_view != self.settings.requirements.env_view:
             self.close()
-        self.spec, self.requirements, self.run_id, self.sinks = spec, requirements, run_id, sinks
+        self.settings = settings
 
     def prepare(self, task_id: int) -> None:
         """Build the env of `task_id` now, before its first episode arrives. Best effort: a failure leaves no
         env, and the episode that builds it again reports the error."""
-        if self.backend is None or (self.env is not None and self.env.task.task_id == task_id):
+        backend = self.backend
+        if backend is None or (self.env is not None and self.env.task.task_id == task_id):
             return
         self.close()
         try:
-            self.env, self.prepared_s = self._build(task_id)
+            self.env, self.prepared_s = self._build(backend, task_id)
         except Exception:  # noqa: BLE001 - see above: no env is left
             return
 
-    def _build(self, task_id: int) -> tuple[Env, float]:
+    def _build(self, backend: Backend, task_id: int) -> tuple[Env, float]:
         """The env of `task_id`, newly built, and the seconds that took."""
-        if self.backend is None:  # `handle` answers such a worker's episodes before they get here
-            raise UserError(self.setup_error)
         started = time.perf_counter()
-        env = self.backend.make_env(task_id, self.requirements)
+        env = backend.make_env(task_id, self.settings.requirements)
         return env, time.perf_counter() - started
 
-    def _start(self, episode: EpisodeSpec) -> tuple[Any, float]:
+    def _start(self, backend: Backend, episode: EpisodeSpec) -> tuple[Any, float]:
         """Reset the env to the episode (building it first if needed): the first observation, and the seconds
         of the env's build that `prepare` spent before the episode arrived."""
         if self.env is not None and self.env.task.task_id != episode.task_id:
@@ -149,13 +151,13 @@ class EnvWorker:
         ahead, self.prepared_s = (self.prepared_s if self.env is not None else 0.0), 0.0
         built = ahead
         if self.env is None:
-            self.env, built = self._build(episode.task_id)
+            self.env, built = self._build(backend, episode.task_id)
         self.runner = EpisodeRunner(
             self.env,
             episode,
-            int(self.spec.protocol["max_steps"]),
-            record_frames=any(s.wants_frames for s in self.sinks),
-            record_demo=any(s.wants_demo for s in self.sinks),
+            int(self.settings.spec.protocol["max_steps"]),
+            record_frames=any(s.wants_frames for s in self.settings.sinks),
+            record_demo=any(s.wants_demo for s in self.settings.sinks),
         )
         self.runner.result.timing["env_build_s"] = built
         return self.runner.start(), ahead
@@ -177,14 +179,14 @@ class EnvWorker:
         record = RecordedEpisode(
             result.episode,
             runner.env.task,
-            self.run_id,
+            self.settings.run_id,
             result.status,
-            int(self.spec.protocol["control_hz"]),
+            int(self.settings.spec.protocol["control_hz"]),
             runner.frames,
             runner.demo_rows,
             runner.demo_actions,
         )
-        for sink in self.sinks:
+        for sink in self.settings.sinks:
             try:
                 path = sink.write(record)
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the episode is retried, the worker lives on
@@ -237,15 +239,7 @@ class HeldOutput:
                 data = data[os.write(fd, data) :]
 
 
-def worker_main(
-    conn: Connection,
-    spec: SuiteSpec,
-    requirements: PolicyRequirements,
-    run_id: str,
-    sinks: tuple[EpisodeSink, ...],
-    environment: dict[str, str],
-    hold_output: bool = False,
-) -> None:
+def worker_main(conn: Connection, launch: WorkerLaunch, environment: dict[str, str]) -> None:
     """Entry point of a spawned env worker process.
 
     Ctrl-C is the engine's to handle (it stops the run at a safe point and closes the workers), so the
@@ -253,8 +247,7 @@ def worker_main(
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(environment)
-    held = HeldOutput() if hold_output else None
-    serve(conn, EnvWorker(spec, requirements, run_id, sinks), held)
+    serve(conn, launch)
     exit_now()
 
 
@@ -266,9 +259,11 @@ def exit_now() -> None:
     os._exit(0)
 
 
-def serve(conn: Channel, worker: EnvWorker, held: HeldOutput | None = None) -> None:
-    """Answer the engine's messages until it closes the worker or goes away; output `held` until the run's
-    settings arrive is written out then."""
+def serve(conn: Channel, launch: WorkerLaunch) -> None:
+    """Answer the engine's messages until it closes the worker or goes away; output held until the run's
+    settings arrive (`launch.hold_output`) is written out then."""
+    held = HeldOutput() if launch.hold_output else None
+    worker = EnvWorker(launch.settings)
     try:
         while True:
             try:
@@ -276,10 +271,10 @@ def serve(conn: Channel, worker: EnvWorker, held: HeldOutput | None = None) -> N
             except EOFError:  # the engine is gone
                 return
             reply = worker.handle(message)
-            if message[0] == "setup" and held is not None:
+            if isinstance(message, Setup) and held is not None:
                 held.release()
                 held = None
-            if message[0] == "close":
+            if isinstance(message, Close):
                 return
             if reply is not None:
                 try:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
+from qdepth_bench.core.rotations import quat_wxyz_to_matrix
 from qdepth_bench.policies.scripted_motion import half_turn, step_toward
-from qdepth_bench.sims.simpler.adapters import quat_wxyz_to_matrix
 
 CLOSE, OPEN, HOLD = 0.0, 1.0, 0.5
 

@@ -27,15 +27,9 @@ from qdepth_bench.core.imaging import resize_frame
 from qdepth_bench.core.paths import shared_dir
 from qdepth_bench.core.policy import ObservationBatch, PolicyRequirements, TaskInfo
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
+from qdepth_bench.core.rotations import matrix_to_rpy, quat_wxyz_to_matrix, rpy_to_axis_angle
 from qdepth_bench.core.sim import Env, StepResult
-from qdepth_bench.sims.simpler.adapters import (
-    bridge_proprio,
-    maniskill3_arm_action,
-    matrix_to_rpy,
-    quat_wxyz_to_matrix,
-    rpy_to_axis_angle,
-    widowx_gripper,
-)
+from qdepth_bench.sims.simpler.adapters import bridge_proprio, maniskill3_arm_action, widowx_gripper
 from qdepth_bench.sims.simpler.base import MissingAsset, SimplerBackend, reset_seed, unobserved
 
 #: height of the Bridge scene's table top (the plate rests at 0.8695 with a ~5 mm half height)

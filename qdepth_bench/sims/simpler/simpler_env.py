@@ -29,16 +29,14 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.imaging import resize_frame
 from qdepth_bench.core.policy import ObservationBatch, PolicyRequirements, TaskInfo
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
+from qdepth_bench.core.rotations import matrix_to_rpy, quat_wxyz_to_matrix, rpy_to_axis_angle
 from qdepth_bench.core.sim import Env, StepResult
 from qdepth_bench.sims.simpler import SIMPLER_ENV
 from qdepth_bench.sims.simpler.adapters import (
     StickyGripper,
     bridge_proprio,
     google_proprio,
-    matrix_to_rpy,
-    quat_wxyz_to_matrix,
     robot_base_quat,
-    rpy_to_axis_angle,
     widowx_gripper,
 )
 from qdepth_bench.sims.simpler.base import MissingAsset, SimplerBackend, reset_seed, unobserved

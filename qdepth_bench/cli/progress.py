@@ -1,0 +1,120 @@
+"""What an evaluation shows on the terminal, shared by the commands that evaluate (`run`, `ablation --run`,
+`verify`): a header line per suite, a progress bar per plan, and a closing line on where the time went."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from qdepth_bench.cli.common import DEFAULT_WORKERS, console, err_console
+from qdepth_bench.core.policy import Policy
+from qdepth_bench.core.protocol import SuiteSpec
+from qdepth_bench.eval.engine import Engine, EngineOptions, EngineStats
+from qdepth_bench.eval.episode import EpisodeResult
+from qdepth_bench.eval.evaluate import evaluate
+from qdepth_bench.eval.plan import RunPlan, Selection
+from qdepth_bench.eval.timing import describe
+from qdepth_bench.results.store import Store
+
+
+def command_line() -> str:
+    """This invocation as a shell command, recorded with the runs it makes."""
+    return shlex.join(["qdepth-bench", *sys.argv[1:]])
+
+
+def _execution_note(policy: Policy, spec: SuiteSpec) -> str:
+    """Said up front when the policy's chunks are shorter than the protocol's replan steps (tables mark it)."""
+    chunk, replan = policy.requirements.chunk_size, int(spec.protocol["replan_steps"])
+    if chunk >= replan:
+        return ""
+    return (
+        f" · [yellow]chunks of {chunk} < the protocol's {replan} replan steps: it re-plans every {chunk} "
+        f"(non-standard execution, marked ‡)[/yellow]"
+    )
+
+
+class RunProgress:
+    """The `eval.evaluate.RunObserver` of the terminal."""
+
+    def planned(self, plan: RunPlan, options: EngineOptions, asked_workers: int) -> None:
+        spec, done = plan.spec, len(plan.episodes) - len(plan.pending)
+        console.print(
+            f"[bold]{spec.name}[/bold] · policy [bold]{plan.policy.name}[/bold] · run {plan.run_id} · "
+            f"{len(plan.episodes)} episodes ({done} already recorded)"
+            + ("" if spec.is_standard() else " · [yellow]non-standard protocol[/yellow]")
+            + _execution_note(plan.policy, spec)
+        )
+        for notice in plan.notices:
+            err_console.print(notice, markup=False, highlight=False, soft_wrap=True)
+        if plan.pending and options.workers < asked_workers > DEFAULT_WORKERS:  # asked for, not the default
+            err_console.print(
+                f"--workers {asked_workers}: {len(plan.pending)} episodes to run, so {options.workers} workers."
+            )
+
+    @contextmanager
+    def running(self, plan: RunPlan) -> Iterator[Callable[[EpisodeResult], None]]:
+        """A progress bar (rate, errors, env steps/s) over the plan's pending episodes."""
+        counts = {"success": 0, "failure": 0, "error": 0, "retry": 0, "steps": 0}
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            bar = progress.add_task(plan.spec.name, total=len(plan.pending), stats="")
+
+            def on_episode(result: EpisodeResult) -> None:
+                counts["retry" if result.will_retry else result.status] += 1
+                counts["steps"] += result.steps
+                scored = counts["success"] + counts["failure"]
+                rate = f"{100 * counts['success'] / scored:.1f}%" if scored else "–"
+                elapsed = progress.tasks[0].elapsed or 1e-9
+                progress.update(
+                    bar,
+                    advance=0 if result.will_retry else 1,
+                    stats=f"success {rate} · errors {counts['error']} · retried {counts['retry']} · "
+                    f"{counts['steps'] / elapsed:.1f} env steps/s",
+                )
+                if result.status == "error":
+                    again = " (will run it again)" if result.will_retry else ""
+                    progress.console.print(
+                        f"[red]episode {result.episode.key} error{again}:[/red] {escape(result.error)}",
+                        markup=True,
+                        highlight=False,
+                    )
+
+            yield on_episode
+
+    def ran(self, plan: RunPlan, stats: EngineStats) -> None:
+        """Where the time went."""
+        if stats.episode_timings:
+            first_call = "" if stats.first_call_s is None else f"first policy call after {stats.first_call_s:.1f} s; "
+            console.print(f"time: {first_call}{describe(stats.phases)}", highlight=False)
+
+
+def evaluate_with_progress(
+    store: Store,
+    specs: Sequence[SuiteSpec],
+    policy: Policy,
+    selection: Selection,
+    options: EngineOptions,
+    engine: Engine | None = None,
+) -> list[RunPlan]:
+    """`eval.evaluate.evaluate` on the terminal; Ctrl-C says what is kept and exits 130."""
+    try:
+        return evaluate(store, specs, policy, selection, options, command_line(), RunProgress(), engine)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: finished episodes are saved in {store.path}; run the same command again to continue."
+        )
+        raise typer.Exit(130) from None
