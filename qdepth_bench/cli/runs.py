@@ -15,7 +15,9 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.fingerprint import differences
 from qdepth_bench.eval.timing import bound, split
 from qdepth_bench.report.tables import build_tables
-from qdepth_bench.results.store import Store, default_db_path, salvage, session_status
+from qdepth_bench.results.salvage import salvage
+from qdepth_bench.results.sessions import session_status
+from qdepth_bench.results.store import Store, default_db_path
 
 
 def _when(ts: float | None) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import sqlite3
 import time
 from collections import deque
@@ -54,6 +53,7 @@ from qdepth_bench.eval.pool import WorkerPool, make_pool
 from qdepth_bench.eval.timing import describe, split
 from qdepth_bench.eval.videos import VideoSink
 from qdepth_bench.eval.worker import error_text
+from qdepth_bench.results.rows import episode_row
 from qdepth_bench.results.store import Store
 
 #: consecutive worker deaths without any finished episode after which the run stops as a setup problem
@@ -499,7 +499,7 @@ class _Run:
         if result.renderer and not self.renderer_known:
             self.store.set_session_fingerprint(self.session, with_renderer(self.plan.fingerprint, result.renderer))
             self.renderer_known = True
-        record_episode(self.store, self.plan, result, attempts, self.session)
+        self.store.record_episode(episode_row(self.plan.run_id, self.plan.spec.name, result, attempts, self.session))
         self.stats.episode_timings.append(result.timing)
         self.stats.env_steps += result.steps
         self.stats.episodes += 1
@@ -509,34 +509,3 @@ class _Run:
         )
         if self.on_episode is not None:
             self.on_episode(result)
-
-
-def record_episode(store: Store, plan: RunPlan, result: EpisodeResult, attempts: int, session: str) -> None:
-    """Write one episode's row (its video was written by the worker), pointing at the session that ran it."""
-    episode = result.episode
-    store.record_episode(
-        {
-            "run_id": plan.run_id,
-            "suite": plan.spec.name,
-            "task_id": episode.task_id,
-            "task_name": result.task_name,
-            "episode_index": episode.episode_index,
-            "repeat": episode.repeat,
-            "variant": episode.variant,
-            "seed": episode.seed,
-            "status": result.status,
-            "success": None if result.status == "error" else int(result.status == "success"),
-            "partial_success": result.partial_success,
-            "steps": result.steps,
-            "wall_time_s": round(result.wall_time_s, 4),
-            "error": result.error,
-            "video_path": result.video_path,
-            "attempts": attempts,
-            "metrics": json.dumps(result.metrics, sort_keys=True),
-            "policy_calls": result.policy_calls,
-            "actions_per_call": result.actions_per_call,
-            "timing": json.dumps({k: round(float(v), 4) for k, v in result.timing.items()}, sort_keys=True),
-            "session_id": session,
-            "error_kind": result.error_kind or None,
-        }
-    )

@@ -17,8 +17,9 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.fingerprint import differences, machine_fingerprint, machine_hash
 from qdepth_bench.core.policy import Policy
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec, episode_seed
-from qdepth_bench.core.provenance import git_commit, host, package_versions
+from qdepth_bench.core.provenance import package_versions
 from qdepth_bench.core.sim import Backend
+from qdepth_bench.results.rows import run_key, run_row
 from qdepth_bench.results.store import Store
 
 MAX_ATTEMPTS = 3
@@ -119,42 +120,15 @@ def plan_run(
     backend.check_requirements(policy.requirements)
     identity = policy.identity()
     seed = int(spec.protocol["env_seed"])
-    key = {
-        **identity.as_record(),
-        "suite": spec.name,
-        "protocol_hash": spec.protocol_hash(),
-        "seed": seed,
-        **({"purpose": purpose} if purpose != "evaluation" else {}),
-    }
-    run_id = Store.run_id_for(key)
+    key = run_key(identity, spec, purpose)
     versions = package_versions()
     fingerprint = machine_fingerprint(versions)
-    record = {
-        "run_id": run_id,
-        "run_key": json.dumps(key, sort_keys=True),
-        "suite": spec.name,
-        "suite_family": spec.family,
-        "backend": spec.backend,
-        **identity.as_record(),
-        "policy_config": json.dumps(identity.config, sort_keys=True, default=str),
-        "policy_requirements": json.dumps(policy.requirements.__dict__, default=list),
-        "setting": setting_of(policy),
-        "protocol": json.dumps(spec.protocol_record(), sort_keys=True),
-        "protocol_hash": spec.protocol_hash(),
-        "protocol_version": spec.protocol_version,
-        "standard_protocol": int(spec.is_standard()),
-        "seed": seed,
-        "git_commit": git_commit(),
-        "package_versions": json.dumps(versions, sort_keys=True),
-        "host": host(),
-        "command": command,
-        "replan_steps": spec.protocol.get("replan_steps"),
-    }
     episodes = (episode_source or backend.episodes)(task_ids, n_episodes, seed)
     episodes = with_repeats(episodes, selection.repeats, seed)
     if only is not None:
         episodes = [e for e in episodes if e.place in only]
-    record["episodes_requested"] = len(episodes)  # gridded tasks can have fewer episodes than the cap
+    record = run_row(key, spec, identity, policy.requirements, setting_of(policy), versions, command, len(episodes))
+    run_id = record["run_id"]
     states = store.episode_states(run_id)
     pending, attempts = [], {}
     for ep in episodes:

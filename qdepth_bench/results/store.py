@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,174 +22,31 @@ import pandas as pd
 import sqlite_utils
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.fingerprint import fingerprint_hash, machine_hash
 from qdepth_bench.core.hashing import stable_hash
+from qdepth_bench.results.schema import (
+    EPISODE_COLUMNS,
+    EPISODE_KEY,
+    META_TABLE,
+    OUTCOMES,
+    REFERENCE_COLUMNS,
+    SCHEMA_VERSION,
+    check_existing,
+    ensure_schema,
+    meta,
+)
+from qdepth_bench.results.sessions import SessionsMixin
 
-#: 2: episodes.metrics (backend-specific outcomes as JSON); 3: how chunks were executed (runs.replan_steps,
-#: runs.actions_per_call, episodes.policy_calls, episodes.actions_per_call); 4: episodes.timing (seconds
-#: per phase as JSON, `eval.timing`); 5: run_sessions (who recorded which episodes, on what machine, alive
-#: until when), episodes.session_id, episodes.repeat in the episode key (`run --repeats`), episodes.error_kind
-#: (an error that may pass by itself is retried by every later run) and episode_claims
-SCHEMA_VERSION = 5
-#: what identifies an episode within its database
-EPISODE_KEY = ("run_id", "task_id", "episode_index", "repeat")
-META_TABLE = "qdepth_bench_meta"
 DEFAULT_DB = Path("results") / "qdepth-bench.sqlite"
 DB_ENV = "QDEPTH_BENCH_DB"
-
-RUN_COLUMNS: dict[str, type] = {
-    "run_id": str,
-    "run_key": str,
-    "suite": str,
-    "suite_family": str,
-    "backend": str,
-    "policy_name": str,
-    "policy_config_hash": str,
-    "policy_checkpoint_hash": str,
-    "policy_config": str,
-    "policy_requirements": str,
-    "setting": str,
-    "protocol": str,
-    "protocol_hash": str,
-    "protocol_version": int,
-    "standard_protocol": int,
-    "seed": int,
-    "git_commit": str,
-    "package_versions": str,
-    "host": str,
-    "command": str,
-    "created_at": float,
-    "started_at": float,
-    "finished_at": float,
-    "status": str,
-    "episodes_requested": int,
-    "replan_steps": int,
-    "actions_per_call": int,
-}
-EPISODE_COLUMNS: dict[str, type] = {
-    "run_id": str,
-    "suite": str,
-    "task_id": int,
-    "task_name": str,
-    "episode_index": int,
-    "repeat": int,
-    "variant": str,
-    "seed": int,
-    "status": str,
-    "success": int,
-    "partial_success": float,
-    "steps": int,
-    "wall_time_s": float,
-    "error": str,
-    "video_path": str,
-    "attempts": int,
-    "finished_at": float,
-    "metrics": str,
-    "policy_calls": int,
-    "actions_per_call": int,
-    "timing": str,
-    "session_id": str,
-    "error_kind": str,
-}
-#: One invocation that worked on a run: its owner (host, pid), heartbeat and the machine it ran on. A run can
-#: be resumed elsewhere, so each episode points at the session that recorded it.
-SESSION_COLUMNS: dict[str, type] = {
-    "session_id": str,
-    "run_id": str,
-    "command": str,
-    "host": str,
-    "pid": int,
-    "started_at": float,
-    "heartbeat_at": float,
-    "ended_at": float,
-    "status": str,
-    "fingerprint": str,
-    "fingerprint_hash": str,
-    "machine_hash": str,
-}
-#: A session whose heartbeat is older than this has lost its owner, wherever it ran.
-STALE_AFTER_S = 120.0
 #: how long a process waits for another's lock on the database before giving up
 BUSY_TIMEOUT_S = 30.0
-REFERENCE_COLUMNS: dict[str, type] = {
-    "source": str,
-    "table_id": str,
-    "table_title": str,
-    "category": str,
-    "method": str,
-    "setting": str,
-    "column_label": str,
-    "column_order": int,
-    "suite": str,
-    "task": str,
-    "success_rate": float,
-    "row_order": int,
-}
-#: Episode outcomes; an error is neither a success nor a failure and is retried on resume.
-OUTCOMES = ("success", "failure", "error")
 
 
 def default_db_path() -> Path:
     return Path(os.environ.get(DB_ENV) or DEFAULT_DB)
 
 
-class RunBusy(UserError):
-    """Another live process works on this run."""
-
-
-def session_alive(session: dict[str, Any]) -> bool:
-    """A running session's owner is alive: its process exists (same host) and its heartbeat is recent."""
-    if session["status"] != "running" or time.time() - (session["heartbeat_at"] or 0.0) > STALE_AFTER_S:
-        return False
-    if session["host"] != socket.gethostname():
-        return True
-    try:
-        os.kill(int(session["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return True
-
-
-def session_status(session: dict[str, Any]) -> str:
-    """A session's status as it truly is: one recorded as running whose owner is gone is 'interrupted'."""
-    if session["status"] == "running" and not session_alive(session):
-        return "interrupted"
-    return session["status"]
-
-
-def _check_existing(path: Path) -> None:
-    """Refuse, without writing a byte, a file that is not a qdepth-bench database."""
-    if path.is_dir():
-        raise UserError(f"--db {path} is a directory; give a file path such as {path / 'qdepth-bench.sqlite'}.")
-    if path.stat().st_size == 0:
-        return
-    with open(path, "rb") as f:
-        header = f.read(16)
-    if header != b"SQLite format 3\x00":
-        raise UserError(f"--db {path} is not a qdepth-bench database (not SQLite); pass another --db path.")
-    # on a read-only filesystem a WAL database cannot get its -shm file: read it as immutable there
-    mode = "mode=ro" if os.access(path.parent if str(path.parent) else ".", os.W_OK) else "immutable=1"
-    try:
-        conn = sqlite3.connect(f"file:{path}?{mode}", uri=True)
-        try:
-            tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
-            version = None
-            if META_TABLE in tables:
-                row = conn.execute(f"select value from {META_TABLE} where key='schema_version'").fetchone()
-                version = int(row[0]) if row else None
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"--db {path} cannot be read as SQLite ({exc}); pass another --db path.") from exc
-    if tables and META_TABLE not in tables:
-        raise UserError(f"--db {path} is a SQLite database but not a qdepth-bench one; pass another --db path.")
-    if version is not None and version > SCHEMA_VERSION:
-        raise UserError(f"--db {path} was written by a newer qdepth-bench (schema {version}); upgrade qdepth-bench.")
-
-
-class Store:
+class Store(SessionsMixin):
     """The results database at `path`, created with its schema on first use. A database that cannot be
     written (a read-only filesystem, a file without write permission) opens read-only, for reports."""
 
@@ -199,7 +54,7 @@ class Store:
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = False
         if self.path.exists():
-            _check_existing(self.path)
+            check_existing(self.path)
         folder = self.path.parent if str(self.path.parent) else Path(".")
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -220,7 +75,7 @@ class Store:
             try:
                 self.db = sqlite_utils.Database(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S))
                 self.db.enable_wal()
-                self._ensure_schema()
+                ensure_schema(self.db)
                 break
             except sqlite3.OperationalError as exc:
                 # switching to WAL and creating the schema take locks SQLite does not wait for: N processes
@@ -243,50 +98,8 @@ class Store:
                 f"reads {SCHEMA_VERSION}); copy it to a writable folder and open it there once to upgrade it."
             )
 
-    # -------------------------------------------------------------------------------------------- schema
-
-    def _ensure_schema(self) -> None:
-        with self.db.conn:
-            self.db.table(META_TABLE).create({"key": str, "value": str}, pk="key", if_not_exists=True)
-            self.db.table("runs").create(RUN_COLUMNS, pk="run_id", if_not_exists=True)
-            self.db.table("episodes").create(
-                EPISODE_COLUMNS,
-                pk=EPISODE_KEY,
-                not_null={"repeat"},
-                defaults={"repeat": 0},
-                foreign_keys=[("run_id", "runs", "run_id")],
-                if_not_exists=True,
-            )
-            self.db.table("reference_results").create(REFERENCE_COLUMNS, if_not_exists=True)
-            self.db.table("run_sessions").create(SESSION_COLUMNS, pk="session_id", if_not_exists=True)
-            self.db.table("episode_claims").create(
-                {
-                    "run_id": str,
-                    "task_id": int,
-                    "episode_index": int,
-                    "repeat": int,
-                    "session_id": str,
-                    "claimed_at": float,
-                },
-                pk=EPISODE_KEY,
-                if_not_exists=True,
-            )
-            for table, columns in (("runs", RUN_COLUMNS), ("episodes", EPISODE_COLUMNS)):  # older schemas
-                for name in sorted(set(columns) - set(self.db.table(table).columns_dict)):
-                    self.db.table(table).add_column(
-                        name, columns[name], not_null_default=0 if name == "repeat" else None
-                    )
-            if tuple(self.db.table("episodes").pks) != EPISODE_KEY:  # schema < 5: the repeat joins the key
-                self.db.table("episodes").transform(pk=EPISODE_KEY)
-            if self.meta("schema_version") != str(SCHEMA_VERSION):  # reading a report leaves the file as it was
-                self.db.table(META_TABLE).upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
-        self.db.table("episodes").create_index(["run_id", "status"], if_not_exists=True)
-        self.db.table("run_sessions").create_index(["run_id"], if_not_exists=True)
-        self.db.table("episodes").create_index(["session_id"], if_not_exists=True)
-
     def meta(self, key: str) -> str | None:
-        rows = list(self.db.query(f"select value from {META_TABLE} where key = ?", [key]))
-        return rows[0]["value"] if rows else None
+        return meta(self.db, key)
 
     # ---------------------------------------------------------------------------------------------- runs
 
@@ -316,129 +129,6 @@ class Store:
             else:
                 self.db.table("runs").insert({**record, "created_at": now, "started_at": now, "status": "running"})
         return run_id
-
-    # ------------------------------------------------------------------------------------------ sessions
-
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """One write transaction taken at once (BEGIN IMMEDIATE): a check and the write it decides are atomic
-        against every other process on this database."""
-        conn = self.db.conn
-        conn.execute("begin immediate")
-        try:
-            yield
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
-
-    def start_session(self, run_id: str, command: str, fingerprint: dict[str, Any], join: bool = False) -> str:
-        """Take the run for this process, on the machine `fingerprint` describes; return the session id.
-
-        A run another live process works on is refused (`RunBusy`, naming that process) unless `join`: then
-        both work on it, each taking only episodes it has claimed (`claim`)."""
-        now = time.time()
-        session_id = stable_hash({"run": run_id, "host": socket.gethostname(), "pid": os.getpid(), "at": now}, 12)
-        with self._exclusive():
-            owners = [s for s in self.sessions(run_id) if session_alive(s)]
-            if owners and not join:
-                owner = owners[0]
-                since = time.strftime("%H:%M:%S", time.localtime(owner["started_at"]))
-                raise RunBusy(
-                    f"run {run_id} is being run by pid {owner['pid']} on {owner['host']} since {since} "
-                    f"(`{owner['command']}`); wait for it, stop it, or pass --join to work on it together."
-                )
-            self.db.table("run_sessions").insert(
-                {
-                    "session_id": session_id,
-                    "run_id": run_id,
-                    "command": command,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "started_at": now,
-                    "heartbeat_at": now,
-                    "status": "running",
-                    "fingerprint": json.dumps(fingerprint, sort_keys=True),
-                    "fingerprint_hash": fingerprint_hash(fingerprint),
-                    "machine_hash": machine_hash(fingerprint),
-                }
-            )
-        return session_id
-
-    def others_alive(self, run_id: str, session_id: str) -> bool:
-        """Whether a process other than this session's still works on the run."""
-        return any(s["session_id"] != session_id and session_alive(s) for s in self.sessions(run_id))
-
-    def claim(self, run_id: str, place: tuple[int, int, int], session_id: str) -> bool:
-        """Claim one episode for this session, atomically: False when it is recorded with an outcome, or claimed
-        by another session that is alive. A claim of a dead session is taken over."""
-        task_id, episode_index, repeat = place
-        key = [run_id, task_id, episode_index, repeat]
-        where = "run_id = ? and task_id = ? and episode_index = ? and repeat = ?"
-        with self._exclusive():
-            done = self.db.execute(f"select status from episodes where {where}", key).fetchone()
-            if done is not None and done[0] != "error":
-                return False
-            held = self.db.execute(f"select session_id from episode_claims where {where}", key).fetchone()
-            if held is not None and held[0] != session_id:
-                owner = list(self.db.query("select * from run_sessions where session_id = ?", [held[0]]))
-                if owner and session_alive(owner[0]):
-                    return False
-            self.db.execute(
-                "insert or replace into episode_claims values (?, ?, ?, ?, ?, ?)", [*key, session_id, time.time()]
-            )
-        return True
-
-    def set_session_fingerprint(self, session_id: str, fingerprint: dict[str, Any]) -> None:
-        """Complete a session's fingerprint (the renderer is known once a worker has built its env)."""
-        with self.db.conn:
-            self.db.table("run_sessions").update(
-                session_id,
-                {
-                    "fingerprint": json.dumps(fingerprint, sort_keys=True),
-                    "fingerprint_hash": fingerprint_hash(fingerprint),
-                },
-            )
-
-    def heartbeat(self, session_id: str) -> None:
-        with self.db.conn:
-            self.db.execute("update run_sessions set heartbeat_at = ? where session_id = ?", [time.time(), session_id])
-
-    def end_session(self, session_id: str, status: str) -> None:
-        """Close the session and drop its claims (its recorded episodes stay)."""
-        now = time.time()
-        with self.db.conn:
-            self.db.table("run_sessions").update(session_id, {"status": status, "ended_at": now, "heartbeat_at": now})
-            self.db.execute("delete from episode_claims where session_id = ?", [session_id])
-
-    def sessions(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's sessions, oldest first, each with `episodes`: how many of the run's rows it recorded."""
-        return list(
-            self.db.query(
-                "select s.*, (select count(*) from episodes e where e.session_id = s.session_id) as episodes "
-                "from run_sessions s where s.run_id = ? order by s.started_at",
-                [run_id],
-            )
-        )
-
-    def session_of_episodes(
-        self, run_id: str, keys: Iterable[tuple[int, int, int]]
-    ) -> dict[tuple[int, int, int], str | None]:
-        """(task, episode index, repeat) -> the session that recorded it (None: before sessions were kept)."""
-        rows = self.db.query(
-            "select task_id, episode_index, repeat, session_id from episodes where run_id = ?", [run_id]
-        )
-        recorded = {(r["task_id"], r["episode_index"], r["repeat"]): r["session_id"] for r in rows}
-        return {key: recorded.get(key) for key in keys}
-
-    def run_status(self, run: dict[str, Any], sessions: list[dict[str, Any]] | None = None) -> str:
-        """The run's status as it truly is: a 'running' run none of whose sessions is alive is 'interrupted'
-        (`sessions`: the run's, when the caller has them already)."""
-        if run["status"] != "running":
-            return run["status"]
-        if sessions is None:
-            sessions = self.sessions(run["run_id"])
-        return "running" if any(session_alive(s) for s in sessions) else "interrupted"
 
     def finish_run(self, run_id: str, status: str) -> None:
         """Mark the run ended; its `actions_per_call` becomes the fewest actions any of its episodes executed
@@ -563,42 +253,3 @@ class Store:
 
     def references_frame(self) -> pd.DataFrame:
         return pd.DataFrame(list(self.db.query("select * from reference_results")), columns=list(REFERENCE_COLUMNS))
-
-
-#: the tables `salvage` copies, parents first (claims are not worth keeping: their sessions are over)
-SALVAGED_TABLES = ("runs", "run_sessions", "episodes")
-
-
-def salvage(damaged: Path, out: Path) -> dict[str, tuple[int, int]]:
-    """Copy every row of `damaged` that can still be read into a new database at `out`, row by row, so one
-    bad page loses only the rows on it; returns {table: (rows copied, rows unreadable)}. The damaged file
-    is opened read-only and never written."""
-    if out.exists():
-        raise UserError(f"--out {out} exists; salvage writes a new database, give a path that does not exist.")
-    source = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
-    target = Store(out)
-    counts: dict[str, tuple[int, int]] = {}
-    try:
-        for table in SALVAGED_TABLES:
-            try:
-                columns = [r[1] for r in source.execute(f"pragma table_info({table})")]
-                last = source.execute(f"select max(rowid) from {table}").fetchone()[0] or 0
-            except sqlite3.DatabaseError:
-                counts[table] = (0, -1)  # the table's own structure is unreadable
-                continue
-            keep = [c for c in columns if c in target.db.table(table).columns_dict]
-            copied = lost = 0
-            for rowid in range(1, last + 1):
-                try:
-                    row = source.execute(f"select {', '.join(keep)} from {table} where rowid = ?", [rowid]).fetchone()
-                except sqlite3.DatabaseError:
-                    lost += 1
-                    continue
-                if row is not None:
-                    with target.db.conn:
-                        target.db.table(table).insert(dict(zip(keep, row, strict=True)), replace=True)
-                    copied += 1
-            counts[table] = (copied, lost)
-    finally:
-        source.close()
-    return counts
