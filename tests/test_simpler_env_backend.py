@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import db_rows, run_cli_subprocess
 
+from qdepth_bench.core.episode_grid import task_cells
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.grid import task_cells
 from qdepth_bench.registry.sims import make_backend
 from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.sims.simpler.environment import environment_dir, importable_here, read_config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from qdepth_bench.core.grid import expand_grid, task_cells
+from qdepth_bench.core.episode_grid import expand_grid, task_cells
 from qdepth_bench.registry.content import builtin_root
 
 SUITES = yaml.safe_load((builtin_root() / "suites" / "simpler.yaml").read_text())["suites"]

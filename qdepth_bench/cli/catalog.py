@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from qdepth_bench.cli.common import app, console
-from qdepth_bench.core.grid import task_cells
+from qdepth_bench.core.episode_grid import task_cells
 from qdepth_bench.registry.policies import policy_registry
 from qdepth_bench.registry.suites import suite_registry
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from qdepth_bench.core.episode_grid import grid_episode_counts
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.grid import grid_episode_counts
 from qdepth_bench.core.hashing import derive_seed, stable_hash
 
 

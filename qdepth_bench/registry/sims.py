@@ -38,11 +38,6 @@ def simulators() -> Registry[SimulatorInfo]:
     return registry
 
 
-def register_simulator(info: SimulatorInfo) -> None:
-    """Add a simulator at run time (a plugin, a test); suites name it by `info.name` in `backend:`."""
-    simulators().register(info.name, info)
-
-
 def make_backend(spec: SuiteSpec) -> Backend:
     """The simulator backend for a suite; one clear line when its simulator is not installed."""
     registry = simulators()

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from qdepth_bench.core.episode_grid import task_cells
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.grid import task_cells
 from qdepth_bench.core.policy import TaskInfo
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec, episode_seed
 from qdepth_bench.core.sim import Backend
