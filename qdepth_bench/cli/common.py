@@ -150,12 +150,12 @@ def open_store(db: Path | None) -> Store:
     return store
 
 
-def build_policy(policy: str, options: dict[str, str]) -> Policy:
+def build_policy(name: str, options: dict[str, str]) -> Policy:
     """A policy from the registry, with what it has to tell the user printed first."""
-    agent = make_policy(policy, options)
-    for notice in agent.notices:
+    policy = make_policy(name, options)
+    for notice in policy.notices:
         err_console.print(notice, markup=False, highlight=False, soft_wrap=True)
-    return agent
+    return policy
 
 
 def print_views(views: list[Any], fmt: str, out: Path | None = None, **options: Any) -> None:

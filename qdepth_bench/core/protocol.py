@@ -116,6 +116,8 @@ class EpisodeSpec:
 
     @property
     def key(self) -> str:
+        """The episode's label, e.g. `libero_object/0/3/r1`: what policies key their per-episode state by and
+        what logs and messages name it by (`place` is where the store keeps it)."""
         return f"{self.suite}/{self.task_id}/{self.episode_index}" + (f"/r{self.repeat}" if self.repeat else "")
 
     @property

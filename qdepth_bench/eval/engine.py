@@ -490,9 +490,9 @@ class _Run:
             policy_wait_s=slot.policy_wait_s, worker_start_s=slot.start_wait_s, transfer_s=slot.transfer_s
         )
         slot.clear()
-        key = result.episode.place
-        attempts = self.plan.attempts.get(key, 0) + 1
-        self.plan.attempts[key] = attempts
+        place = result.episode.place
+        attempts = self.plan.attempts.get(place, 0) + 1
+        self.plan.attempts[place] = attempts
         if result.status == "error" and attempts < MAX_ATTEMPTS:
             result.will_retry = True
             self.queue.append(result.episode)

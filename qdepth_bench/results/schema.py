@@ -18,8 +18,8 @@ from qdepth_bench.core.errors import UserError
 #: until when), episodes.session_id, episodes.repeat in the episode key (`run --repeats`), episodes.error_kind
 #: (an error that may pass by itself is retried by every later run) and episode_claims
 SCHEMA_VERSION = 5
-#: what identifies an episode within its database
-EPISODE_KEY = ("run_id", "task_id", "episode_index", "repeat")
+#: the episodes table's primary key (`EpisodeSpec.place` within a run)
+EPISODE_PRIMARY_KEY = ("run_id", "task_id", "episode_index", "repeat")
 META_TABLE = "qdepth_bench_meta"
 
 RUN_COLUMNS: dict[str, type] = {
@@ -162,7 +162,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
         db.table("runs").create(RUN_COLUMNS, pk="run_id", if_not_exists=True)
         db.table("episodes").create(
             EPISODE_COLUMNS,
-            pk=EPISODE_KEY,
+            pk=EPISODE_PRIMARY_KEY,
             not_null={"repeat"},
             defaults={"repeat": 0},
             foreign_keys=[("run_id", "runs", "run_id")],
@@ -172,14 +172,14 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
         db.table("run_sessions").create(SESSION_COLUMNS, pk="session_id", if_not_exists=True)
         db.table("episode_claims").create(
             CLAIM_COLUMNS,
-            pk=EPISODE_KEY,
+            pk=EPISODE_PRIMARY_KEY,
             if_not_exists=True,
         )
         for table, columns in (("runs", RUN_COLUMNS), ("episodes", EPISODE_COLUMNS)):  # older schemas
             for name in sorted(set(columns) - set(db.table(table).columns_dict)):
                 db.table(table).add_column(name, columns[name], not_null_default=0 if name == "repeat" else None)
-        if tuple(db.table("episodes").pks) != EPISODE_KEY:  # schema < 5: the repeat joins the key
-            db.table("episodes").transform(pk=EPISODE_KEY)
+        if tuple(db.table("episodes").pks) != EPISODE_PRIMARY_KEY:  # schema < 5: the repeat joins the key
+            db.table("episodes").transform(pk=EPISODE_PRIMARY_KEY)
         if meta(db, "schema_version") != str(SCHEMA_VERSION):  # reading a report leaves the file as it was
             db.table(META_TABLE).upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
     db.table("episodes").create_index(["run_id", "status"], if_not_exists=True)

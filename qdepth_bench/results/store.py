@@ -25,7 +25,7 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import stable_hash
 from qdepth_bench.results.schema import (
     EPISODE_COLUMNS,
-    EPISODE_KEY,
+    EPISODE_PRIMARY_KEY,
     META_TABLE,
     OUTCOMES,
     REFERENCE_COLUMNS,
@@ -203,7 +203,7 @@ class Store(SessionsMixin):
             "finished_at": time.time(),
         }
         with self.db.conn:
-            self.db.table("episodes").upsert(row, pk=EPISODE_KEY)
+            self.db.table("episodes").upsert(row, pk=EPISODE_PRIMARY_KEY)
 
     def episodes_frame(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Episodes joined with their run's policy, setting and protocol flags, as a DataFrame."""
