@@ -213,7 +213,7 @@ class Channel(Protocol):
 
 
 class HeldOutput:
-    """The standard output and error of a worker started before its run exists (`engine.start_workers_early`),
+    """The standard output and error of a worker started before its run exists (`engine.Engine.start_early`),
     kept in files until the run's settings arrive and then written out. When the run never comes (the policy or
     the options were refused), what the simulator printed on import never reaches the user, whose one
     line of error stays one line."""
