@@ -43,7 +43,7 @@ DEFAULT_GRID = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 #: decisions, as recorded
 A_BETTER, B_BETTER, NO_DIFFERENCE, UNDECIDED = "a-better", "b-better", "no-difference", "undecided"
-#: stored on each decision's side: decision code in `decide_all`'s output
+#: `decide_all`'s decision codes
 _CODES = {1: A_BETTER, -1: B_BETTER, 0: NO_DIFFERENCE, 2: UNDECIDED}
 
 
@@ -67,10 +67,13 @@ class SequentialDesign:
         if not self.grid or not all(0.5 < q < 1 for q in self.grid):
             raise UserError("the mixture grid needs shares strictly between 0.5 and 1.")
 
+    def level(self) -> float:
+        """The error each tested direction may spend: alpha / 2 each when both are tested."""
+        return self.alpha / 2 if self.alternative == "two-sided" else self.alpha
+
     def thresholds(self) -> tuple[float, float]:
         """log thresholds for (A better, B better); inf for a direction not tested."""
-        share = self.alpha / 2 if self.alternative == "two-sided" else self.alpha
-        level = float(np.log(1 / share))
+        level = float(np.log(1 / self.level()))
         return (
             level if self.alternative != "b-better" else np.inf,
             level if self.alternative != "a-better" else np.inf,
