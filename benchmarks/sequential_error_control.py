@@ -97,7 +97,7 @@ def main() -> None:
                 if target > alpha:
                     same_power = str(math.ceil(sample_size_paired(p_b, p_a, psi, alpha=alpha, power=target)))
             elif not null:
-                check = "(direction not tested)"
+                check = "not tested"
             print(
                 f"{alpha:>5.2f} {max_pairs:>4} {alternative:<10} {p_a:>4.2f} {p_b:>4.2f} {psi:>5.2f} | "
                 f"{names_a:>7.4f} {names_b:>7.4f} {pairs.mean():>10.1f} {check:<16} | {n_fixed:>7} {mc_a:>6.3f} "

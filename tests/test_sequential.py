@@ -36,6 +36,7 @@ def test_a_policy_that_wins_every_discordant_pair_is_named_as_soon_as_the_eviden
     # the first n at which the mixture reaches 2 / alpha (two-sided: alpha / 2 per direction)
     first = next(n for n in range(1, 30) if float(log_evidence(np.array(n), np.array(0))) >= math.log(40))
     assert result.pairs_used == first and result.a_only == first and result.b_only == 0
+    assert design.fewest_pairs() == first
     mirrored = decide([(False, True)] * 30, design)
     assert mirrored.decision == B_BETTER and mirrored.pairs_used == first
 
@@ -90,3 +91,11 @@ def test_bad_designs_are_refused_with_the_option_to_fix():
         SequentialDesign(max_pairs=0)
     with pytest.raises(UserError, match="--alternative"):
         SequentialDesign(alternative="bigger")
+
+
+def test_compare_refuses_a_maximum_too_small_to_ever_decide(cli):
+    fewest = SequentialDesign(alpha=0.05).fewest_pairs()
+    result = cli(
+        "compare", "noop", "random", "--suite", "libero_object", "--sequential", "--max-pairs", str(fewest - 1)
+    )
+    assert result.exit_code == 2 and f"at least {fewest} pairs" in result.output and "--max-pairs" in result.output

@@ -84,7 +84,8 @@ def _schedule(episodes: list[EpisodeSpec], max_pairs: int) -> list[EpisodeSpec]:
 
 
 def _settled(state: tuple[str, int] | None) -> bool:
-    """An episode that will not be run again: scored, or an error with no attempts left."""
+    """An episode that will not be run again: scored, or an error with no attempts left (a transient error
+    reads as 'transient' and is run again)."""
     if state is None:
         return False
     status, attempts = state
@@ -97,21 +98,13 @@ def _pairs(
     """The scored pairs in schedule order up to the first unsettled place; the places read and those lost to
     errors."""
     states = [store.episode_states(run) for run in runs]
-    outcome = {
-        run: {
-            (r["task_id"], r["episode_index"], r["repeat"]): r["status"]
-            for r in store.db.query(
-                "select task_id, episode_index, repeat, status from episodes where run_id = ?", [run]
-            )
-        }
-        for run in runs
-    }
     pairs, read, lost = [], 0, 0
     for episode in schedule:
-        if not all(_settled(s.get(episode.place)) for s in states):
+        both = [s.get(episode.place) for s in states]
+        if not all(_settled(state) for state in both):
             break
         read += 1
-        a, b = (outcome[run][episode.place] for run in runs)
+        a, b = (state[0] for state in both if state is not None)
         if "error" in (a, b):
             lost += 1
             continue
@@ -162,6 +155,11 @@ def compare(
     """Compare two policies on the same episodes, in paired rounds; with --sequential stop at the first
     decision (A better, B better, or no difference within --max-pairs). The same command resumes."""
     design = SequentialDesign(alpha=alpha, max_pairs=max_pairs, alternative=alternative)
+    if sequential and design.fewest_pairs() > max_pairs:
+        raise UserError(
+            f"--max-pairs {max_pairs} is too few for this test to ever name a policy: it needs at least "
+            f"{design.fewest_pairs()} pairs at alpha {alpha:g} ({alternative}); raise --max-pairs."
+        )
     if workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}).")
     if round_size < 0:
@@ -195,8 +193,9 @@ def _compare(
 ) -> None:
     command = shlex.join(["qdepth-bench", *sys.argv[1:]])
     first = sides[0]
-    base = plan_run(store, first.spec, make_backend(first.spec), first.policy, tasks, None, command)
-    repeats = math.ceil(design.max_pairs / len(base.episodes))
+    # the suite's episodes once, then as many repeats as the maximum needs
+    once = plan_run(store, first.spec, make_backend(first.spec), first.policy, tasks, None, command)
+    repeats = math.ceil(design.max_pairs / len(once.episodes))
     plans = [
         plan_run(store, s.spec, make_backend(s.spec), s.policy, tasks, None, command, repeats=repeats) for s in sides
     ]

@@ -79,6 +79,15 @@ class SequentialDesign:
             level if self.alternative != "a-better" else np.inf,
         )
 
+    def fewest_pairs(self) -> int:
+        """Discordant pairs, all won by one side, that it takes to name that side: a maximum below it can
+        only ever answer "no difference"."""
+        needed = min(self.thresholds())
+        n = 1
+        while float(log_evidence(np.array(n), np.array(0), self.grid)) < needed:
+            n += 1
+        return n
+
     def record(self) -> dict[str, object]:
         return {**asdict(self), "grid": list(self.grid)}
 
