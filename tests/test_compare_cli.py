@@ -72,29 +72,29 @@ def _pairs_run(db: Path) -> int:
 @pytest.mark.slow
 def test_sequential_compare_is_interrupted_resumed_and_decides(tmp_path, toy):
     """PushRight always succeeds and noop never does, so every pair is discordant for A: the test must name A
-    at the first pair where the evidence reaches 2 / alpha, having run exactly those pairs (rounds of 2)."""
+    at the first pair where the evidence reaches 2 / alpha, having run exactly those pairs (rounds of 4)."""
     db = tmp_path / "compare.sqlite"
     args = ["compare", "helpers_toy_sim:PushRight", "noop", "--suite", "line_reach", "--sequential"]
-    args += ["--max-pairs", "40", "--round-size", "2", "--workers", "1", "--db", str(db)]
+    args += ["--max-pairs", "40", "--round-size", "4", "--workers", "1", "--db", str(db)]
     exe = Path(sys.executable).with_name("qdepth-bench")
     env = {**os.environ, "COLUMNS": "200", **toy}
     first = subprocess.Popen([str(exe), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while _pairs_run(db) < 2 and first.poll() is None and time.monotonic() < deadline:
+    while _pairs_run(db) < 4 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     first.send_signal(signal.SIGINT)
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr.decode()
     assert "run the same command again" in stderr.decode()
     stopped = _comparison(db)
-    assert stopped["status"] == "running" and 2 <= stopped["pairs_run"] < 8
+    assert stopped["status"] == "running" and stopped["pairs_run"] == 4
 
     resumed = run_cli_subprocess(*args, cwd=tmp_path, env=toy, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     needed = next(n for n in range(1, 40) if float(log_evidence(np.array(n), np.array(0))) >= math.log(2 / 0.05))
     record = _comparison(db)
     assert (record["status"], record["decision"], record["pairs_used"]) == ("decided", "a-better", needed)
-    assert record["pairs_run"] == math.ceil(needed / 2) * 2 and record["pairs_lost"] == 0
+    assert record["pairs_run"] == math.ceil(needed / 4) * 4 and record["pairs_lost"] == 0
     assert json.loads(record["design"]) == {
         **json.loads(record["design"]),
         "alpha": 0.05,
@@ -114,3 +114,10 @@ def test_sequential_compare_is_interrupted_resumed_and_decides(tmp_path, toy):
 
     other_alpha = run_cli_subprocess(*args, "--alpha", "0.1", cwd=tmp_path, env=toy, timeout=300)
     assert other_alpha.returncode == 2 and "same options" in other_alpha.stderr
+
+    # a fixed design on task 0's first 4 pairs: already recorded in the same runs, so it runs nothing
+    fixed = ["compare", "helpers_toy_sim:PushRight", "noop", "--suite", "line_reach", "--tasks", "0"]
+    fixed = run_cli_subprocess(*fixed, "--max-pairs", "4", "--db", str(db), cwd=tmp_path, env=toy, timeout=300)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "exact McNemar over 4 pairs: p = 0.125" in fixed.stdout and "round:" not in fixed.stdout
+    assert db_rows(db, "select count(*) from episodes")[0][0] == 2 * record["pairs_run"]
