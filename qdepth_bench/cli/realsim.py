@@ -10,6 +10,7 @@ from rich.table import Table
 
 from qdepth_bench.cli.common import DbOption, app, console, err_console, open_store
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.report.episodes import load_episodes
 from qdepth_bench.report.realsim import TaskAgreement, published_agreement, reference_policies, run_agreement
 from qdepth_bench.results.store import Store
 
@@ -67,7 +68,8 @@ def realsim(
         return
     store = open_store(db)
     policy_of_run = _policy_of_runs(store, runs)
-    rows = run_agreement(store.episodes_frame(list(policy_of_run)), policy_of_run)
+    # the episodes tables read: those that ran on stand-in assets (not SIMPLER's scenes) are left out
+    rows = run_agreement(load_episodes(store, None, list(policy_of_run)), policy_of_run)
     if not rows:
         raise UserError(
             "no SIMPLER task has scored episodes of two or more published policies in these runs; add runs of "
