@@ -75,7 +75,7 @@ def test_sequential_compare_is_interrupted_resumed_and_decides(tmp_path, toy):
     at the first pair where the evidence reaches 2 / alpha, having run exactly those pairs (rounds of 4)."""
     db = tmp_path / "compare.sqlite"
     args = ["compare", "helpers_toy_sim:PushRight", "noop", "--suite", "line_reach", "--sequential"]
-    args += ["--max-pairs", "40", "--round-size", "4", "--workers", "1", "--db", str(db)]
+    args += ["--max-pairs", "20", "--round-size", "4", "--workers", "1", "--db", str(db)]
     exe = Path(sys.executable).with_name("qdepth-bench")
     env = {**os.environ, "COLUMNS": "200", **toy}
     first = subprocess.Popen([str(exe), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -91,14 +91,14 @@ def test_sequential_compare_is_interrupted_resumed_and_decides(tmp_path, toy):
 
     resumed = run_cli_subprocess(*args, cwd=tmp_path, env=toy, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    needed = next(n for n in range(1, 40) if float(log_evidence(np.array(n), np.array(0))) >= math.log(2 / 0.05))
+    needed = next(n for n in range(1, 20) if float(log_evidence(np.array(n), np.array(0))) >= math.log(2 / 0.05))
     record = _comparison(db)
     assert (record["status"], record["decision"], record["pairs_used"]) == ("decided", "a-better", needed)
     assert record["pairs_run"] == math.ceil(needed / 4) * 4 and record["pairs_lost"] == 0
     assert json.loads(record["design"]) == {
         **json.loads(record["design"]),
         "alpha": 0.05,
-        "max_pairs": 40,
+        "max_pairs": 20,
         "alternative": "two-sided",
     }
     assert json.loads(record["result"])["a_only"] == needed
@@ -114,6 +114,9 @@ def test_sequential_compare_is_interrupted_resumed_and_decides(tmp_path, toy):
 
     other_alpha = run_cli_subprocess(*args, "--alpha", "0.1", cwd=tmp_path, env=toy, timeout=300)
     assert other_alpha.returncode == 2 and "same options" in other_alpha.stderr
+    # 2 tasks x 10 episodes: 21 pairs would repeat episodes, and noop's repeats would copy its outcomes
+    repeated = run_cli_subprocess(*args, "--max-pairs", "21", cwd=tmp_path, env=toy, timeout=300)
+    assert repeated.returncode == 2 and "'noop' does not use the episode seed" in repeated.stderr
 
     # a fixed design on task 0's first 4 pairs: already recorded in the same runs, so it runs nothing
     fixed = ["compare", "helpers_toy_sim:PushRight", "noop", "--suite", "line_reach", "--tasks", "0"]

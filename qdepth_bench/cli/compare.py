@@ -196,6 +196,13 @@ def _compare(
     # the suite's episodes once, then as many repeats as the maximum needs
     once = plan_run(store, first.spec, make_backend(first.spec), first.policy, tasks, None, command)
     repeats = math.ceil(design.max_pairs / len(once.episodes))
+    fixed_outcomes = [s.policy.name for s in sides if not s.policy.uses_seed]
+    if repeats > 1 and fixed_outcomes:
+        raise UserError(
+            f"--max-pairs {design.max_pairs} needs repeats of the {len(once.episodes)} episodes of these tasks, and "
+            f"policy '{fixed_outcomes[0]}' does not use the episode seed: its repeats could copy its outcomes, and "
+            f"the test would count one pair twice; lower --max-pairs to {len(once.episodes)} or add --tasks."
+        )
     plans = [
         plan_run(store, s.spec, make_backend(s.spec), s.policy, tasks, None, command, repeats=repeats) for s in sides
     ]
