@@ -4,9 +4,11 @@ calling one library function and printing. `common.py` holds what they share."""
 from qdepth_bench.cli import (  # noqa: F401  (register commands)
     ablation,
     catalog,
+    compare,
     data,
     doctor,
     power,
+    realsim,
     report,
     run,
     runs,
