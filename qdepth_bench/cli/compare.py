@@ -13,10 +13,9 @@ runs is refused, since choosing the design after seeing outcomes would void its 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -33,13 +32,14 @@ from qdepth_bench.cli.common import (
     err_console,
     policy_options,
 )
-from qdepth_bench.cli.run import execute_with_progress, open_run_store
+from qdepth_bench.cli.progress import RunProgress, command_line
+from qdepth_bench.cli.run import open_run_store
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import stable_hash
 from qdepth_bench.core.policy import Policy
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
-from qdepth_bench.eval.engine import EngineOptions
-from qdepth_bench.eval.plan import MAX_ATTEMPTS, plan_run
+from qdepth_bench.eval.engine import Engine, EngineOptions
+from qdepth_bench.eval.plan import MAX_ATTEMPTS, Selection, plan_run
 from qdepth_bench.registry.sims import make_backend
 from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.sequential import ALTERNATIVES, SequentialDesign, SequentialResult, decide
@@ -170,13 +170,14 @@ def compare(
     if len(specs) != 1:
         raise UserError(f"--suite {suite} is a group of {len(specs)} suites; compare on one of them at a time.")
     spec = specs[0].with_overrides({} if max_steps is None else {"max_steps": max_steps})
+    selection = Selection.parse(tasks)
     store = open_run_store(db)
     sides = []
     try:
         for name, options in ((policy_a, a_arg), (policy_b, b_arg)):
             agent = build_policy(name, policy_options(options, None))
             sides.append(Side(agent, spec.for_policy(agent.requirements)))
-        _compare(store, sides, tasks, design, sequential, round_size or workers, workers)
+        _compare(store, sides, selection, design, sequential, round_size or workers, workers)
     finally:
         for side in sides:
             side.policy.close()
@@ -185,17 +186,19 @@ def compare(
 def _compare(
     store: Store,
     sides: list[Side],
-    tasks: str | None,
+    selection: Selection,
     design: SequentialDesign,
     sequential: bool,
     round_size: int,
     workers: int,
 ) -> None:
-    command = shlex.join(["qdepth-bench", *sys.argv[1:]])
+    command = command_line()
+    tasks = ",".join(map(str, selection.tasks)) if selection.tasks is not None else None
     first = sides[0]
     # the suite's episodes once, then as many repeats as the maximum needs
-    once = plan_run(store, first.spec, make_backend(first.spec), first.policy, tasks, None, command)
+    once = plan_run(store, first.spec, make_backend(first.spec), first.policy, selection, command)
     repeats = math.ceil(design.max_pairs / len(once.episodes))
+    selection = dataclasses.replace(selection, repeats=repeats)
     fixed_outcomes = [s.policy.name for s in sides if not s.policy.uses_seed]
     if repeats > 1 and fixed_outcomes:
         raise UserError(
@@ -203,9 +206,7 @@ def _compare(
             f"policy '{fixed_outcomes[0]}' does not use the episode seed: its repeats could copy its outcomes, and "
             f"the test would count one pair twice; lower --max-pairs to {len(once.episodes)} or add --tasks."
         )
-    plans = [
-        plan_run(store, s.spec, make_backend(s.spec), s.policy, tasks, None, command, repeats=repeats) for s in sides
-    ]
+    plans = [plan_run(store, s.spec, make_backend(s.spec), s.policy, selection, command) for s in sides]
     runs = (plans[0].run_id, plans[1].run_id)
     if runs[0] == runs[1]:
         raise UserError("A and B are the same policy with the same options: give two different policies.")
@@ -239,6 +240,7 @@ def _compare(
         )
         + f", at most {design.max_pairs} pairs"
     )
+    progress, engine = RunProgress(), Engine()  # each round's pool is closed with its run
     try:
         while True:
             pairs, read, lost = _pairs(store, runs, schedule)
@@ -264,19 +266,11 @@ def _compare(
             console.print(f"round: pairs {read + 1}-{read + len(batch)} of at most {len(schedule)}", highlight=False)
             for side in sides:
                 places = {e.place for e in batch}
-                plan = plan_run(
-                    store,
-                    side.spec,
-                    make_backend(side.spec),
-                    side.policy,
-                    tasks,
-                    None,
-                    command,
-                    repeats=repeats,
-                    only=places,
-                )
+                plan = plan_run(store, side.spec, make_backend(side.spec), side.policy, selection, command, only=places)
                 if plan.pending:
-                    execute_with_progress(store, plan, EngineOptions(workers=min(workers, len(plan.pending))))
+                    with progress.running(plan) as on_episode:
+                        options = EngineOptions(workers=min(workers, len(plan.pending)))
+                        engine.execute(store, plan, options, on_episode)
             if _pairs(store, runs, schedule)[1] == read:
                 raise UserError(
                     f"the round of pairs {read + 1}-{read + len(batch)} recorded nothing new (errors that may pass by "
