@@ -18,7 +18,4 @@ from qdepth_bench.cli import (  # noqa: F401  (register commands)
 )
 from qdepth_bench.cli.common import app
 
-
-def main() -> None:
-    """Console entry point."""
-    app()
+__all__ = ["app"]

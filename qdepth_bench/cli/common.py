@@ -33,6 +33,10 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
+#: click's usage error, whichever click typer parses with (recent typers carry their own copy)
+USAGE_ERROR: type[Any] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 class UserErrorsAsOneLine(TyperGroup):
     """Every command's `UserError` becomes one line on stderr and its exit code, never a traceback."""
 
@@ -42,6 +46,18 @@ class UserErrorsAsOneLine(TyperGroup):
         except UserError as exc:
             err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a run's own handling: 130 and one line
+            err_console.print("interrupted; run the same command again to continue.")
+            raise typer.Exit(130) from None
+        except USAGE_ERROR as exc:  # a bad option value or an unknown option: one line, not click's block
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                raise  # a command given no arguments prints its help, as asked
+            command = exc.ctx.command_path if exc.ctx is not None else "qdepth-bench"
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            err_console.print(
+                f"error: {message}; see `{command} --help`.", markup=False, highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(2) from None
         except sqlite3.DatabaseError as exc:  # raised wherever the file is read: one line, and the way out
             err_console.print(f"error: {database_trouble(exc)}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

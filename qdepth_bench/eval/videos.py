@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -60,10 +61,38 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> Path:
         candidate = path.with_name(f"{path.stem}.{n}{path.suffix}")
         n += 1
     writer: Any  # imageio's v2 stubs type the writer as its base class, which lacks append_data
-    with imageio.get_writer(candidate, fps=fps, codec="libx264", quality=7, macro_block_size=1) as writer:
-        for frame in frames:
-            writer.append_data(frame)
+    try:
+        # ffmpeg's own log stays quiet: a failure is reported once, below, in one line
+        with imageio.get_writer(
+            candidate, fps=fps, codec="libx264", quality=7, macro_block_size=1, ffmpeg_log_level="quiet"
+        ) as writer:
+            for frame in frames:
+                writer.append_data(frame)
+    except OSError as exc:
+        candidate.unlink(missing_ok=True)  # never leave a partial or empty mp4 behind
+        raise encoder_failure(exc, path.parent) from None
     return candidate
+
+
+def encoder_failure(exc: OSError, folder: Path) -> Exception:
+    """The one-line error for an encoder that died. A full disk reaches the harness as ffmpeg's broken pipe
+    (EPIPE), so the disk is checked: no room there is ENOSPC, which the next run of the command retries."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT) or _disk_full(folder)
+    if full:
+        return OSError(errno.ENOSPC, "the disk holding the --video folder is full; free space there")
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return RuntimeError(f"the video encoder failed ({first_line})")
+
+
+#: free space under which a dead encoder is taken to have run out of disk (an episode's mp4 is about 1 MB)
+FULL_DISK_BYTES = 4 << 20
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < FULL_DISK_BYTES
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

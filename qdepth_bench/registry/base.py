@@ -81,11 +81,21 @@ class Registry(Generic[T]):
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"cannot read {path}: {exc}. Fix the file's YAML syntax.") from exc
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}.") from exc
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML ({yaml_problem(exc)}); fix the file's syntax.") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a YAML mapping; see content/policies/random.yaml for the form.")
     return data
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: the parser's problem and where, without its quoted excerpt."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem or exc.context} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def import_target(target: str) -> Any:

@@ -69,6 +69,8 @@ class PolicyServer:
         self.max_request_bytes = max_request_bytes
         self._lock = threading.Lock()
         self._connections = itertools.count()
+        #: episode keys of the batched form that some request has reset (the policy holds their state)
+        self._episodes: set[str] = set()
 
     def metadata(self) -> dict[str, Any]:
         identity = self.policy.identity()
@@ -108,6 +110,7 @@ class PolicyServer:
         with self._lock:
             for context in resets:
                 self.policy.reset(context)
+                self._episodes.add(context.key)
             actions = np.asarray(self.policy.act(batch), dtype=np.float32)
         infer_ms = 1000 * (time.perf_counter() - start)
         if not obs.get(BATCH_KEY):
@@ -148,6 +151,13 @@ class PolicyServer:
                 resets.append(EpisodeContext(str(item["key"]), task, int(item["seed"])))
             except (KeyError, TypeError, ValueError) as exc:
                 raise RequestError(f"bad reset entry: {exc}") from None
+        starting = {context.key for context in resets}
+        unknown = [key for key in keys if key not in starting and key not in self._episodes]
+        if unknown:
+            raise RequestError(
+                f"episode key {unknown[0][:80]!r} was never reset: send it in 'resets' (key, seed and task) "
+                "with the episode's first request"
+            )
         return ObservationBatch(keys, images, state.astype(np.float64), [str(t) for t in instructions]), resets
 
     def _openpi(self, obs: dict, connection: int, started: set[str]) -> tuple[ObservationBatch, list[EpisodeContext]]:

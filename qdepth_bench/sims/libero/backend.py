@@ -55,9 +55,25 @@ def _write_libero_config(assets: Path | None) -> None:
         path.write_text(yaml.safe_dump(config))
 
 
+def _default_robosuite_macros() -> None:
+    """Stand in an empty `robosuite.macros_private` (robosuite's defaults, which it uses anyway) unless the
+    user made one. Without it every import prints three warnings on stderr, one naming the virtualenv's path,
+    that ask for such a file."""
+    import importlib.util
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("robosuite")  # a top-level find: robosuite itself is not imported yet
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if "robosuite.macros_private" in sys.modules or any((Path(f) / "macros_private.py").exists() for f in folders):
+        return
+    sys.modules["robosuite.macros_private"] = types.ModuleType("robosuite.macros_private")
+
+
 def _import_libero(assets: Path | None) -> Any:
     """Import LIBERO quietly with its config written and its asset folder pinned to `assets`."""
     _write_libero_config(assets)
+    _default_robosuite_macros()
     with contextlib.redirect_stdout(io.StringIO()):
         import libero.libero as libero_root
         from libero.libero import benchmark
