@@ -65,3 +65,24 @@ class FlakyPolicy(Policy):
         actions = np.zeros((len(batch), 1, 7), dtype=np.float32)
         actions[:, :, -1] = -1.0
         return actions
+
+
+@dataclass
+class BrokenConfig:
+    #: while this file exists, every call fails as a model with a bug would (a permanent error)
+    broken_while: str = ""
+
+
+class BrokenWhilePolicy(Policy):
+    """A no-op policy that raises while a marker file exists: its errors are permanent until 'fixed'."""
+
+    Config = BrokenConfig
+
+    @property
+    def requirements(self) -> PolicyRequirements:
+        return PolicyRequirements()
+
+    def act(self, batch: ObservationBatch) -> np.ndarray:
+        if self.config.broken_while and os.path.exists(self.config.broken_while):
+            raise RuntimeError("shape bug in the action head")
+        return np.zeros((len(batch), 1, 7), dtype=np.float32)

@@ -37,8 +37,20 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 USAGE_ERROR: type[Any] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
+def _interrupted() -> None:
+    err_console.print("interrupted; run the same command again to continue.")
+    raise typer.Exit(130) from None
+
+
 class UserErrorsAsOneLine(TyperGroup):
-    """Every command's `UserError` becomes one line on stderr and its exit code, never a traceback."""
+    """Every command's `UserError` becomes one line on stderr and its exit code, never a traceback; so does a
+    usage error, and Ctrl-C or SIGTERM outside a run's own handling (exit 130)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:  # typer would exit 130 without a word
+            _interrupted()
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -47,8 +59,7 @@ class UserErrorsAsOneLine(TyperGroup):
             err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a run's own handling: 130 and one line
-            err_console.print("interrupted; run the same command again to continue.")
-            raise typer.Exit(130) from None
+            _interrupted()
         except USAGE_ERROR as exc:  # a bad option value or an unknown option: one line, not click's block
             if type(exc).__name__ == "NoArgsIsHelpError":
                 raise  # a command given no arguments prints its help, as asked

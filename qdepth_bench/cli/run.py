@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -22,13 +24,14 @@ from qdepth_bench.cli.common import (
     print_views,
 )
 from qdepth_bench.cli.progress import evaluate_with_progress
+from qdepth_bench.console import INTERRUPTED_EXIT
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.eval.engine import Engine, EngineOptions
 from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan, Selection
 from qdepth_bench.eval.videos import check_video_dir
 from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.tables import build_tables
-from qdepth_bench.results.store import Store
+from qdepth_bench.results.store import Store, default_db_path, remove_database
 
 #: free disk beside the database below which a run is refused before its first episode
 MIN_FREE_MB_FOR_ROWS = 10
@@ -121,6 +124,14 @@ def run(
             "taking only the episodes nobody has claimed",
         ),
     ] = False,
+    retry_errors: Annotated[
+        bool,
+        typer.Option(
+            "--retry-errors",
+            help="also run again the episodes that ended in errors after every attempt (once their cause is "
+            "fixed); recorded successes and failures are kept",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Evaluate a policy on a suite; re-running the same command resumes it."""
@@ -129,7 +140,7 @@ def run(
     for flag, value in (("--max-steps", max_steps), ("--replan-steps", replan_steps), ("--grid-repeats", grid_repeats)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1 (got {value}).")
-    selection = Selection.parse(tasks, episodes, repeats)
+    selection = Selection.parse(tasks, episodes, repeats, retry_errors)
     overrides = {
         k: v
         for k, v in (
@@ -163,15 +174,15 @@ def run(
             engine.start_early(specs[0], wanted, task_ids)
         policy = build_policy(policy_name, policy_options(policy_arg, checkpoint))
         try:
-            store = open_run_store(db)
-            if repeats > 1 and not policy.uses_seed:
-                err_console.print(
-                    f"--repeats {repeats}: policy '{policy.name}' does not use the episode seed, so its repeats will "
-                    "be identical wherever the simulator does not draw from it either (LIBERO).",
-                    markup=False,
-                    highlight=False,
-                )
-            plans = evaluate_with_progress(store, specs, policy, selection, options, engine)
+            with run_store(db) as store:
+                if repeats > 1 and not policy.uses_seed:
+                    err_console.print(
+                        f"--repeats {repeats}: policy '{policy.name}' does not use the episode seed, so its repeats "
+                        "will be identical wherever the simulator does not draw from it either (LIBERO).",
+                        markup=False,
+                        highlight=False,
+                    )
+                plans = evaluate_with_progress(store, specs, policy, selection, options, engine)
         finally:
             policy.close()
     print_views(build_tables(store, suite, stand_ins=True), "rich")  # what was just run, flagged
@@ -179,6 +190,28 @@ def run(
     if summary:
         err_console.print(summary, markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_EPISODE_ERRORS)
+
+
+@contextmanager
+def run_store(db: Path | None) -> Iterator[Store]:
+    """The database a run writes to (`open_run_store`). A run stopped by Ctrl-C or SIGTERM (exit 130) before its
+    first episode leaves nothing half-made: the runs it created without an episode are deleted, and so is the
+    database if this command created it and it holds no run."""
+    path = db or default_db_path()
+    fresh = not path.exists()
+    store: Store | None = None
+    existing: set[str] = set()
+    try:
+        store = open_run_store(db)
+        existing = {r["run_id"] for r in store.runs()}
+        yield store
+    except (KeyboardInterrupt, typer.Exit) as stop:
+        if isinstance(stop, KeyboardInterrupt) or stop.exit_code == INTERRUPTED_EXIT:
+            if store is not None:
+                store.discard_empty_runs(existing)
+            if fresh and (store is None or not store.runs()):
+                remove_database(path)
+        raise
 
 
 def open_run_store(db: Path | None) -> Store:
@@ -212,7 +245,7 @@ def error_summary(store: Store, plans: list[RunPlan]) -> str:
         )
     if permanent:
         parts.append(
-            f"{len(permanent)} failed {MAX_ATTEMPTS} times (e.g. {permanent[0]['error']}): fix the cause, then "
-            "`qdepth-bench runs delete RUN` or run with a new --db to retry them"
+            f"{len(permanent)} failed {MAX_ATTEMPTS} times (e.g. {permanent[0]['error']}): fix the cause, then run "
+            "the same command with --retry-errors to run them again (recorded episodes are kept)"
         )
     return f"{len(errors)} of {total} episodes ended in errors, never counted as failures; " + "; ".join(parts) + "."

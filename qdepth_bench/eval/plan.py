@@ -52,16 +52,21 @@ class Selection:
     episodes: int | None = None
     #: how many times each episode runs, each time with its own seed
     repeats: int = 1
+    #: run again, with their attempts afresh, the episodes that ended in errors after every attempt
+    #: (`--retry-errors`: the cause is fixed; recorded outcomes stay as they are)
+    retry_errors: bool = False
 
     @classmethod
-    def parse(cls, tasks: str | None, episodes: int | None = None, repeats: int = 1) -> Selection:
+    def parse(
+        cls, tasks: str | None, episodes: int | None = None, repeats: int = 1, retry_errors: bool = False
+    ) -> Selection:
         """'0,2,5-7' -> tasks (0, 2, 5, 6, 7); a malformed list or a count below 1 is refused in one line."""
         if repeats < 1:
             raise UserError(f"--repeats must be at least 1 (got {repeats}).")
         if episodes is not None and episodes < 1:
             raise UserError(f"--episodes must be at least 1 (got {episodes}).")
         if tasks is None or not tasks.strip():
-            return cls(None, episodes, repeats)
+            return cls(None, episodes, repeats, retry_errors)
         ids: list[int] = []
         for part in tasks.split(","):
             part = part.strip()
@@ -77,7 +82,7 @@ class Selection:
                     ids.append(int(part))
             except ValueError:
                 raise UserError(f"--tasks '{tasks}' is not a list of task ids such as 0,1 or 0-4.") from None
-        return cls(tuple(ids), episodes, repeats)
+        return cls(tuple(ids), episodes, repeats, retry_errors)
 
     def task_ids(self, spec: SuiteSpec) -> list[int]:
         """The suite's tasks this selection names, sorted; an id the suite does not have names its range."""
@@ -133,10 +138,12 @@ def plan_run(
     pending, attempts = [], {}
     for ep in episodes:
         status, tries = states.get(ep.place, (None, 0))
-        if status is None or status == "transient" or (status == "error" and tries < MAX_ATTEMPTS):
+        retried = status == "transient" or (status == "error" and selection.retry_errors)
+        if status is None or retried or (status == "error" and tries < MAX_ATTEMPTS):
             pending.append(ep)
-            # a transient error (server down, disk full) gets its attempts afresh in each run that retries it
-            attempts[ep.place] = 0 if status == "transient" else tries
+            # a transient error (server down, disk full) gets its attempts afresh in each run that retries it,
+            # and so does any error when the user asks for errors to be retried
+            attempts[ep.place] = 0 if retried else tries
     notice = mixing_notice(run_id, fingerprint, store.sessions(run_id)) if pending else ""
     return RunPlan(
         run_id, spec, backend, policy, record, episodes, pending, attempts, fingerprint, [notice] * bool(notice)

@@ -145,10 +145,17 @@ def check_existing(path: Path) -> None:
             if META_TABLE in tables:
                 row = conn.execute(f"select value from {META_TABLE} where key='schema_version'").fetchone()
                 version = int(row[0]) if row else None
+            # before anything writes to it: a damaged page found later would already have had rows added
+            problem = conn.execute("pragma quick_check(1)").fetchone()[0] if tables else "ok"
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise UserError(f"--db {path} cannot be read as SQLite ({exc}); pass another --db path.") from exc
+    if problem != "ok":
+        raise UserError(
+            f"--db {path} is damaged ({' '.join(str(problem).split())[:200]}); nothing was written to it. "
+            f"`qdepth-bench runs salvage --db {path} --out NEW.sqlite` copies every readable row into a new database."
+        )
     if tables and META_TABLE not in tables:
         raise UserError(f"--db {path} is a SQLite database but not a qdepth-bench one; pass another --db path.")
     if version is not None and version > SCHEMA_VERSION:

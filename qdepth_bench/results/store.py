@@ -42,6 +42,12 @@ DB_ENV = "QDEPTH_BENCH_DB"
 BUSY_TIMEOUT_S = 30.0
 
 
+def remove_database(path: Path) -> None:
+    """Delete a database file with SQLite's journal files beside it."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def default_db_path() -> Path:
     return Path(os.environ.get(DB_ENV) or DEFAULT_DB)
 
@@ -159,12 +165,25 @@ class Store(SessionsMixin):
         return list(self.db.query(sql, params))
 
     def delete_run(self, run_id: str) -> int:
-        """Delete a run and its episodes in one transaction; returns the number of episodes removed."""
+        """Delete a run with its episodes, sessions and claims in one transaction; returns the number of
+        episodes removed."""
         with self.db.conn:
             n = self.db.table("episodes").count_where("run_id = ?", [run_id])
-            self.db.execute("delete from episodes where run_id = ?", [run_id])
-            self.db.execute("delete from runs where run_id = ?", [run_id])
+            for table in ("episodes", "episode_claims", "run_sessions", "runs"):
+                self.db.execute(f"delete from {table} where run_id = ?", [run_id])
         return n
+
+    def discard_empty_runs(self, keep: set[str]) -> list[str]:
+        """Delete the runs outside `keep` that recorded no episode (what a start stopped by Ctrl-C or SIGTERM
+        leaves); their ids."""
+        empty = [
+            r["run_id"]
+            for r in self.runs()
+            if r["run_id"] not in keep and not self.db.table("episodes").count_where("run_id = ?", [r["run_id"]])
+        ]
+        for run_id in empty:
+            self.delete_run(run_id)
+        return empty
 
     # ------------------------------------------------------------------------------------------ episodes
 
