@@ -7,7 +7,6 @@ model loads them strictly: a file with a missing or extra tensor is refused, not
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import torch
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.hashing import file_hash
 from qdepth_bench.models.vida.config import PRESETS, VidaConfig, preset
 from qdepth_bench.models.vida.model import VideoDepthAnything
 
@@ -79,15 +79,6 @@ def convert(reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return ours
 
 
-def file_hash(path: Path) -> str:
-    """sha256 of a checkpoint file: recorded with every depth sidecar it made."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def config_of(reference: dict[str, torch.Tensor], metric: bool) -> VidaConfig:
     """The released size whose backbone width matches the checkpoint's."""
     width = reference["pretrained.cls_token"].shape[-1] if "pretrained.cls_token" in reference else None
@@ -117,7 +108,8 @@ def load_state(model: VideoDepthAnything, reference: dict[str, torch.Tensor]) ->
 
 
 def load_checkpoint(path: Path) -> tuple[VideoDepthAnything, str]:
-    """(model in eval mode, sha256 of the file) from a released `.pth`; metric when its name says so."""
+    """(model in eval mode, the file's hash as results identify checkpoints) from a released `.pth`; the
+    metric variant when its file name says so."""
     if not path.is_file():
         raise UserError(f"--checkpoint {path} does not exist; download video_depth_anything_vits.pth (or _vitl) first.")
     try:
