@@ -4,10 +4,10 @@ per-frame normalisation and ViDA with per-episode normalisation, through the cod
 runs (`datasets.depth`).
 
 No released weights can be loaded on this machine (no network to Hugging Face / GitHub), so both networks
-carry RANDOM weights at their released small sizes (DA-V2-Small, ViDA-vits): the figures then measure the
-labelling procedure (what the normalisation and the windowed alignment do to temporal consistency), not
-the estimators' accuracy. Pass `--vida-checkpoint video_depth_anything_vits.pth` and `--da2-model FOLDER`
-to measure the real ones.
+carry seeded RANDOM weights (`checkpoint.seeded_weights`) at their released small sizes (DA-V2-Small,
+ViDA-vits): the figures then measure the labelling procedure (what the normalisation and the windowed
+alignment do to temporal consistency), not the estimators' accuracy. Pass `--vida-checkpoint
+video_depth_anything_vits.pth` and `--da2-model FOLDER` to measure the real ones.
 
 Metrics, per episode, on the stored relative depth r (uint8 / 255; 0 near, 1 far) against the simulator's
 metric depth d of the same frames:
@@ -37,6 +37,7 @@ import torch
 from qdepth_bench.datasets import depth
 from qdepth_bench.datasets.episode import Episode
 from qdepth_bench.datasets.libero_hdf5 import read_episodes
+from qdepth_bench.models.vida.checkpoint import seeded_weights
 
 
 def affine_fit(r: np.ndarray, d: np.ndarray) -> tuple[float, float]:
@@ -63,6 +64,16 @@ def record_demo(folder: Path) -> Path:
     return next(folder.glob("*_demo.hdf5"))
 
 
+def seeded(model: torch.nn.Module) -> torch.nn.Module:
+    """Random weights that keep both networks' outputs varied (torch's default init leaves ViDA's output
+    almost all zero after its final ReLU, which would make every label constant)."""
+    weights = seeded_weights({name: tuple(p.shape) for name, p in model.named_parameters()})
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.copy_(weights[name])
+    return model
+
+
 def random_da2_folder(folder: Path, input_size: int) -> Path:
     """Depth-Anything-V2-Small's architecture with random weights, saved as a transformers folder."""
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, DPTImageProcessor
@@ -70,8 +81,7 @@ def random_da2_folder(folder: Path, input_size: int) -> Path:
     backbone = {"model_type": "dinov2", "hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6}
     backbone |= {"image_size": 518, "patch_size": 14, "out_indices": [3, 6, 9, 12], "reshape_hidden_states": False}
     config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=384)
-    torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    seeded(DepthAnythingForDepthEstimation(config)).save_pretrained(folder)
     size = {"height": input_size, "width": input_size}
     DPTImageProcessor(size=size, keep_aspect_ratio=True, ensure_multiple_of=14).save_pretrained(folder)
     return folder
@@ -121,8 +131,7 @@ def main() -> None:
         from qdepth_bench.models.vida.config import preset
         from qdepth_bench.models.vida.model import VideoDepthAnything
 
-        torch.manual_seed(0)
-        vida, vida_origin = VideoDepthAnything(preset("vits")).eval(), "RANDOM weights"
+        vida, vida_origin = seeded(VideoDepthAnything(preset("vits"))).eval(), "RANDOM weights"
     da2_folder = args.da2_model or random_da2_folder(scratch / "da2", args.input_size)
     da2_origin = "local weights" if args.da2_model else "RANDOM weights"
     sources: dict[str, Callable[[], depth.FrameSource]] = {

@@ -16,10 +16,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from helpers_vida import read_shapes, seeded_weights
+from helpers_vida import read_shapes
 
 from qdepth_bench.core.hashing import file_hash
 from qdepth_bench.datasets.depth import to_relative
+from qdepth_bench.models.vida.checkpoint import seeded_weights
 
 FRAMES, SIZE = 20, 32  # one ViDA window (32 frames, the last repeated) per episode
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers_vida import FIXTURES, TINY, read_shapes, seeded_weights
+from helpers_vida import FIXTURES, TINY, read_shapes
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.models.vida.checkpoint import UNUSED, convert, load_checkpoint, load_state
+from qdepth_bench.models.vida.checkpoint import UNUSED, convert, load_checkpoint, load_state, seeded_weights
 from qdepth_bench.models.vida.config import VidaConfig, preset
 from qdepth_bench.models.vida.inference import align_windows, infer_video, preprocess, window_inputs
 from qdepth_bench.models.vida.model import VideoDepthAnything, sinusoid_table
