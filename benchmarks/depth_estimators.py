@@ -138,7 +138,11 @@ def main() -> None:
         "DA-V2-Small": lambda: depth.model_frames(episodes, da2_folder, batch=8, device=args.device),
         "ViDA-vits": lambda: depth.vida_frames(episodes, vida, args.input_size, 1, args.device),
     }
-    rows = [("simulator (sanity)", "episode", "-", truths, 0.0, 0)]
+    # the simulator's own depth as labels: what each normalisation does to a perfect estimate
+    rows = [
+        ("simulator depth", norm, "-", {n: depth.to_relative(t, False, norm)[0] for n, t in truths.items()}, 0.0, 0)
+        for norm in ("frame", "episode")
+    ]
     for label, make_source in sources.items():
         outputs, seconds, frames = {}, 0.0, 0
         for name, values, inverse, spent in timed(make_source()):
@@ -156,8 +160,6 @@ def main() -> None:
     )
     print(f"{'labels':<20} {'normalised per':<15} {'weights':<16} {'abs-rel':>8} {'jitter':>8} {'frames/s':>9}")
     for label, normalisation, origin, labelled, seconds, frames in rows:
-        if label.startswith("simulator"):
-            labelled = {n: depth.to_relative(t, False, "episode")[0] for n, t in truths.items()}
         scores = np.array([metrics(labelled[n], truths[n]) for n in truths])
         rate = f"{frames / seconds:9.2f}" if seconds else f"{'-':>9}"
         print(

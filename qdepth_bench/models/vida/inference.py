@@ -118,12 +118,12 @@ def infer_video(
     """(T, H, W, 3) uint8 frames -> (T, H, W) float32 relative inverse depth, temporally consistent across
     the whole video. `batch_windows` windows run per forward pass; half precision on a GPU via `dtype`."""
     length, height, width = frames.shape[:3]
-    inputs = preprocess(frames, input_size)
     slots = window_inputs(length)
 
     def depths() -> Iterator[np.ndarray]:
         for first in range(0, len(slots), batch_windows):
-            batch = inputs[torch.from_numpy(slots[first : first + batch_windows])].to(device)
+            index = slots[first : first + batch_windows]  # resized per batch: memory stays one batch deep
+            batch = preprocess(frames[index.ravel()], input_size).unflatten(0, index.shape).to(device)
             with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
                 depth = model(batch)
             depth = depth.float().flatten(0, 1).unsqueeze(1)
