@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from qdepth_bench.core.errors import UserError
 
@@ -38,6 +38,4 @@ def preset(name: str, metric: bool = False) -> VidaConfig:
     """The config of a released size by name ("vits" or "vitl")."""
     if name not in PRESETS:
         raise UserError(f"Video-Depth-Anything comes in sizes {', '.join(PRESETS)} (got {name!r}).")
-    from dataclasses import replace
-
     return replace(PRESETS[name], metric=metric)
