@@ -91,39 +91,83 @@ def data_generate(
 
 class DepthSource(str, Enum):
     sim = "sim"
+    vida = "vida"
     model = "model"
+
+
+class Normalisation(str, Enum):
+    episode = "episode"
+    frame = "frame"
+
+
+def _device(device: str) -> str:
+    """`auto`: the GPU when torch sees one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @depth_app.command("annotate")
 def depth_annotate(
-    datasets: Annotated[list[Path], typer.Argument(help="LIBERO HDF5 files (or LeRobot folders with --source model)")],
+    datasets: Annotated[list[Path], typer.Argument(help="LIBERO HDF5 files, LeRobot folders or RLDS builder folders")],
     source: Annotated[
-        DepthSource, typer.Option(help="sim: restore recorded states and render depth; model: a monocular estimator")
+        DepthSource,
+        typer.Option(
+            help="sim: restore recorded states and render depth; vida: Video-Depth-Anything over each episode "
+            "(the paper's labels); model: a Depth-Anything-V2 transformers folder, frame by frame"
+        ),
     ] = DepthSource.sim,
-    model: Annotated[
-        Path | None, typer.Option(help="with --source model: a local depth-estimation model folder")
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="with --source vida: video_depth_anything_vits.pth or _vitl.pth")
     ] = None,
+    model: Annotated[Path | None, typer.Option(help="with --source model: a local depth model folder")] = None,
+    normalise: Annotated[
+        Normalisation, typer.Option(help="relative depth from percentiles over each episode or each frame")
+    ] = Normalisation.episode,
+    data_format: Annotated[
+        str | None, typer.Option("--format", help="libero_hdf5, lerobot or rlds (default: found from the path)")
+    ] = None,
+    layout: Annotated[
+        str, typer.Option(help="with RLDS data: the dataset's field layout (bridge, fractal)")
+    ] = "bridge",
+    input_size: Annotated[int, typer.Option(help="with --source vida: the network's short side in pixels")] = 518,
+    batch: Annotated[int, typer.Option(help="vida: windows of 32 frames per pass; model: images per pass")] = 1,
+    device: Annotated[str, typer.Option(help="auto (a GPU when present, half precision), cpu or cuda")] = "auto",
     suite: Annotated[
         str | None,
-        typer.Option(
-            help="with --source sim: the LIBERO suite of the demos (default: found from the file's BDDL name)"
-        ),
+        typer.Option(help="with --source sim: the suite of the demos (default: found from the file's scene)"),
     ] = None,
 ) -> None:
-    """Depth for every frame, cached beside each dataset (re-running skips what is done)."""
+    """Relative depth for every frame, in a sidecar beside each dataset (re-running skips finished episodes)."""
     from qdepth_bench.datasets import depth as depth_cache
 
+    estimator: tuple[object, str] | None = None
+    if source is DepthSource.vida:
+        if checkpoint is None:
+            raise UserError("--source vida needs --checkpoint FILE (video_depth_anything_vits.pth or _vitl.pth).")
+        from qdepth_bench.models.vida.checkpoint import load_checkpoint
+
+        estimator = load_checkpoint(checkpoint)
+    elif source is DepthSource.model and model is None:
+        raise UserError("--source model needs --model FOLDER (a Depth Anything V2 model saved locally).")
     for dataset in datasets:
         if not dataset.exists():
             raise UserError(f"{dataset} does not exist.")
+        episodes = functools.partial(read_episodes, dataset, data_format, layout=layout)
         if source is DepthSource.sim:
             frames = depth_cache.sim_frames(dataset, suite)
+            settings = depth_cache.DepthSettings("sim", "", normalise.value)
+        elif estimator is not None:
+            frames = depth_cache.vida_frames(episodes, estimator[0], input_size, batch, _device(device))
+            settings = depth_cache.DepthSettings("vida", estimator[1], normalise.value)
         else:
-            if model is None:
-                raise UserError("--source model needs --model FOLDER (a Depth Anything model saved locally).")
-            frames = depth_cache.model_frames(functools.partial(read_episodes, dataset), model)
+            assert model is not None
+            frames = depth_cache.model_frames(episodes, model, batch, _device(device))
+            settings = depth_cache.DepthSettings("model", depth_cache.folder_hash(model), normalise.value)
         counts = depth_cache.annotate(
-            dataset, frames, source.value, lambda demo, n: console.print(f"  {demo}: {n} frames", highlight=False)
+            dataset, frames, settings, lambda demo, n: console.print(f"  {demo}: {n} frames", highlight=False)
         )
         console.print(
             f"{dataset}: annotated {counts['annotated']} demos ({counts['frames']} frames), skipped "

@@ -1,47 +1,92 @@
-"""Depth annotation of demonstrations, cached next to the dataset (`<file>.depth.h5`).
+"""Depth labels of demonstrations, in a sidecar beside the dataset (`<file>.depth.h5`, or `depth.h5` inside
+a dataset folder), one group per episode holding one uint8 frame per dataset frame.
 
-Two sources:
-  sim    the simulator's ground truth: each recorded MuJoCo state is restored in the task's LIBERO env and
-         the main camera's depth rendered, converted to metres and rotated/resized like the frames;
-  model  a monocular estimator (Depth Anything family) from a local model folder through transformers'
-         depth-estimation pipeline, for data without simulator states.
+Three estimators:
+  sim    the simulator's ground truth: each recorded simulator state is restored and the main camera's depth
+         rendered (demonstration files written by a simulator that serves depth and records states);
+  vida   Video-Depth-Anything on the main camera's frames of each episode as one video (the paper's labels):
+         overlapping windows aligned in scale and shift, so depth is consistent across the episode;
+  model  a Depth-Anything(-V2) model folder through transformers' depth-estimation pipeline, frame by frame.
 
-Every frame becomes relative depth the same way: clipped to its 1st-99th percentiles and scaled to [0, 1]
-(0 = near, 1 = far; an estimator's inverse depth is flipped to match), stored as uint8 with the metre range
-per frame (NaN for estimates, which have no metric scale). The cache has one group per demo; annotating
-again skips demos already done, so an interrupted annotation resumes. The same cache later holds the
-VQ-VAE codes of each frame (`qdepth-bench depth encode`).
+What "relative depth" means here (the depth VQ-VAE's input): an affine-invariant map of depth, 0 = near and
+1 = far, stored as uint8. Estimators give inverse depth up to an unknown scale and shift; it is clipped to its
+1st-99th percentiles, scaled to [0, 1] and flipped (1 - x). Simulator depth in metres is clipped and scaled
+the same way without the flip. The percentiles are taken either over the whole episode (normalisation
+"episode", the default: one affine map per episode, so frame-to-frame changes of the estimate survive) or over
+each frame alone ("frame": every frame spans the full range, which removes the estimator's temporal
+consistency). The sidecar records the estimator, the checkpoint's hash and the normalisation, refuses to mix
+settings, and writes each episode when it is complete, so a killed annotation resumes at the next episode.
+The same sidecar later holds the VQ-VAE codes of each frame (`qdepth-bench depth encode`).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.hashing import file_hash, stable_hash
 from qdepth_bench.core.imaging import resize_bilinear
 from qdepth_bench.datasets.episode import Episode
 
-#: (demo name, factory of its frames), each frame (depth or inverse depth, is_inverse)
-Frames = Callable[[], Iterator[tuple[np.ndarray, bool]]]
+ESTIMATORS = ("sim", "vida", "model")
+NORMALISATIONS = ("episode", "frame")
+
+#: (episode name, factory of its depth): the factory returns ((T, H, W) depth or inverse depth, is_inverse)
+Frames = Callable[[], tuple[np.ndarray, bool]]
 FrameSource = Callable[[], Iterator[tuple[str, Frames]]]
+
+
+@dataclass(frozen=True)
+class DepthSettings:
+    """What made a sidecar's depth: every episode in one sidecar was made the same way."""
+
+    estimator: str
+    checkpoint: str  # hash of the checkpoint file or model folder's weights; "" for simulator depth
+    normalisation: str = "episode"
+
+    def check(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise UserError(f"depth estimator must be one of {', '.join(ESTIMATORS)} (got {self.estimator!r}).")
+        if self.normalisation not in NORMALISATIONS:
+            raise UserError(f"--normalise must be one of {', '.join(NORMALISATIONS)} (got {self.normalisation!r}).")
 
 
 def cache_path(dataset: Path) -> Path:
     return dataset.with_name(dataset.name + ".depth.h5") if dataset.is_file() else dataset / "depth.h5"
 
 
-def to_relative(depth: np.ndarray, inverse: bool = False) -> tuple[np.ndarray, tuple[float, float]]:
-    """(H, W) depth (or inverse depth) -> uint8 relative depth (0 near .. 255 far) and the clip range."""
-    lo, hi = np.percentile(depth, [1, 99])
-    scaled = np.clip((depth - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+def to_relative(values: np.ndarray, inverse: bool, normalisation: str) -> tuple[np.ndarray, np.ndarray]:
+    """(T, H, W) depth or inverse depth -> uint8 relative depth (0 near .. 255 far) and the (T, 2) clip range,
+    the percentiles taken over the episode or per frame (see the module's docstring)."""
+    values = values.astype(np.float32, copy=False)
+    if normalisation == "episode":
+        lo, hi = np.percentile(values, [1, 99])
+        ranges = np.tile(np.array([lo, hi], dtype=np.float32), (len(values), 1))
+    else:
+        ranges = np.percentile(values.reshape(len(values), -1), [1, 99], axis=1).T.astype(np.float32)
+    lo_t, hi_t = ranges[:, :1, None], ranges[:, 1:, None]
+    scaled = np.clip((values - lo_t) / np.maximum(hi_t - lo_t, 1e-6), 0.0, 1.0)
     if inverse:
         scaled = 1.0 - scaled
-    return np.round(scaled * 255).astype(np.uint8), (float(lo), float(hi))
+    return np.round(scaled * 255).astype(np.uint8), ranges
+
+
+def read_settings(cache: Path) -> DepthSettings | None:
+    """The settings a sidecar was made with (None when there is none yet, or it predates recorded settings)."""
+    import h5py
+
+    if not cache.exists():
+        return None
+    with h5py.File(cache, "r") as f:
+        if "estimator" not in f.attrs:
+            return None
+        return DepthSettings(str(f.attrs["estimator"]), str(f.attrs["checkpoint"]), str(f.attrs["normalisation"]))
 
 
 def done_demos(cache: Path) -> set[str]:
@@ -54,6 +99,8 @@ def done_demos(cache: Path) -> set[str]:
 
 
 def write_demo(cache: Path, demo: str, relative: np.ndarray, ranges: np.ndarray, source: str) -> None:
+    """Write one episode's depth; the file is closed after each episode, so a kill loses at most the episode
+    being computed."""
     import h5py
 
     with h5py.File(cache, "a") as f:
@@ -95,22 +142,44 @@ def read_codes(cache: Path, demo: str) -> np.ndarray | None:
         return f[demo]["codes"][()].astype(np.int64) if demo in f and "codes" in f[demo] else None
 
 
+def claim(cache: Path, settings: DepthSettings) -> None:
+    """Record the settings in a new sidecar, or refuse to add episodes made another way to an existing one."""
+    import h5py
+
+    settings.check()
+    found = read_settings(cache)
+    if found is None and cache.exists() and done_demos(cache):
+        raise UserError(f"{cache} holds depth of unrecorded origin; delete it to annotate again.")
+    if found is not None and found != settings:
+        raise UserError(
+            f"{cache} was made by {found.estimator} (checkpoint {found.checkpoint[:12] or '-'}, "
+            f"{found.normalisation} normalisation), not {settings.estimator} (checkpoint "
+            f"{settings.checkpoint[:12] or '-'}, {settings.normalisation}); delete it or annotate with its settings."
+        )
+    with h5py.File(cache, "a") as f:
+        f.attrs.update(asdict(settings))
+
+
 def annotate(
-    dataset: Path, frames: FrameSource, source: str, on_demo: Callable[[str, int], None] | None = None
+    dataset: Path,
+    frames: FrameSource,
+    settings: DepthSettings,
+    on_demo: Callable[[str, int], None] | None = None,
 ) -> dict[str, int]:
-    """Annotate every demo not yet in the cache. `frames()` yields (demo name, frame iterator factory);
-    each frame is (depth or inverse depth, is_inverse)."""
+    """Annotate every episode not yet in the sidecar, one episode in memory at a time."""
     cache = cache_path(dataset)
+    claim(cache, settings)
     done = done_demos(cache)
     counts = {"annotated": 0, "skipped": 0, "frames": 0}
-    for demo, make_frames in frames():
+    for demo, make_depth in frames():
         if demo in done:
             counts["skipped"] += 1
             continue
-        pairs = [to_relative(depth, inverse) for depth, inverse in make_frames()]
-        relative = np.stack([p[0] for p in pairs])
-        ranges = np.array([p[1] if source == "sim" else (np.nan, np.nan) for p in pairs], dtype=np.float32)
-        write_demo(cache, demo, relative, ranges, source)
+        values, inverse = make_depth()
+        relative, ranges = to_relative(values, inverse, settings.normalisation)
+        if settings.estimator != "sim":
+            ranges = np.full_like(ranges, np.nan)  # estimates have no metric range
+        write_demo(cache, demo, relative, ranges, settings.estimator)
         counts["annotated"] += 1
         counts["frames"] += len(relative)
         if on_demo is not None:
@@ -118,27 +187,36 @@ def annotate(
     return counts
 
 
+def episode_name(episode: Episode) -> str:
+    """The sidecar key of an episode: the id its reader gives it (`demo_3`, `episode_12`)."""
+    return episode.source.rsplit(":", 1)[-1]
+
+
 def sim_frames(dataset: Path, suite: str | None, image_size: int = 224) -> FrameSource:
-    """Frame source for LIBERO HDF5 files: restore each recorded state, render the main camera's depth."""
+    """Frame source for simulator demonstration files: restore each recorded state, render the main camera's
+    depth. The simulator is found by asking each registered one that writes demonstrations and renders depth
+    whether it knows the file's scene."""
     import h5py
 
     from qdepth_bench.core.policy import PolicyRequirements
     from qdepth_bench.datasets.libero_hdf5 import demo_names
-    from qdepth_bench.registry.sims import make_backend
+    from qdepth_bench.registry.sims import make_backend, simulators
     from qdepth_bench.registry.suites import suite_registry
 
     with h5py.File(dataset, "r") as f:
-        bddl = str(f["data"].attrs.get("bddl_file_name", ""))
+        scene = str(f["data"].attrs.get("bddl_file_name", ""))
     registry = suite_registry()
-    candidates = [registry.suites[suite]] if suite else [s for s in registry.suites.values() if s.family == "libero"]
+    writers = {name for name in simulators().names() if simulators().get(name).demo_writer}
+    candidates = [registry.suites[suite]] if suite else [s for s in registry.suites.values() if s.backend in writers]
     for spec in candidates:
         backend = make_backend(spec)
-        task_id = backend.task_id_of_scene(bddl) if bddl else None
+        task_id = backend.task_id_of_scene(scene) if scene and backend.serves_depth else None
         if task_id is not None:
             break
     else:
         raise UserError(
-            f"{dataset}: its BDDL file '{bddl}' matches no LIBERO task; pass --suite, or annotate with --source model."
+            f"{dataset}: its scene '{scene}' matches no task of a simulator that renders depth; pass --suite, "
+            "or annotate with --estimator vida."
         )
     env = backend.make_env(task_id, PolicyRequirements(cameras=("main",), image_size=image_size, depth=True))
 
@@ -147,7 +225,7 @@ def sim_frames(dataset: Path, suite: str | None, image_size: int = 224) -> Frame
             for name in demo_names(dataset):
                 with h5py.File(dataset, "r") as f:
                     if "states" not in f["data"][name]:
-                        raise UserError(f"{dataset}:{name} has no simulator states; annotate with --source model.")
+                        raise UserError(f"{dataset}:{name} has no simulator states; annotate with --estimator vida.")
                     states = f["data"][name]["states"][()]
                 yield name, functools.partial(_restored_depth, env, states)
         finally:
@@ -156,14 +234,44 @@ def sim_frames(dataset: Path, suite: str | None, image_size: int = 224) -> Frame
     return demos
 
 
-def _restored_depth(env: Any, states: np.ndarray) -> Iterator[tuple[np.ndarray, bool]]:
+def _restored_depth(env: Any, states: np.ndarray) -> tuple[np.ndarray, bool]:
     """The main camera's metric depth at each recorded simulator state."""
-    for state in states:
-        yield env.restore(state).depth["main"][0], False
+    return np.stack([env.restore(state).depth["main"][0] for state in states]), False
 
 
-def model_frames(episodes: Callable[[], Iterator[Episode]], model_folder: Path) -> FrameSource:
-    """Frame source for any dataset: a depth-estimation model from a local folder on the main camera."""
+def vida_frames(
+    episodes: Callable[[], Iterator[Episode]],
+    model: Any,
+    input_size: int = 518,
+    batch_windows: int = 1,
+    device: str = "cpu",
+) -> FrameSource:
+    """Frame source for any dataset: Video-Depth-Anything over each episode's main camera as one video
+    (half precision on a GPU)."""
+    import torch
+
+    from qdepth_bench.models.vida.inference import infer_video
+
+    dtype = torch.float32
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    model = model.to(device)
+
+    def estimate(frames: np.ndarray) -> tuple[np.ndarray, bool]:
+        return infer_video(model, frames, input_size, batch_windows, device, dtype), True
+
+    def demos() -> Iterator[tuple[str, Frames]]:
+        for episode in episodes():
+            yield episode_name(episode), functools.partial(estimate, episode.images["main"])
+
+    return demos
+
+
+def model_frames(
+    episodes: Callable[[], Iterator[Episode]], model_folder: Path, batch: int = 8, device: str = "cpu"
+) -> FrameSource:
+    """Frame source for any dataset: a single-image Depth Anything model from a local folder, frame by frame
+    (batched), on the main camera."""
     from PIL import Image
 
     if not (model_folder / "config.json").is_file():
@@ -174,26 +282,31 @@ def model_frames(episodes: Callable[[], Iterator[Episode]], model_folder: Path) 
     from transformers import pipeline
 
     try:
-        estimator = pipeline("depth-estimation", model=str(model_folder), device="cpu")
+        estimator = pipeline("depth-estimation", model=str(model_folder), device=device)
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"cannot load a depth-estimation model from {model_folder} ({exc}).") from None
 
-    def estimate(frames: np.ndarray) -> Iterator[tuple[np.ndarray, bool]]:
-        for frame in frames:
-            try:
-                out = estimator(Image.fromarray(frame))
-            except RuntimeError as exc:
-                raise UserError(
-                    f"the depth model in {model_folder} fails on a {frame.shape} frame ({exc}); "
-                    "is it a complete depth-estimation model?"
-                ) from None
-            disparity = np.asarray(out["predicted_depth"], dtype=np.float32).squeeze()
-            if disparity.shape != frame.shape[:2]:
-                disparity = resize_bilinear(disparity, (frame.shape[1], frame.shape[0]))
-            yield disparity, True  # Depth Anything predicts relative inverse depth
+    def estimate(frames: np.ndarray) -> tuple[np.ndarray, bool]:
+        try:
+            outs = estimator([Image.fromarray(frame) for frame in frames], batch_size=batch)
+        except RuntimeError as exc:
+            raise UserError(
+                f"the depth model in {model_folder} fails on {frames.shape[1:]} frames ({exc}); "
+                "is it a complete depth-estimation model?"
+            ) from None
+        disparity = [np.asarray(out["predicted_depth"], dtype=np.float32).squeeze() for out in outs]
+        size = (frames.shape[2], frames.shape[1])
+        return np.stack([d if d.shape == frames.shape[1:3] else resize_bilinear(d, size) for d in disparity]), True
 
     def demos() -> Iterator[tuple[str, Frames]]:
         for episode in episodes():
-            yield episode.source.rsplit(":", 1)[-1], functools.partial(estimate, episode.images["main"])
+            yield episode_name(episode), functools.partial(estimate, episode.images["main"])
 
     return demos
+
+
+def folder_hash(model_folder: Path) -> str:
+    """A hash over a model folder's weight files (safetensors/bin) by name: the checkpoint hash that a
+    transformers-folder estimator records."""
+    weights = sorted(model_folder.glob("*.safetensors")) + sorted(model_folder.glob("*.bin"))
+    return stable_hash([(path.name, file_hash(path)) for path in weights])
