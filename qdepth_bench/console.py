@@ -8,8 +8,7 @@ import signal
 import sys
 from types import FrameType
 
-#: the exit status of an interrupted command (128 + SIGINT), whichever stop signal arrived
-INTERRUPTED_EXIT = 130
+from qdepth_bench.core.errors import INTERRUPTED_EXIT
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.errors import INTERRUPTED_EXIT, UserError
 from qdepth_bench.core.policy import Policy
 from qdepth_bench.registry.base import parse_key_values
 from qdepth_bench.registry.policies import make_policy
@@ -39,7 +39,7 @@ USAGE_ERROR: type[Any] = next(c for c in typer.BadParameter.__mro__ if c.__name_
 
 def _interrupted() -> None:
     err_console.print("interrupted; run the same command again to continue.")
-    raise typer.Exit(130) from None
+    raise typer.Exit(INTERRUPTED_EXIT) from None
 
 
 class UserErrorsAsOneLine(TyperGroup):

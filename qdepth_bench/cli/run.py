@@ -24,8 +24,7 @@ from qdepth_bench.cli.common import (
     print_views,
 )
 from qdepth_bench.cli.progress import evaluate_with_progress
-from qdepth_bench.console import INTERRUPTED_EXIT
-from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.errors import INTERRUPTED_EXIT, UserError
 from qdepth_bench.eval.engine import Engine, EngineOptions
 from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan, Selection
 from qdepth_bench.eval.videos import check_video_dir

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import errno
 
+#: the exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT), whichever signal it was
+INTERRUPTED_EXIT = 130
+
 
 class UserError(Exception):
     """Bad input or a missing prerequisite; the message says what to do about it."""
