@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 from qdepth_bench.datasets import depth as depth_cache
+from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
 
 STEPS, LR = 3, 1e-3
 
@@ -203,3 +205,9 @@ def test_killed_training_resumes_bit_for_bit_and_on_another_world_size(data, tmp
         assert resumed["killed"][key] == pytest.approx(resumed["straight"][key], abs=1e-5)
     for name, tensor in weights(out).items():
         torch.testing.assert_close(tensor, weights(straight.parent / "out")[name], atol=1e-5, rtol=0, msg=name)
+    # the policy folder, exported again on request from the (two-rank) checkpoint on one process
+    before = weights(out)
+    shutil.rmtree(out / "policy")
+    train(killed, 1, "--export")
+    assert all(torch.equal(tensor, before[name]) for name, tensor in weights(out).items())
+    assert load_checkpoint(out / "policy").model.config.size == "tiny"

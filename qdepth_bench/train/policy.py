@@ -80,11 +80,14 @@ def _build_model(recipe: Recipe, state_dim: int, action_dim: int) -> tuple[QDept
     return model, variant
 
 
-def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> Path:
-    """Run (or resume) a co-training recipe on this process's rank; returns the exported policy folder."""
+def train_policy(
+    recipe: Recipe, resume: bool = False, on_log: Callable[[dict], None] | None = None, export_only: bool = False
+) -> Path:
+    """Run (or resume) a co-training recipe on this process's rank; returns the exported policy folder.
+    `export_only`: export the policy folder from the last checkpoint, training nothing."""
     info = distributed_setup()
     try:
-        return _train(recipe, resume, on_log, info)
+        return _train(recipe, resume or export_only, on_log, info, export_only)
     finally:
         distributed_teardown(info)
 
@@ -100,7 +103,9 @@ def _to(batch: Batch, device: torch.device, dtype: torch.dtype) -> Batch:
     return Batch(**{k: move(v) for k, v in vars(batch).items()})
 
 
-def _train(recipe: Recipe, resume: bool, on_log: Callable[[dict], None] | None, info: Distributed) -> Path:
+def _train(
+    recipe: Recipe, resume: bool, on_log: Callable[[dict], None] | None, info: Distributed, export_only: bool
+) -> Path:
     settings = recipe.train
     accumulation = settings.accumulation(info.world)
     torch.manual_seed(settings.seed)  # the initial weights: the same on every rank
@@ -112,7 +117,8 @@ def _train(recipe: Recipe, resume: bool, on_log: Callable[[dict], None] | None, 
     info.barrier()
     folder = last_checkpoint(recipe.out) if resume else None
     if resume and folder is None:
-        raise UserError(f"nothing to resume in {recipe.out}; run without --resume to start.")
+        what = "export" if export_only else "resume"
+        raise UserError(f"nothing to {what} in {recipe.out}; train it first (without --resume / --export).")
     model, variant = _build_model(recipe, state_dim, action_dim)
     stats = norm_stats(episodes)
     tokenizer = make_tokenizer(model.config, Path(recipe.backbone) if recipe.backbone else None)
@@ -156,7 +162,7 @@ def _train(recipe: Recipe, resume: bool, on_log: Callable[[dict], None] | None, 
     if log is not None:
         log.drop_from(start_step)  # rows logged after the last checkpoint are run again
     started = time.perf_counter()
-    for step in range(start_step, settings.steps):
+    for step in range(start_step, start_step if export_only else settings.steps):
         sums = {"total": 0.0, "flow": 0.0, "depth": 0.0}
         for micro in range(accumulation):
             set_gradient_sync(model, micro == accumulation - 1)  # reduce once, after the last
@@ -210,7 +216,8 @@ def _train(recipe: Recipe, resume: bool, on_log: Callable[[dict], None] | None, 
         partial = recipe.out / (POLICY + ".partial")
         if partial.exists():
             shutil.rmtree(partial)  # an export a kill interrupted
-        extra = {"recipe": recipe.source, "step": meta["step"], "data_hash": fingerprint, "training": parallel}
+        training = {key: meta.get(key) for key in parallel}  # as the checkpoint was trained
+        extra = {"recipe": recipe.source, "step": meta["step"], "data_hash": fingerprint, "training": training}
         save_checkpoint(partial, model.config, weights, stats, variant, tokenizer, extra=extra)
         swap_in(partial, policy)
     info.barrier()
