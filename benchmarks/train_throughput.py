@@ -10,7 +10,7 @@ memory is, per rank, the allocator's peak on a GPU, the process's peak resident 
 torch and the libraries included: compare the rows, not the absolute figure with the model's size).
 
     python benchmarks/train_throughput.py --size tiny --worlds 1,2 [--precision fp32|bf16]
-        [--checkpointing off,on] [--batch 4] [--steps 4] [--variant qdepth]
+        [--checkpointing off,on] [--batch 4] [--steps 4] [--variant qdepth] [--threads N]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, checkpoint
     if cuda:
         torch.cuda.set_device(rank)
     else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
     device = torch.device(f"cuda:{rank}" if cuda else "cpu")
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--checkpointing", default="off", help="off, on, or off,on")
     parser.add_argument("--batch", type=int, default=4, help="samples per rank per step")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads per rank (0: the cores split evenly)")
     args = parser.parse_args()
     where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
     print(

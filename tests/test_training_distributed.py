@@ -211,3 +211,41 @@ def test_killed_training_resumes_bit_for_bit_and_on_another_world_size(data, tmp
     train(killed, 1, "--export")
     assert all(torch.equal(tensor, before[name]) for name, tensor in weights(out).items())
     assert load_checkpoint(out / "policy").model.config.size == "tiny"
+
+
+def test_activation_checkpointing_recomputes_the_same_gradients():
+    from qdepth_bench.models.qdepth.config import build_config
+    from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
+
+    torch.manual_seed(0)
+    model = QDepthVLA(build_config("tiny", "qdepth", chunk_size=4))
+    c = model.config
+    g = torch.Generator().manual_seed(1)
+    batch = Batch(
+        torch.rand(2, 3, 224, 224, generator=g) * 2 - 1,
+        torch.randint(3, 50, (2, c.max_text_tokens), generator=g),
+        torch.ones(2, c.max_text_tokens, dtype=torch.bool),
+        torch.randn(2, c.state_dim, generator=g),
+        torch.randn(2, 4, c.action_dim, generator=g),
+        torch.randint(0, c.codebook_size, (2, c.num_image_tokens), generator=g),
+    )
+    noise, tau = torch.randn(2, 4, c.action_dim, generator=g), torch.rand(2, generator=g)
+    grads = []
+    for on in (False, True):
+        model.zero_grad()
+        model.mot.set_checkpointing(on)
+        model.total_loss(model(batch, noise, tau), 0).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+
+
+@pytest.mark.slow
+def test_bf16_with_activation_checkpointing_trains_and_exports_fp32(data, tmp_path):
+    recipe = recipe_file(tmp_path, data, "qdepth", batch_size=2, steps=2, precision="bf16")
+    train(recipe, 1, "--set", "train.activation_checkpointing=true")
+    rows = log_rows(tmp_path / "out")
+    assert len(rows) == 2 and all(np.isfinite(r["total"]) and r["depth"] > 0 for r in rows)
+    meta = json.loads((tmp_path / "out" / "checkpoint" / "trainer.json").read_text())
+    assert meta["precision"] == "bf16" and meta["activation_checkpointing"] is True
+    assert all(t.dtype == torch.float32 for t in weights(tmp_path / "out").values())  # fp32 master weights

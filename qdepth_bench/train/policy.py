@@ -150,7 +150,7 @@ def _train(
                 f"now {fingerprint}); restore that data, or delete {recipe.out} to train from the start."
             )
         start_step, earlier_s = meta["step"], meta.get("elapsed_s", 0.0)
-    if info.main:
+    if info.main and not export_only:
         print(
             f"training {recipe.name} on {info.world} process(es) ({info.device.type}, {settings.precision}): "
             f"global batch {global_batch} = micro-batch {settings.batch_size} x {info.world} "
@@ -158,7 +158,7 @@ def _train(
             file=sys.stderr,
         )
     dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
-    log = MetricsLog(recipe.out, FIELDS) if info.main else None
+    log = MetricsLog(recipe.out, FIELDS) if info.main and not export_only else None
     if log is not None:
         log.drop_from(start_step)  # rows logged after the last checkpoint are run again
     started = time.perf_counter()
