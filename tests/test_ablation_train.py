@@ -82,7 +82,7 @@ def test_ablation_trains_runs_survives_a_kill_and_resumes_to_the_same_table(tmp_
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            state = work / "runs" / "mini-pixel" / "checkpoint" / "trainer_state.pt"
+            state = work / "runs" / "mini-pixel" / "checkpoint" / "trainer.json"
             deadline = time.monotonic() + 600
             while not state.exists() and process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -105,7 +105,7 @@ def test_ablation_trains_runs_survives_a_kill_and_resumes_to_the_same_table(tmp_
         installed = json.loads((content / "ckpt" / "mini-pi0" / "config.json").read_text())
         assert installed["variant"] == "pi0" and installed["recipe"]["train"]["steps"] == 3  # extends, then overrides
         assert installed["recipe"]["data"]["paths"] == [str(demo_file)]  # the same data as the recipe it extends
-        assert not (content / "ckpt" / "mini-pi0" / "trainer_state.pt").exists()
+        assert not (content / "ckpt" / "mini-pi0" / "trainer.json").exists()  # the policy folder alone
         weights[case] = (content / "ckpt" / "mini-pixel" / "model.safetensors").read_bytes()
     assert weights["killed"] == weights["straight"]  # the resumed training is the uninterrupted one, bit for bit
     assert tables["killed"] == tables["straight"]

@@ -71,15 +71,18 @@ def train_policy_command(
     recipe: Annotated[Path, typer.Option(help="a recipe file, or the name of one in content/training/ (kind: policy)")],
     resume: Annotated[bool, typer.Option(help="continue from the recipe's last checkpoint")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a recipe value: train.steps=100")] = None,
+    export: Annotated[
+        bool, typer.Option(help="only write <out>/policy (the policy folder) from the last checkpoint")
+    ] = False,
 ) -> None:
     """Co-train QDepth-VLA (or a variant, or pi0) from a recipe; torchrun for several processes."""
     from qdepth_bench.train.policy import train_policy
 
     loaded = _recipe(recipe, set_, "policy")
     with training_progress(loaded.name, loaded.train.steps) as on_log:
-        out = train_policy(loaded, resume, on_log)
+        out = train_policy(loaded, resume, on_log, export_only=export)
     console.print(
-        f"checkpoint written to {out}; evaluate it with `qdepth-bench run SUITE --policy "
+        f"policy written to {out}; evaluate it with `qdepth-bench run SUITE --policy "
         f"{loaded.model.get('variant', 'qdepth')} --checkpoint {out}`",
         highlight=False,
     )

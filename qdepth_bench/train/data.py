@@ -3,6 +3,7 @@ from the cache beside the dataset, turned into model batches (tokenised, normali
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from qdepth_bench.models.qdepth.checkpoint import NormStats
 from qdepth_bench.models.qdepth.config import QDepthConfig
 from qdepth_bench.models.qdepth.model import Batch
 from qdepth_bench.models.qdepth.tokenizer import FolderTokenizer, HashWordTokenizer
+from qdepth_bench.train.draws import sample_picks
 from qdepth_bench.train.recipe import Recipe
 
 
@@ -50,8 +52,9 @@ def norm_stats(episodes: list[Episode]) -> NormStats:
 
 
 class SampleSource:
-    """Random training samples (frame + action chunk) drawn reproducibly: the draw of step s depends only
-    on (seed, s, rank), so a resumed run sees the same batches as an uninterrupted one."""
+    """Random training samples (frame + action chunk) drawn reproducibly: which sample a row of a step holds
+    depends only on (seed, step, row) (`train.draws`), so a resumed run sees the same batches as an
+    uninterrupted one and any number of ranks together see the same global batch."""
 
     def __init__(
         self,
@@ -60,10 +63,9 @@ class SampleSource:
         stats: NormStats,
         tokenizer: HashWordTokenizer | FolderTokenizer,
         seed: int,
-        rank: int = 0,
     ) -> None:
         self.episodes, self.config, self.stats, self.tokenizer = episodes, config, stats, tokenizer
-        self.seed, self.rank = seed, rank
+        self.seed = seed
         self.index = [(e, t) for e, episode in enumerate(episodes) for t in range(len(episode))]
         if config.has_depth:
             target = "depth_codes" if config.depth_target == "tokens" else "depth"
@@ -75,9 +77,9 @@ class SampleSource:
                     f"run `{fix}` on the data first."
                 )
 
-    def batch(self, step: int, micro: int, size: int) -> Batch:
-        rng = np.random.default_rng([self.seed, step, micro, self.rank])
-        picks = rng.integers(0, len(self.index), size)
+    def batch(self, step: int, rows: Sequence[int]) -> Batch:
+        """The samples of some rows of a step's global batch (see `train.draws.rank_rows`)."""
+        picks = sample_picks(self.seed, step, rows, len(self.index))
         samples = [sample_at(self.episodes[self.index[i][0]], self.index[i][1], self.config.chunk_size) for i in picks]
         images = images_to_model(np.stack([s.images["main"] for s in samples]))
         tokens, mask = self.tokenizer([s.instruction for s in samples])

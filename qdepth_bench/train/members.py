@@ -2,7 +2,7 @@
 checkpoint folder the ablation names.
 
 Training runs in the recipe's `out` folder (resumed from its last checkpoint when one is there, so a stopped
-machine loses at most `checkpoint_every` steps) and the finished checkpoint is copied into the ablation's
+machine loses at most `checkpoint_every` steps) and the exported policy folder is copied into the ablation's
 folder under a temporary name, then renamed: a checkpoint folder either holds a finished training or is
 absent, which is how the ablation tells trained from untrained.
 """
@@ -18,7 +18,8 @@ from typing import Any
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.registry.ablations import Member
 from qdepth_bench.registry.policies import policy_registry
-from qdepth_bench.train.policy import TRAINER_STATE, last_checkpoint, train_policy
+from qdepth_bench.train.checkpoint import checkpoint_meta
+from qdepth_bench.train.policy import train_policy
 from qdepth_bench.train.recipe import Recipe, load_recipe
 
 
@@ -43,10 +44,9 @@ def member_recipe(member: Member) -> Recipe:
 def resume_step(recipe: Recipe) -> int | None:
     """The step an interrupted training of this recipe would continue from (None: nothing to resume).
     A folder left by another recipe is refused rather than silently continued."""
-    checkpoint = last_checkpoint(recipe.out)
-    if checkpoint is None:
+    meta = checkpoint_meta(recipe.out)
+    if meta is None:
         return None
-    meta = json.loads((checkpoint / "config.json").read_text())
     if meta.get("recipe") != json.loads(json.dumps(recipe.source, default=str)):
         raise UserError(
             f"{recipe.out} holds a training of another recipe than {recipe.name} (seed {recipe.train.seed}); "
@@ -67,6 +67,6 @@ def train_member(
     if partial.exists():
         shutil.rmtree(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(trained, partial, ignore=shutil.ignore_patterns(TRAINER_STATE))
+    shutil.copytree(trained, partial)
     partial.rename(member.checkpoint)
     return member.checkpoint

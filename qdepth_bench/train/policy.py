@@ -1,17 +1,22 @@
 """`qdepth-bench train policy --recipe <name>`: co-training of QDepth-VLA (paper 3.4).
 
 Total loss = flow matching + lambda_t * depth loss, lambda_t = lambda_0 * gamma^t; AdamW with the paper's
-lr, linear warm-up then cosine; gradient accumulation up to the global batch; a checkpoint every
-`checkpoint_every` steps and at the end (weights, optimizer, step and random state, so `--resume` continues
-exactly as an uninterrupted run would, bit for bit on one machine);
-one log row per `log_every` steps in `<out>/log.csv`. Under torchrun the model is sharded with FSDP on GPUs
-(DDP on CPUs) and each process draws its own samples.
+lr, linear warm-up then cosine; `global_batch` samples per optimisation step over all processes, as
+`batch_size` per process and micro-step times the micro-steps that make it up (gradients are reduced once,
+after the last micro-step); gradients clipped by their global norm; a sharded checkpoint every
+`checkpoint_every` steps and at the end (`train.checkpoint`: `--resume` continues as an uninterrupted run
+would, bit for bit on one machine and world size, and on another world size too); the policy folder
+(`<out>/policy`) exported at the end; one log row per `log_every` steps in `<out>/log.csv`.
+
+One process or many (torchrun) run the same code: the model is sharded with FSDP2 (`train.distributed`),
+and each rank trains on its own rows of every global batch (`train.draws`).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,23 +26,35 @@ import torch
 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.datasets.episode import data_fingerprint
-from qdepth_bench.models.qdepth.checkpoint import (
-    NormStats,
-    load_checkpoint,
-    make_tokenizer,
-    model_with_backbone,
-    save_checkpoint,
-)
+from qdepth_bench.models.qdepth.checkpoint import make_tokenizer, model_with_backbone, save_checkpoint
 from qdepth_bench.models.qdepth.config import build_config
 from qdepth_bench.models.qdepth.depth_head import DepthTokenHead
 from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
+from qdepth_bench.train.checkpoint import (
+    CHECKPOINT,
+    POLICY,
+    last_checkpoint,
+    load_training_state,
+    save_training_state,
+    swap_in,
+)
 from qdepth_bench.train.data import SampleSource, dataset_dims, norm_stats, read_dataset
-from qdepth_bench.train.loop import MetricsLog, distributed_setup, full_state_dict, warmup_cosine, wrap_for_training
+from qdepth_bench.train.distributed import (
+    Distributed,
+    clip_global_norm,
+    distributed_setup,
+    distributed_teardown,
+    full_weights,
+    mean_over_ranks,
+    set_gradient_sync,
+    shard_model,
+)
+from qdepth_bench.train.draws import flow_draws, rank_rows
+from qdepth_bench.train.loop import MetricsLog, warmup_cosine
 from qdepth_bench.train.recipe import Recipe
 from qdepth_bench.train.vqvae import load_vqvae
 
 FIELDS = ["step", "lr", "total", "flow", "depth", "depth_weight", "grad_norm", "samples_per_s", "elapsed_s"]
-CHECKPOINT, TRAINER_STATE = "checkpoint", "trainer_state.pt"
 
 
 def _build_model(recipe: Recipe, state_dim: int, action_dim: int) -> tuple[QDepthVLA, str]:
@@ -63,156 +80,145 @@ def _build_model(recipe: Recipe, state_dim: int, action_dim: int) -> tuple[QDept
     return model, variant
 
 
-def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> Path:
-    """Run (or resume) a co-training recipe; returns the checkpoint folder."""
-    dist_info = distributed_setup()
+def train_policy(
+    recipe: Recipe, resume: bool = False, on_log: Callable[[dict], None] | None = None, export_only: bool = False
+) -> Path:
+    """Run (or resume) a co-training recipe on this process's rank; returns the exported policy folder.
+    `export_only`: export the policy folder from the last checkpoint, training nothing."""
+    info = distributed_setup()
+    try:
+        return _train(recipe, resume or export_only, on_log, info, export_only)
+    finally:
+        distributed_teardown(info)
+
+
+def _to(batch: Batch, device: torch.device, dtype: torch.dtype) -> Batch:
+    """The batch on `device`, its floating-point inputs in the compute dtype."""
+
+    def move(value: Any) -> Any:
+        if not torch.is_tensor(value):
+            return value
+        return value.to(device, dtype) if value.is_floating_point() else value.to(device)
+
+    return Batch(**{k: move(v) for k, v in vars(batch).items()})
+
+
+def _train(
+    recipe: Recipe, resume: bool, on_log: Callable[[dict], None] | None, info: Distributed, export_only: bool
+) -> Path:
     settings = recipe.train
-    torch.manual_seed(settings.seed)
+    accumulation = settings.accumulation(info.world)
+    torch.manual_seed(settings.seed)  # the initial weights: the same on every rank
     episodes = read_dataset(recipe)
     fingerprint = data_fingerprint(episodes)
     state_dim, action_dim = dataset_dims(episodes)
-    checkpoint_dir = recipe.out / CHECKPOINT
-    start_step, earlier_s = 0, 0.0  # earlier_s: step time of the checkpointed steps, so a resumed log keeps counting
-    if resume and last_checkpoint(recipe.out) is not None:
-        loaded = load_checkpoint(checkpoint_dir)
-        recorded = json.loads((checkpoint_dir / "config.json").read_text()).get("data_hash")
-        if recorded not in (None, fingerprint):
-            raise UserError(
-                f"the data of {recipe.name} changed since {recipe.out} was checkpointed (data {recorded}, now "
-                f"{fingerprint}); restore that data, or delete {recipe.out} to train from the start."
-            )
-        model, variant, stats = loaded.model.train(), loaded.variant, loaded.stats
-        trainer_state = torch.load(checkpoint_dir / TRAINER_STATE, weights_only=False)
-        start_step = trainer_state["step"]
-        earlier_s = trainer_state.get("elapsed_s", 0.0)
-        if "rng" in trainer_state:  # the flow noise and times continue as if never interrupted
-            torch.set_rng_state(trainer_state["rng"])
-    else:
-        if resume:
-            raise UserError(f"nothing to resume in {recipe.out}; run without --resume to start.")
-        model, variant = _build_model(recipe, state_dim, action_dim)
-        stats, trainer_state = norm_stats(episodes), None
+    if info.main:
+        last_checkpoint(recipe.out)  # finishes a swap a stop interrupted, before any rank looks
+    info.barrier()
+    folder = last_checkpoint(recipe.out) if resume else None
+    if resume and folder is None:
+        what = "export" if export_only else "resume"
+        raise UserError(f"nothing to {what} in {recipe.out}; train it first (without --resume / --export).")
+    model, variant = _build_model(recipe, state_dim, action_dim)
+    stats = norm_stats(episodes)
     tokenizer = make_tokenizer(model.config, Path(recipe.backbone) if recipe.backbone else None)
-    samples = SampleSource(episodes, model.config, stats, tokenizer, settings.seed, dist_info.rank)
-    model.to(dist_info.device)
-    wrapped = wrap_for_training(model, dist_info)
-    optimizer = torch.optim.AdamW(
-        [p for p in wrapped.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
-    )
+    samples = SampleSource(episodes, model.config, stats, tokenizer, settings.seed)
+    model.to(info.device)
+    shard_model(model, settings.precision, settings.activation_checkpointing)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, settings.warmup_steps, settings.cosine_cycle)
     )
-    if trainer_state is not None:
-        optimizer.load_state_dict(trainer_state["optimizer"])
-        scheduler.load_state_dict(trainer_state["scheduler"])
-    log = MetricsLog(recipe.out, FIELDS) if dist_info.main else None
+    global_batch = settings.batch_size * info.world * accumulation
+    parallel: dict[str, Any] = {
+        "world": info.world,
+        "device": info.device.type,
+        "precision": settings.precision,
+        "activation_checkpointing": settings.activation_checkpointing,
+        "micro_batch": settings.batch_size,
+        "accumulation": accumulation,
+        "global_batch": global_batch,
+        "sharding": "fsdp2",
+    }
+    start_step, earlier_s = 0, 0.0  # earlier_s: step time of the checkpointed steps, so a resumed log keeps counting
+    if folder is not None:
+        meta = load_training_state(folder, model, optimizer, scheduler, info)
+        if meta.get("data_hash") not in (None, fingerprint):
+            raise UserError(
+                f"the data of {recipe.name} changed since {recipe.out} was checkpointed (data {meta['data_hash']}, "
+                f"now {fingerprint}); restore that data, or delete {recipe.out} to train from the start."
+            )
+        start_step, earlier_s = meta["step"], meta.get("elapsed_s", 0.0)
+    if info.main and not export_only:
+        print(
+            f"training {recipe.name} on {info.world} process(es) ({info.device.type}, {settings.precision}): "
+            f"global batch {global_batch} = micro-batch {settings.batch_size} x {info.world} "
+            f"x {accumulation} accumulation step(s)",
+            file=sys.stderr,
+        )
+    dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
+    log = MetricsLog(recipe.out, FIELDS) if info.main and not export_only else None
     if log is not None:
         log.drop_from(start_step)  # rows logged after the last checkpoint are run again
-    accumulation, started = settings.accumulation, time.perf_counter()
-    for step in range(start_step, settings.steps):
+    started = time.perf_counter()
+    for step in range(start_step, start_step if export_only else settings.steps):
         sums = {"total": 0.0, "flow": 0.0, "depth": 0.0}
         for micro in range(accumulation):
-            batch = samples.batch(step * dist_info.world, micro, settings.batch_size)
-            batch = Batch(**{k: v.to(dist_info.device) if torch.is_tensor(v) else v for k, v in vars(batch).items()})
-            losses = wrapped(batch)
+            set_gradient_sync(model, micro == accumulation - 1)  # reduce once, after the last
+            rows = rank_rows(micro, info.rank, info.world, settings.batch_size)
+            batch = _to(samples.batch(step, rows), info.device, dtype)
+            noise, tau = flow_draws(model, settings.seed, step, rows)
+            losses = model(batch, noise.to(info.device, dtype), tau.to(info.device))
             total = model.total_loss(losses, step)
             (total / accumulation).backward()
             sums["total"] += float(total.detach()) / accumulation
             for key in ("flow", "depth"):
                 if key in losses:
                     sums[key] += float(losses[key].detach()) / accumulation
-        grad_norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), settings.max_grad_norm)
+        grad_norm = clip_global_norm(parameters, settings.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        means = dict(zip(sums, mean_over_ranks(list(sums.values()), info.device), strict=True))
         done = step + 1
         elapsed = time.perf_counter() - started
         if log is not None and (step % settings.log_every == 0 or done == settings.steps):
             row = {
                 "step": step,
                 "lr": scheduler.get_last_lr()[0],
-                **{k: round(v, 6) for k, v in sums.items()},
+                **{k: round(v, 7) for k, v in means.items()},
                 "depth_weight": model.depth_weight(step) if model.config.has_depth else 0.0,
-                "grad_norm": round(float(grad_norm), 4),
-                "samples_per_s": round(
-                    (done - start_step) * settings.batch_size * accumulation * dist_info.world / elapsed, 3
-                ),
+                "grad_norm": round(grad_norm, 7),
+                "samples_per_s": round((done - start_step) * global_batch / elapsed, 3),
                 "elapsed_s": round(earlier_s + elapsed, 2),
             }
             log.write(row)
             if on_log is not None:
                 on_log(row)
         if done % settings.checkpoint_every == 0 or done == settings.steps:
-            _save(
-                recipe,
-                wrapped,
-                model,
-                stats,
-                variant,
-                tokenizer,
-                optimizer,
-                scheduler,
-                done,
-                dist_info.main,
-                fingerprint,
-                earlier_s + elapsed,
-            )
-    return checkpoint_dir
-
-
-def _save(
-    recipe: Recipe,
-    wrapped,
-    model: QDepthVLA,
-    stats: NormStats,
-    variant: str,
-    tokenizer: Any,
-    optimizer,
-    scheduler,
-    step: int,
-    main: bool,
-    data_hash: str,
-    elapsed_s: float,
-) -> None:
-    """Checkpoint (policy-loadable, with the trainer state inside): written under a temporary name, then
-    swapped in by renames, so a stop at any moment leaves one complete checkpoint (see `last_checkpoint`)."""
-    state = full_state_dict(wrapped, model)
-    if not main:
-        return
-    partial = recipe.out / (CHECKPOINT + ".partial")
-    weights = {k.removeprefix("module.").removeprefix("_fsdp_wrapped_module."): v for k, v in state.items()}
-    save_checkpoint(
-        partial,
-        model.config,
-        weights,
-        stats,
-        variant,
-        tokenizer,
-        extra={"recipe": recipe.source, "step": step, "data_hash": data_hash},
-    )
-    torch.save(
-        {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "elapsed_s": elapsed_s,
-        },
-        partial / TRAINER_STATE,
-    )
-    final, previous = recipe.out / CHECKPOINT, recipe.out / (CHECKPOINT + ".previous")
-    if final.exists():
-        final.rename(previous)
-    partial.rename(final)  # from here the new checkpoint is the one a resume finds
-    if previous.exists():
-        shutil.rmtree(previous)
-    (recipe.out / "recipe.json").write_text(json.dumps(recipe.source, indent=2, default=str))
-
-
-def last_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint of a training in `out` (weights and trainer state written together),
-    also when the process stopped between swapping the old one out and the new one in."""
-    final, previous = out / CHECKPOINT, out / (CHECKPOINT + ".previous")
-    if not final.exists() and previous.exists():
-        previous.rename(final)
-    return final if (final / TRAINER_STATE).is_file() else None
+            meta = {
+                "step": done,
+                "elapsed_s": earlier_s + elapsed,
+                "recipe": recipe.source,
+                "data_hash": fingerprint,
+                "variant": variant,
+                "torch": torch.__version__,
+                **parallel,
+            }
+            save_training_state(recipe.out, model, optimizer, scheduler, meta, info)
+            if info.main:
+                (recipe.out / "recipe.json").write_text(json.dumps(recipe.source, indent=2, default=str))
+    policy = recipe.out / POLICY
+    weights = full_weights(model, info.main)
+    if info.main:
+        meta = json.loads((recipe.out / CHECKPOINT / "trainer.json").read_text())
+        partial = recipe.out / (POLICY + ".partial")
+        if partial.exists():
+            shutil.rmtree(partial)  # an export a kill interrupted
+        training = {key: meta.get(key) for key in parallel}  # as the checkpoint was trained
+        extra = {"recipe": recipe.source, "step": meta["step"], "data_hash": fingerprint, "training": training}
+        save_checkpoint(partial, model.config, weights, stats, variant, tokenizer, extra=extra)
+        swap_in(partial, policy)
+    info.barrier()
+    return policy

@@ -9,8 +9,9 @@ Fields (defaults are the paper's optimisation setup, section 3.4.4):
   backbone: PaliGemma folder for real weights (full size), else none
   data: {format: libero_hdf5|lerobot|rlds, paths: [glob...], cameras: [main], keys: {...}, layout: bridge}
   vqvae: folder of a trained depth VQ-VAE (its codebook scores the depth tokens)   (policy)
-  train: {steps, batch_size, global_batch, lr, weight_decay, warmup_steps, cosine_cycle, seed,
-          log_every, checkpoint_every, workers}
+  train: {steps, batch_size (per process and micro-step), global_batch (over all processes), lr,
+          weight_decay, warmup_steps, cosine_cycle, seed, log_every, checkpoint_every, max_grad_norm,
+          precision (fp32|bf16), activation_checkpointing}
   out: folder for checkpoints, logs and the recipe copy
   extends: another recipe (a name or file) this one starts from; its values are merged in underneath, so a
            variant recipe states only what differs (its model variant, name and out) and cannot drift from
@@ -31,12 +32,14 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.registry.base import read_yaml
 from qdepth_bench.registry.content import content_dirs
 
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class TrainSettings:
     steps: int = 1000
-    batch_size: int = 8
-    global_batch: int = 0  # 0: = batch_size; a multiple of it: gradient accumulation (per process)
+    batch_size: int = 8  # per process and micro-step (the micro-batch)
+    global_batch: int = 0  # over all processes; 0: batch_size x processes (no accumulation)
     lr: float = 5e-5
     weight_decay: float = 1e-10
     warmup_steps: int = 200
@@ -45,16 +48,20 @@ class TrainSettings:
     log_every: int = 10
     checkpoint_every: int = 500
     max_grad_norm: float = 1.0
+    precision: str = "fp32"  # fp32, or bf16: bf16 weights and compute, fp32 master weights and reduction
+    activation_checkpointing: bool = False  # recompute each joint layer's activations in the backward pass
 
-    @property
-    def accumulation(self) -> int:
+    def accumulation(self, world: int) -> int:
+        """Micro-steps per optimisation step on `world` processes: global_batch = batch_size x world x this."""
+        per_round = self.batch_size * world
         if not self.global_batch:
             return 1
-        if self.global_batch % self.batch_size:
+        if self.global_batch % per_round:
             raise UserError(
-                f"train.global_batch {self.global_batch} must be a multiple of batch_size {self.batch_size}."
+                f"train.global_batch {self.global_batch} must be a multiple of batch_size {self.batch_size} x "
+                f"{world} processes = {per_round}; change global_batch or batch_size."
             )
-        return self.global_batch // self.batch_size
+        return self.global_batch // per_round
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,16 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merged(_read_with_bases(base_path, (*seen, base_path.resolve())), data)
 
 
+def _typed(key: str, value: Any) -> Any:
+    """A train setting in its field's type (`--set` gives strings; "false" is not a true bool)."""
+    kind = type(getattr(TrainSettings, key))
+    if kind is bool and isinstance(value, str):
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"{key} must be true or false, not {value!r}")
+        return value.lower() == "true"
+    return kind(value)
+
+
 def load_recipe(recipe: Path | str, overrides: dict[str, Any] | None = None, seed: int | None = None) -> Recipe:
     """Read a recipe (a file or a name, with what it extends); `overrides` are dotted keys from the command
     line (train.steps=10); `seed`, when it differs from the recipe's, makes the seeded recipe (see above)."""
@@ -131,9 +148,11 @@ def load_recipe(recipe: Path | str, overrides: dict[str, Any] | None = None, see
             target = target.setdefault(part, {})
         target[last] = value
     try:
-        train = TrainSettings(**{k: type(getattr(TrainSettings, k))(v) for k, v in data.get("train", {}).items()})
+        train = TrainSettings(**{k: _typed(k, v) for k, v in data.get("train", {}).items()})
     except (TypeError, AttributeError, ValueError) as exc:
         raise UserError(f"recipe {path}: bad train settings ({exc}); see docs/training.md.") from None
+    if train.precision not in PRECISIONS:
+        raise UserError(f"recipe {path}: train.precision must be fp32 or bf16 (got {train.precision!r}).")
     kind = data.get("kind", "policy")
     if kind not in ("policy", "vqvae"):
         raise UserError(f"recipe {path}: kind must be policy or vqvae (got {kind!r}).")

@@ -49,8 +49,9 @@ class DepthTokenHead(nn.Module):
         return self.decoder(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(B, N, K) logits: negative squared distance of each predicted latent to each code, over tau."""
-        x = self.latents(hidden)
+        """(B, N, K) logits: negative squared distance of each predicted latent to each code, over tau; in
+        float32 like the codebook (a buffer, which bf16 training does not cast), whatever the compute dtype."""
+        x = self.latents(hidden).float()
         distance = x.pow(2).sum(-1, keepdim=True) - 2 * x @ self.codebook.T + self.codebook.pow(2).sum(-1)[None, None]
         return -distance / self.temperature
 

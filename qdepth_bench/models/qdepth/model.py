@@ -250,9 +250,11 @@ class QDepthVLA(nn.Module):
             result["depth"] = self.depth_head.loss(hidden, depth)
         return result
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The training losses (so DDP/FSDP wrappers, which hook `forward`, synchronise gradients)."""
-        return self.losses(batch)
+    def forward(
+        self, batch: Batch, noise: torch.Tensor | None = None, tau: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The training losses (through `forward`, which a sharding wrapper hooks to gather the weights)."""
+        return self.losses(batch, noise, tau)
 
     def _depth_hidden(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         """Outputs at the depth positions: the depth expert's, or the VLM's image-token outputs."""
