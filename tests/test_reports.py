@@ -241,7 +241,7 @@ def test_empty_and_unknown_inputs_say_so(tmp_path):
 
 
 def test_measured_tiny_ablation_comes_from_the_shipped_checkpoints(tmp_path):
-    """results/measured/libero-object-tiny.sqlite holds the evaluation behind the README's numbers: every
+    """results/measured/libero-object-tiny.sqlite holds the evaluation behind docs/qdepth-vla.md's numbers: every
     episode of the standard protocol on the trained tasks, by exactly the checkpoints that ship, one run for
     each trained (variant, training seed) of the ablation."""
     from qdepth_bench.cli.ablation import policy_options
