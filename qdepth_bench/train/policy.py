@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.datasets.episode import data_fingerprint
 from qdepth_bench.models.qdepth.checkpoint import (
     NormStats,
     load_checkpoint,
@@ -30,13 +29,25 @@ from qdepth_bench.models.qdepth.checkpoint import (
 )
 from qdepth_bench.models.qdepth.config import build_config
 from qdepth_bench.models.qdepth.depth_head import DepthTokenHead
-from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
-from qdepth_bench.train.data import SampleSource, dataset_dims, norm_stats, read_dataset
+from qdepth_bench.models.qdepth.model import QDepthVLA
+from qdepth_bench.train.data import make_train_loader, open_training_data
 from qdepth_bench.train.loop import MetricsLog, distributed_setup, full_state_dict, warmup_cosine, wrap_for_training
 from qdepth_bench.train.recipe import Recipe
 from qdepth_bench.train.vqvae import load_vqvae
 
-FIELDS = ["step", "lr", "total", "flow", "depth", "depth_weight", "grad_norm", "samples_per_s", "elapsed_s"]
+FIELDS = [
+    "step",
+    "lr",
+    "total",
+    "flow",
+    "depth",
+    "depth_weight",
+    "grad_norm",
+    "samples_per_s",
+    "data_wait",
+    "epoch",
+    "elapsed_s",
+]
 CHECKPOINT, TRAINER_STATE = "checkpoint", "trainer_state.pt"
 
 
@@ -68,9 +79,9 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
     dist_info = distributed_setup()
     settings = recipe.train
     torch.manual_seed(settings.seed)
-    episodes = read_dataset(recipe)
-    fingerprint = data_fingerprint(episodes)
-    state_dim, action_dim = dataset_dims(episodes)
+    data = open_training_data(recipe)
+    fingerprint = data.fingerprint
+    state_dim, action_dim = data.dims
     checkpoint_dir = recipe.out / CHECKPOINT
     start_step, earlier_s = 0, 0.0  # earlier_s: step time of the checkpointed steps, so a resumed log keeps counting
     if resume and last_checkpoint(recipe.out) is not None:
@@ -91,9 +102,19 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
         if resume:
             raise UserError(f"nothing to resume in {recipe.out}; run without --resume to start.")
         model, variant = _build_model(recipe, state_dim, action_dim)
-        stats, trainer_state = norm_stats(episodes), None
+        stats, trainer_state = data.stats[0], None
     tokenizer = make_tokenizer(model.config, Path(recipe.backbone) if recipe.backbone else None)
-    samples = SampleSource(episodes, model.config, stats, tokenizer, settings.seed, dist_info.rank)
+    position = None if trainer_state is None else trainer_state.get("data_position")
+    loader = make_train_loader(
+        recipe,
+        data,
+        model.config,
+        tokenizer,
+        dist_info.rank,
+        dist_info.world,
+        position=position,
+        device=dist_info.device,
+    )
     model.to(dist_info.device)
     wrapped = wrap_for_training(model, dist_info)
     optimizer = torch.optim.AdamW(
@@ -108,13 +129,11 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
     log = MetricsLog(recipe.out, FIELDS) if dist_info.main else None
     if log is not None:
         log.drop_from(start_step)  # rows logged after the last checkpoint are run again
-    accumulation, started = settings.accumulation, time.perf_counter()
+    accumulation, started, logged_s = settings.accumulation, time.perf_counter(), 0.0
     for step in range(start_step, settings.steps):
         sums = {"total": 0.0, "flow": 0.0, "depth": 0.0}
-        for micro in range(accumulation):
-            batch = samples.batch(step * dist_info.world, micro, settings.batch_size)
-            batch = Batch(**{k: v.to(dist_info.device) if torch.is_tensor(v) else v for k, v in vars(batch).items()})
-            losses = wrapped(batch)
+        for _ in range(accumulation):
+            losses = wrapped(loader.next())
             total = model.total_loss(losses, step)
             (total / accumulation).backward()
             sums["total"] += float(total.detach()) / accumulation
@@ -137,8 +156,11 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
                 "samples_per_s": round(
                     (done - start_step) * settings.batch_size * accumulation * dist_info.world / elapsed, 3
                 ),
+                "data_wait": round(loader.take_wait() / max(elapsed - logged_s, 1e-9), 4),
+                "epoch": loader.epoch,
                 "elapsed_s": round(earlier_s + elapsed, 2),
             }
+            logged_s = elapsed
             log.write(row)
             if on_log is not None:
                 on_log(row)
@@ -154,9 +176,11 @@ def train_policy(recipe: Recipe, resume: bool = False, on_log: Callable[[dict], 
                 scheduler,
                 done,
                 dist_info.main,
-                fingerprint,
+                data.describe(),
                 earlier_s + elapsed,
+                loader.position(),
             )
+    loader.close()
     return checkpoint_dir
 
 
@@ -171,8 +195,9 @@ def _save(
     scheduler,
     step: int,
     main: bool,
-    data_hash: str,
+    data_record: dict[str, Any],
     elapsed_s: float,
+    data_position: dict[str, int],
 ) -> None:
     """Checkpoint (policy-loadable, with the trainer state inside): written under a temporary name, then
     swapped in by renames, so a stop at any moment leaves one complete checkpoint (see `last_checkpoint`)."""
@@ -188,7 +213,7 @@ def _save(
         stats,
         variant,
         tokenizer,
-        extra={"recipe": recipe.source, "step": step, "data_hash": data_hash},
+        extra={"recipe": recipe.source, "step": step, "data_hash": data_record["fingerprint"], "data": data_record},
     )
     torch.save(
         {
@@ -197,6 +222,7 @@ def _save(
             "scheduler": scheduler.state_dict(),
             "rng": torch.get_rng_state(),
             "elapsed_s": elapsed_s,
+            "data_position": data_position,
         },
         partial / TRAINER_STATE,
     )

@@ -7,10 +7,13 @@ Fields (defaults are the paper's optimisation setup, section 3.4.4):
   kind: policy | vqvae
   model: {size: tiny|medium|full, variant: qdepth|pi0|..., overrides: {field: value}}   (policy)
   backbone: PaliGemma folder for real weights (full size), else none
-  data: {format: libero_hdf5|lerobot|rlds, paths: [glob...], cameras: [main], keys: {...}, layout: bridge}
+  data: {format: libero_hdf5|lerobot|rlds, paths: [glob...], cameras: [main], keys: {...}, layout: bridge,
+         rotation: 180|0 (default: the format's), resize: bilinear|lanczos4, shuffle_buffer: 1000}
+        or a mixture: {datasets: [{format, paths, weight, keys, layout, ...}, ...], shuffle_buffer: ...}
+        (see docs/data.md)
   vqvae: folder of a trained depth VQ-VAE (its codebook scores the depth tokens)   (policy)
   train: {steps, batch_size, global_batch, lr, weight_decay, warmup_steps, cosine_cycle, seed,
-          log_every, checkpoint_every, workers}
+          log_every, checkpoint_every, workers, prefetch}
   out: folder for checkpoints, logs and the recipe copy
   extends: another recipe (a name or file) this one starts from; its values are merged in underneath, so a
            variant recipe states only what differs (its model variant, name and out) and cannot drift from
@@ -45,6 +48,8 @@ class TrainSettings:
     log_every: int = 10
     checkpoint_every: int = 500
     max_grad_norm: float = 1.0
+    workers: int = 0  # DataLoader worker processes per rank (0: batches made in the training process)
+    prefetch: int = 2  # batches each worker prepares ahead
 
     @property
     def accumulation(self) -> int:
@@ -69,19 +74,25 @@ class Recipe:
     vqvae: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
 
-    def data_paths(self) -> list[Path]:
+    def glob_paths(self, patterns: list[str]) -> list[Path]:
+        """The files or folders some data path patterns name (a pattern that matches nothing is an error)."""
         paths: list[Path] = []
-        for pattern in self.data.get("paths", []):
+        for pattern in patterns:
             matches = sorted(glob.glob(str(pattern)))
             if not matches:
                 raise UserError(
                     f"recipe {self.name}: no files match data path '{pattern}'; generate or download "
-                    "the data first (see docs/training.md)."
+                    "the data first (see docs/data.md)."
                 )
             paths += [Path(m) for m in matches]
         if not paths:
             raise UserError(f"recipe {self.name}: data.paths is empty.")
         return paths
+
+    def data_paths(self) -> list[Path]:
+        """Every dataset path of the recipe: `data.paths`, or those of each `data.datasets` entry."""
+        listed = self.data.get("datasets") or [self.data]
+        return self.glob_paths([p for entry in listed for p in entry.get("paths", [])])
 
 
 def recipe_path(recipe: Path | str) -> Path:
