@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.datasets import depth as depth_cache
@@ -212,3 +213,8 @@ def test_tiny_qdepth_trains_from_a_libero_file_through_the_pipeline(tmp_path):
     assert all(float(r["depth"]) > 0 and 0.0 <= float(r["data_wait"]) <= 1.0 for r in rows)
     meta = json.loads((checkpoint / "config.json").read_text())
     assert meta["data"]["datasets"][0]["resize"] == "bilinear" and meta["data"]["frames"] == 18
+    assert torch.load(checkpoint / "trainer_state.pt", weights_only=False)["data_position"]["batches"] == 3
+    train_policy(load_recipe(recipe, {"train.steps": 5}), resume=True)  # the stream continues at batch 3
+    rows = list(csv.DictReader((tmp_path / "out" / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert torch.load(checkpoint / "trainer_state.pt", weights_only=False)["data_position"]["batches"] == 5

@@ -311,8 +311,9 @@ class RldsSource:
 
     def lowdim(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         index, i = self.index(), self._number(key)
-        start = int(index["length"][:i].sum())
-        end = start + int(index["length"][i])
+        if "start" not in index:  # where each episode's rows begin in the concatenated arrays
+            index["start"] = np.concatenate([[0], np.cumsum(index["length"])])
+        start, end = int(index["start"][i]), int(index["start"][i + 1])
         return index["state"][start:end], index["actions"][start:end]
 
     def episode(self, key: str) -> Episode:
