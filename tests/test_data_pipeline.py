@@ -136,13 +136,20 @@ def test_a_mixture_weights_its_datasets_per_epoch(demo_file, tmp_path):
     }
     recipe = load_recipe(recipe_file(tmp_path, data))
     opened = open_training_data(recipe)
-    assert len(opened.stats) == 2  # one normalisation per dataset
+    assert len(opened.stats) == 2  # one normalisation per dataset, both recorded with the checkpoint
+    assert [len(s["action_low"]) for s in opened.describe()["stats"]] == [7, 7]
+    assert opened.stats[0].action_low != opened.stats[1].action_low
     from qdepth_bench.train.data import epoch_episodes
 
     for epoch in range(3):
         entries = [opened.entries[i] for i in epoch_episodes(opened, 0, epoch)]
         assert sum(e.spec == 0 for e in entries) == len(LENGTHS)  # weight 1: every episode once
         assert sum(e.spec == 1 for e in entries) == 2  # weight 0.5: half of the 4
+    # through the stream: epoch 0 is every frame of the first dataset and of two episodes of the second
+    loader = loader_for(recipe_file(tmp_path, data, batch_size=5))
+    seen = [(entry, t) for epoch, entry, t in ids_of(loader, 14) if epoch == 0]
+    loader.close()
+    assert len(seen) == len(set(seen)) == sum(LENGTHS) + 2 * 4
 
 
 def test_errors_name_the_file_and_the_fix(demo_file, tmp_path):

@@ -24,7 +24,7 @@ import hashlib
 import itertools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class TrainingData:
         """What a checkpoint records about its data: each dataset's format, conventions and size."""
         return {
             "datasets": self.specs,
+            "stats": [asdict(s) for s in self.stats],  # per dataset: what a mixture member is normalised with
             "episodes": len(self.entries),
             "frames": self.frames,
             "fingerprint": self.fingerprint,
