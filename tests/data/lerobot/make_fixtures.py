@@ -1,4 +1,4 @@
-"""Writes the LeRobot fixtures of tests/test_lerobot.py with LeRobot's own writer, and records what LeRobot's
+"""Writes the LeRobot fixtures of tests/test_dataset_formats.py with LeRobot's own writer, and records what LeRobot's
 own reader returns for every frame. Not part of the project's environment; see README.md beside this file:
 
     PYTHONPATH=<lerobot 0.4.2 and its deps> python make_fixtures.py OUT     # v3.0: libero_tiny_v3[_video]

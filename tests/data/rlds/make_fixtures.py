@@ -1,4 +1,4 @@
-"""Writes the three small RLDS fixtures of tests/test_rlds.py with tensorflow-datasets itself (not part of
+"""Writes the three small RLDS fixtures of tests/test_dataset_formats.py with tensorflow-datasets itself (not part of
 the project's environment: run it in a scratch venv with `pip install tensorflow-cpu tensorflow-datasets`).
 
 Each builder declares the feature structure of the published dataset (field names, shapes, dtypes and image
