@@ -108,6 +108,10 @@ def test_a_resumed_stream_continues_in_the_same_order(demo_file, tmp_path):
     after = ids_of(second, 9)
     second.close()
     assert before + after == uninterrupted
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    loader_for(recipe, position=position).close()
+    assert torch.equal(torch.get_rng_state(), state)  # the training's own random stream is left alone
     with pytest.raises(UserError, match="resume with train.workers = 2"):
         loader_for(recipe, position=position, **{"train.workers": 1})
 
@@ -225,3 +229,6 @@ def test_tiny_qdepth_trains_from_a_libero_file_through_the_pipeline(tmp_path):
     rows = list(csv.DictReader((tmp_path / "out" / "log.csv").open()))
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]
     assert torch.load(checkpoint / "trainer_state.pt", weights_only=False)["data_position"]["batches"] == 5
+    # the same five steps without the stop: the same data and noise, so the same weights bit for bit
+    straight = train_policy(load_recipe(recipe, {"train.steps": 5, "out": str(tmp_path / "straight")}))
+    assert (straight / "model.safetensors").read_bytes() == (checkpoint / "model.safetensors").read_bytes()

@@ -371,6 +371,9 @@ class TrainLoader:
             num_workers=workers,
             prefetch_factor=prefetch if workers else None,
             persistent_workers=False,
+            # the loader draws its workers' base seed from this generator, not from torch's global one: the
+            # training's flow noise then continues after a resume exactly as in an uninterrupted run
+            generator=torch.Generator().manual_seed(stream.seed),
         )
         self._batches = iter(loader)
         self.last_ids: list[tuple[int, int, int]] = []  # (epoch, entry, frame) of the last batch's samples
