@@ -1,6 +1,7 @@
 """The training side on data the project makes itself: LIBERO demonstration files recorded from the real
 simulator, ground-truth depth by restoring their states, a monocular-estimator annotation, the depth
-VQ-VAE, LeRobot parquet reading, and co-training (with resume; several processes in test_training_distributed.py)."""
+VQ-VAE, and co-training (with resume; several processes in test_training_distributed.py). LeRobot and RLDS
+reading: test_dataset_formats.py."""
 
 from __future__ import annotations
 
@@ -177,44 +178,6 @@ def test_vqvae_trains_uses_its_codebook_and_encodes(tmp_path):
     codes = depth_cache.read_codes(cache, "demo_0")
     assert codes.shape == (40, 256) and codes.max() < 256
     assert encode_dataset(dataset, out) == 0  # already encoded by this VQ-VAE
-
-
-def test_lerobot_parquet_dataset_reads(tmp_path):
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from PIL import Image
-
-    from qdepth_bench.datasets.lerobot import read_episodes
-
-    root = tmp_path / "lerobot"
-    (root / "meta").mkdir(parents=True)
-    (root / "data" / "chunk-000").mkdir(parents=True)
-    (root / "meta" / "info.json").write_text(json.dumps({"fps": 10, "features": {"image": {"dtype": "image"}}}))
-    (root / "meta" / "tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": "put the bowl on the plate"}))
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
-
-    def png(frame: np.ndarray) -> dict:
-        buffer = io.BytesIO()
-        Image.fromarray(frame).save(buffer, format="PNG")
-        return {"bytes": buffer.getvalue(), "path": None}
-
-    table = pa.table(
-        {
-            "image": [png(f) for f in frames],
-            "state": rng.normal(size=(5, 8)).tolist(),
-            "actions": rng.normal(size=(5, 7)).tolist(),
-            "episode_index": [3] * 5,
-            "task_index": [0] * 5,
-        }
-    )
-    pq.write_table(table, root / "data" / "chunk-000" / "episode_000003.parquet")
-    (episode,) = list(read_episodes(root))
-    assert episode.instruction == "put the bowl on the plate" and episode.source.endswith("episode_3")
-    np.testing.assert_array_equal(episode.images["main"], frames)
-    assert episode.state.shape == (5, 8) and episode.actions.shape == (5, 7)
 
 
 def co_training_recipe(tmp_path: Path, demo_file: Path, variant: str, vqvae: Path | None, steps: int) -> Path:

@@ -79,7 +79,16 @@ def recipe_file(folder: Path, data: tuple[Path, Path], variant: str, **train: ob
         "model": {"size": "tiny", "variant": variant, "overrides": {"chunk_size": 4}},
         "data": {"format": "libero_hdf5", "paths": [str(data[0])]},
         "vqvae": str(data[1]),
-        "train": {"steps": STEPS, "global_batch": 4, "lr": LR, "warmup_steps": 2, "log_every": 1, **train},
+        # two data streams: the data order (and so each step's global batch) is the same on 1 and 2 ranks
+        "train": {
+            "steps": STEPS,
+            "global_batch": 4,
+            "lr": LR,
+            "warmup_steps": 2,
+            "log_every": 1,
+            "streams": 2,
+            **train,
+        },
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.json"
@@ -128,8 +137,9 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["qdepth", "qdepth-pixel", "pi0"])
 def test_two_ranks_train_the_model_one_process_trains(data, tmp_path, variant):
-    one = recipe_file(tmp_path / "one", data, variant, batch_size=4)
-    two = recipe_file(tmp_path / "two", data, variant, batch_size=1)  # 2 ranks x 2 accumulation steps
+    # the same micro-batch (the data stream's block), one process accumulating 4 of them, 2 ranks 2 each
+    one = recipe_file(tmp_path / "one", data, variant, batch_size=1)
+    two = recipe_file(tmp_path / "two", data, variant, batch_size=1)
     train(one, 1)
     train(two, 2)
     rows = {n: log_rows(tmp_path / n / "out") for n in ("one", "two")}
@@ -193,7 +203,7 @@ def test_killed_training_resumes_bit_for_bit_and_on_another_world_size(data, tmp
     for name, tensor in weights(out).items():
         assert torch.equal(tensor, weights(straight.parent / "out")[name]), name
     assert log_rows(out) == [
-        {**r, "samples_per_s": s["samples_per_s"], "elapsed_s": s["elapsed_s"]}
+        {**r, "samples_per_s": s["samples_per_s"], "data_wait": s["data_wait"], "elapsed_s": s["elapsed_s"]}
         for r, s in zip(log_rows(straight.parent / "out"), log_rows(out), strict=True)
     ]
     # the two-rank checkpoint continues on one process, as on two

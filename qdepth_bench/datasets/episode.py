@@ -9,9 +9,12 @@ which actions are real), and the depth target of that frame when annotated.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from qdepth_bench.core.imaging import resize_frame, rotate
 
 
 @dataclass
@@ -39,6 +42,12 @@ class Sample:
     action_mask: np.ndarray  # (chunk,) True where the action is real
     depth: np.ndarray | None = None
     depth_codes: np.ndarray | None = None
+
+
+def as_policy_sees(frames: Iterable[np.ndarray], rotation_deg: int, size: int, method: str) -> np.ndarray:
+    """Stored camera frames (T, H, W, 3), any iterable of frames, turned and resized the way the evaluation
+    shows them to a policy: every format goes through here, so no dataset reaches the model at another size."""
+    return np.stack([resize_frame(rotate(np.asarray(f), rotation_deg), size, method) for f in frames])
 
 
 def sample_at(episode: Episode, t: int, chunk: int) -> Sample:

@@ -1,14 +1,46 @@
-"""Which reader a dataset needs, in one place: LIBERO HDF5 files, LeRobot folders, Open-X RLDS builders."""
+"""Which reader a dataset needs, in one place: LIBERO HDF5 files, LeRobot folders, Open-X RLDS builders.
+
+Every reader offers the same lazy interface (`EpisodeSource`): the episode index and the low-dimensional
+arrays without decoding a frame, and one episode's frames (rotated and resized to the model's input) only
+when the training stream reaches it. That is what keeps a training process's memory flat as datasets grow.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
+
+import numpy as np
 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.datasets.episode import Episode
 
 FORMATS = ("libero_hdf5", "lerobot", "rlds")
+#: The rotation each format's frames need to look as the policy sees them at evaluation: LIBERO's own
+#: HDF5 files hold the renders upside down; LeRobot's and openvla's LIBERO copies were turned when made.
+DEFAULT_ROTATION = {"libero_hdf5": 180, "lerobot": 0, "rlds": 0}
+
+
+class EpisodeSource(Protocol):
+    """One dataset read on demand. Keys are the episode names depth caches use (`demo_3`, `episode_3`)."""
+
+    path: Path
+    image_size: int  # frames come out image_size x image_size
+
+    def episodes(self) -> list[tuple[str, int]]:
+        """(key, number of frames) of every episode, in the dataset's order."""
+        ...
+
+    def instruction(self, key: str) -> str: ...
+
+    def lowdim(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(state (T, D), actions (T, A)) float32, frames left undecoded."""
+        ...
+
+    def episode(self, key: str) -> Episode:
+        """The whole episode, frames at the model's input size in the policy's orientation."""
+        ...
 
 
 def format_of(path: Path) -> str:
@@ -26,6 +58,35 @@ def format_of(path: Path) -> str:
     )
 
 
+def open_source(
+    path: Path,
+    fmt: str | None = None,
+    image_size: int = 224,
+    cameras: tuple[str, ...] = ("main",),
+    keys: dict[str, tuple[str, ...]] | None = None,
+    layout: str = "bridge",
+    rotation_deg: int | None = None,
+    resize: str = "bilinear",
+) -> EpisodeSource:
+    """The lazy reader of one dataset (format found from the path when None); `rotation_deg` None takes the
+    format's convention (`DEFAULT_ROTATION`)."""
+    fmt = fmt or format_of(path)
+    if fmt not in FORMATS:
+        raise UserError(f"data format must be one of {', '.join(FORMATS)} (got {fmt!r}).")
+    rotation = DEFAULT_ROTATION[fmt] if rotation_deg is None else rotation_deg
+    if fmt == "libero_hdf5":
+        from qdepth_bench.datasets.libero_hdf5 import LiberoHdf5Source
+
+        return LiberoHdf5Source(path, image_size, cameras, rotation, resize)
+    if fmt == "lerobot":
+        from qdepth_bench.datasets.lerobot import LeRobotSource
+
+        return LeRobotSource(path, image_size, cameras, keys, rotation, resize)
+    from qdepth_bench.datasets.rlds import RldsSource
+
+    return RldsSource(path, layout, image_size, keys, rotation, resize, cameras=cameras)
+
+
 def read_episodes(
     path: Path,
     fmt: str | None = None,
@@ -34,18 +95,7 @@ def read_episodes(
     keys: dict[str, tuple[str, ...]] | None = None,
     layout: str = "bridge",
 ) -> Iterator[Episode]:
-    """Every episode of one dataset in the given format (found from the path when None)."""
-    fmt = fmt or format_of(path)
-    if fmt == "libero_hdf5":
-        from qdepth_bench.datasets import libero_hdf5
-
-        return libero_hdf5.read_episodes(path, image_size, cameras=cameras)
-    if fmt == "lerobot":
-        from qdepth_bench.datasets import lerobot
-
-        return lerobot.read_episodes(path, cameras, keys)
-    if fmt == "rlds":
-        from qdepth_bench.datasets import rlds
-
-        return rlds.read_episodes(path, layout, keys=keys)
-    raise UserError(f"data format must be one of {', '.join(FORMATS)} (got {fmt!r}).")
+    """Every episode of one dataset, one at a time (for depth annotation and figures)."""
+    source = open_source(path, fmt, image_size, cameras, keys, layout)
+    for key, _ in source.episodes():
+        yield source.episode(key)

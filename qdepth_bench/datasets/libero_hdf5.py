@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.imaging import resize_bilinear, rotate
-from qdepth_bench.datasets.episode import Episode
+from qdepth_bench.datasets.episode import Episode, as_policy_sees
 
 STATE_KEYS = ("ee_pos", "ee_ori", "gripper_states")
 #: camera role -> the observation name LIBERO's demonstration files use
@@ -51,34 +50,67 @@ def instruction_of(path: Path) -> str:
     return json.loads(info)["language_instruction"]
 
 
+class LiberoHdf5Source:
+    """One LIBERO demonstration file read one demo at a time (the streaming pipeline's reader): the index and
+    the low-dimensional arrays without touching frames, and each demo's frames only when a sample needs them.
+    The file is opened per call, so the object can be handed to DataLoader worker processes."""
+
+    def __init__(
+        self,
+        path: Path,
+        image_size: int = 224,
+        cameras: tuple[str, ...] = ("main", "wrist"),
+        rotation_deg: int = 180,
+        resize: str = "bilinear",
+    ) -> None:
+        self.path, self.image_size, self.cameras = Path(path), image_size, cameras
+        self.rotation_deg, self.resize = rotation_deg, resize
+
+    def episodes(self) -> list[tuple[str, int]]:
+        """(demo name, frames) of every demo, in the file's order."""
+        with _open(self.path) as f:
+            return [(name, int(f["data"][name]["actions"].shape[0])) for name in demo_names(self.path)]
+
+    def instruction(self, key: str) -> str:
+        return instruction_of(self.path)
+
+    def lowdim(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(state, actions) of one demo: the suite's 8-dim proprio and the 7-dim actions."""
+        with _open(self.path) as f:
+            demo = self._demo(f, key, ())
+            state = np.concatenate([demo["obs"][k][()] for k in STATE_KEYS], axis=1).astype(np.float32)
+            return state, demo["actions"][()].astype(np.float32)
+
+    def episode(self, key: str) -> Episode:
+        """One demo with its frames rotated and resized as the suite shows them to a policy."""
+        state, actions = self.lowdim(key)
+        with _open(self.path) as f:
+            demo = self._demo(f, key, self.cameras)
+            images = {
+                role: as_policy_sees(
+                    demo["obs"][CAMERA_KEYS[role]][()], self.rotation_deg, self.image_size, self.resize
+                )
+                for role in self.cameras
+            }
+            sim_states = demo["states"][()] if "states" in demo else None
+        return Episode(self.instruction(key), images, state, actions, sim_states, source=f"{self.path}:{key}")
+
+    def _demo(self, f: Any, key: str, cameras: tuple[str, ...]) -> Any:
+        demo = f["data"][key]
+        obs = demo["obs"]
+        missing = [k for k in (*STATE_KEYS, *(CAMERA_KEYS[c] for c in cameras)) if k not in obs]
+        if missing or "actions" not in demo:
+            raise UserError(f"{self.path}:{key} lacks {', '.join(missing or ['actions'])}; expected LIBERO's layout.")
+        return demo
+
+
 def read_episodes(
     path: Path, image_size: int = 224, rotation_deg: int = 180, cameras: tuple[str, ...] = ("main", "wrist")
 ) -> Iterator[Episode]:
     """Every demo of a file, frames as the policy sees them at evaluation."""
-
-    instruction = instruction_of(path)
-    with _open(path) as f:
-        for name in demo_names(path):
-            demo = f["data"][name]
-            obs = demo["obs"]
-            missing = [k for k in (*STATE_KEYS, *(CAMERA_KEYS[c] for c in cameras)) if k not in obs]
-            if missing or "actions" not in demo:
-                raise UserError(f"{path}:{name} lacks {', '.join(missing or ['actions'])}; expected LIBERO's layout.")
-            images = {
-                role: np.stack(
-                    [resize_bilinear(rotate(frame, rotation_deg), image_size) for frame in obs[CAMERA_KEYS[role]][()]]
-                )
-                for role in cameras
-            }
-            state = np.concatenate([obs[k][()] for k in STATE_KEYS], axis=1).astype(np.float32)
-            yield Episode(
-                instruction,
-                images,
-                state,
-                demo["actions"][()].astype(np.float32),
-                demo["states"][()] if "states" in demo else None,
-                source=f"{path}:{name}",
-            )
+    source = LiberoHdf5Source(path, image_size, cameras, rotation_deg)
+    for name, _ in source.episodes():
+        yield source.episode(name)
 
 
 def write_episodes(

@@ -1,12 +1,11 @@
-"""Which samples, flow noise and flow times each rank draws.
+"""Which rows of a step's global batch each rank trains, and their flow noise and flow times.
 
 Every draw is keyed by (seed, step, row), `row` being the sample's position in the step's global batch
 (all ranks, all micro-steps), and rank r of W owns rows `rank_rows(micro, r, W, micro_batch)`. So ranks
-draw different samples, noise and times (their rows differ), a resumed run draws exactly what the
-uninterrupted one would (no generator state to carry over), and the global batch of a step is the same
-set of draws at any world size or micro-batch split: one process with the whole global batch trains the
-same model as several processes sharing it. A data pipeline plugs in through `sample_picks` (or by
-reading the same rows in its own order of work).
+draw different noise and times (their rows differ), a resumed run draws exactly what the uninterrupted one
+would (no generator state to carry over), and with the data stream's fixed order (`train.data`: block B of
+the run goes to rank B mod W) the global batch of a step is the same at any world size: one process with
+the whole global batch trains the same model as several processes sharing it.
 """
 
 from __future__ import annotations
@@ -32,11 +31,6 @@ def rank_rows(micro: int, rank: int, world: int, micro_batch: int) -> range:
 def _seed(seed: int, step: int, row: int, stream: int) -> int:
     state = np.random.SeedSequence([seed, step, row, stream]).generate_state(2, np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
-
-
-def sample_picks(seed: int, step: int, rows: Sequence[int], n_items: int) -> np.ndarray:
-    """Index (in [0, n_items)) of the training item each row of a step holds; drawn with replacement."""
-    return np.array([np.random.default_rng(_seed(seed, step, row, _PICK)).integers(0, n_items) for row in rows])
 
 
 def flow_draws(model: QDepthVLA, seed: int, step: int, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

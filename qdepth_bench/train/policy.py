@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.datasets.episode import data_fingerprint
 from qdepth_bench.models.qdepth.checkpoint import make_tokenizer, model_with_backbone, save_checkpoint
 from qdepth_bench.models.qdepth.config import build_config
 from qdepth_bench.models.qdepth.depth_head import DepthTokenHead
@@ -38,7 +37,7 @@ from qdepth_bench.train.checkpoint import (
     save_training_state,
     swap_in,
 )
-from qdepth_bench.train.data import SampleSource, dataset_dims, norm_stats, read_dataset
+from qdepth_bench.train.data import make_train_loader, open_training_data
 from qdepth_bench.train.distributed import (
     Distributed,
     clip_global_norm,
@@ -54,7 +53,19 @@ from qdepth_bench.train.loop import MetricsLog, warmup_cosine
 from qdepth_bench.train.recipe import Recipe
 from qdepth_bench.train.vqvae import load_vqvae
 
-FIELDS = ["step", "lr", "total", "flow", "depth", "depth_weight", "grad_norm", "samples_per_s", "elapsed_s"]
+FIELDS = [
+    "step",
+    "lr",
+    "total",
+    "flow",
+    "depth",
+    "depth_weight",
+    "grad_norm",
+    "samples_per_s",
+    "data_wait",
+    "epoch",
+    "elapsed_s",
+]
 
 
 def _build_model(recipe: Recipe, state_dim: int, action_dim: int) -> tuple[QDepthVLA, str]:
@@ -109,9 +120,9 @@ def _train(
     settings = recipe.train
     accumulation = settings.accumulation(info.world)
     torch.manual_seed(settings.seed)  # the initial weights: the same on every rank
-    episodes = read_dataset(recipe)
-    fingerprint = data_fingerprint(episodes)
-    state_dim, action_dim = dataset_dims(episodes)
+    data = open_training_data(recipe)
+    fingerprint = data.fingerprint
+    state_dim, action_dim = data.dims
     if info.main:
         last_checkpoint(recipe.out)  # finishes a swap a stop interrupted, before any rank looks
     info.barrier()
@@ -120,9 +131,8 @@ def _train(
         what = "export" if export_only else "resume"
         raise UserError(f"nothing to {what} in {recipe.out}; train it first (without --resume / --export).")
     model, variant = _build_model(recipe, state_dim, action_dim)
-    stats = norm_stats(episodes)
+    stats = data.stats[0]
     tokenizer = make_tokenizer(model.config, Path(recipe.backbone) if recipe.backbone else None)
-    samples = SampleSource(episodes, model.config, stats, tokenizer, settings.seed)
     model.to(info.device)
     shard_model(model, settings.precision, settings.activation_checkpointing)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -142,6 +152,7 @@ def _train(
         "sharding": "fsdp2",
     }
     start_step, earlier_s = 0, 0.0  # earlier_s: step time of the checkpointed steps, so a resumed log keeps counting
+    position = None  # where the data stream stood at the checkpoint
     if folder is not None:
         meta = load_training_state(folder, model, optimizer, scheduler, info)
         if meta.get("data_hash") not in (None, fingerprint):
@@ -150,6 +161,12 @@ def _train(
                 f"now {fingerprint}); restore that data, or delete {recipe.out} to train from the start."
             )
         start_step, earlier_s = meta["step"], meta.get("elapsed_s", 0.0)
+        position = meta.get("data_position")
+    loader = None
+    if not export_only:
+        loader = make_train_loader(
+            recipe, data, model.config, tokenizer, info.rank, info.world, position=position, device=info.device
+        )
     if info.main and not export_only:
         print(
             f"training {recipe.name} on {info.world} process(es) ({info.device.type}, {settings.precision}): "
@@ -161,13 +178,14 @@ def _train(
     log = MetricsLog(recipe.out, FIELDS) if info.main and not export_only else None
     if log is not None:
         log.drop_from(start_step)  # rows logged after the last checkpoint are run again
-    started = time.perf_counter()
-    for step in range(start_step, start_step if export_only else settings.steps):
+    started, logged_s = time.perf_counter(), 0.0
+    for step in range(start_step, settings.steps if loader is not None else start_step):
+        assert loader is not None
         sums = {"total": 0.0, "flow": 0.0, "depth": 0.0}
         for micro in range(accumulation):
             set_gradient_sync(model, micro == accumulation - 1)  # reduce once, after the last
             rows = rank_rows(micro, info.rank, info.world, settings.batch_size)
-            batch = _to(samples.batch(step, rows), info.device, dtype)
+            batch = _to(loader.next(), info.device, dtype)  # the rows' samples (see train.data)
             noise, tau = flow_draws(model, settings.seed, step, rows)
             losses = model(batch, noise.to(info.device, dtype), tau.to(info.device))
             total = model.total_loss(losses, step)
@@ -191,8 +209,11 @@ def _train(
                 "depth_weight": model.depth_weight(step) if model.config.has_depth else 0.0,
                 "grad_norm": round(grad_norm, 7),
                 "samples_per_s": round((done - start_step) * global_batch / elapsed, 3),
+                "data_wait": round(loader.take_wait() / max(elapsed - logged_s, 1e-9), 4),
+                "epoch": loader.epoch,
                 "elapsed_s": round(earlier_s + elapsed, 2),
             }
+            logged_s = elapsed
             log.write(row)
             if on_log is not None:
                 on_log(row)
@@ -204,11 +225,14 @@ def _train(
                 "data_hash": fingerprint,
                 "variant": variant,
                 "torch": torch.__version__,
+                "data_position": loader.position(),
                 **parallel,
             }
             save_training_state(recipe.out, model, optimizer, scheduler, meta, info)
             if info.main:
                 (recipe.out / "recipe.json").write_text(json.dumps(recipe.source, indent=2, default=str))
+    if loader is not None:
+        loader.close()
     policy = recipe.out / POLICY
     weights = full_weights(model, info.main)
     if info.main:
@@ -217,7 +241,13 @@ def _train(
         if partial.exists():
             shutil.rmtree(partial)  # an export a kill interrupted
         training = {key: meta.get(key) for key in parallel}  # as the checkpoint was trained
-        extra = {"recipe": recipe.source, "step": meta["step"], "data_hash": fingerprint, "training": training}
+        extra = {
+            "recipe": recipe.source,
+            "step": meta["step"],
+            "data_hash": fingerprint,
+            "data": data.describe(),
+            "training": training,
+        }
         save_checkpoint(partial, model.config, weights, stats, variant, tokenizer, extra=extra)
         swap_in(partial, policy)
     info.barrier()

@@ -7,11 +7,14 @@ Fields (defaults are the paper's optimisation setup, section 3.4.4):
   kind: policy | vqvae
   model: {size: tiny|medium|full, variant: qdepth|pi0|..., overrides: {field: value}}   (policy)
   backbone: PaliGemma folder for real weights (full size), else none
-  data: {format: libero_hdf5|lerobot|rlds, paths: [glob...], cameras: [main], keys: {...}, layout: bridge}
+  data: {format: libero_hdf5|lerobot|rlds, paths: [glob...], cameras: [main], keys: {...}, layout: bridge,
+         rotation: 180|0 (default: the format's), resize: bilinear|lanczos4, shuffle_buffer: 1000}
+        or a mixture: {datasets: [{format, paths, weight, keys, layout, ...}, ...], shuffle_buffer: ...}
+        (see docs/data.md)
   vqvae: folder of a trained depth VQ-VAE (its codebook scores the depth tokens)   (policy)
   train: {steps, batch_size (per process and micro-step), global_batch (over all processes), lr,
           weight_decay, warmup_steps, cosine_cycle, seed, log_every, checkpoint_every, max_grad_norm,
-          precision (fp32|bf16), activation_checkpointing}
+          precision (fp32|bf16), activation_checkpointing, workers, prefetch, streams}
   out: folder for checkpoints, logs and the recipe copy
   extends: another recipe (a name or file) this one starts from; its values are merged in underneath, so a
            variant recipe states only what differs (its model variant, name and out) and cannot drift from
@@ -50,6 +53,11 @@ class TrainSettings:
     max_grad_norm: float = 1.0
     precision: str = "fp32"  # fp32, or bf16: bf16 weights and compute, fp32 master weights and reduction
     activation_checkpointing: bool = False  # recompute each joint layer's activations in the backward pass
+    workers: int = 0  # DataLoader worker processes per rank (0: batches made in the training process)
+    prefetch: int = 2  # batches each worker prepares ahead
+    #: data streams the epoch is dealt to (0: ranks x workers). Fixed, it keeps the data order, and so the
+    #: global batch of every step, the same on any ranks x workers that divides it
+    streams: int = 0
 
     def accumulation(self, world: int) -> int:
         """Micro-steps per optimisation step on `world` processes: global_batch = batch_size x world x this."""
@@ -76,19 +84,25 @@ class Recipe:
     vqvae: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
 
-    def data_paths(self) -> list[Path]:
+    def glob_paths(self, patterns: list[str]) -> list[Path]:
+        """The files or folders some data path patterns name (a pattern that matches nothing is an error)."""
         paths: list[Path] = []
-        for pattern in self.data.get("paths", []):
+        for pattern in patterns:
             matches = sorted(glob.glob(str(pattern)))
             if not matches:
                 raise UserError(
                     f"recipe {self.name}: no files match data path '{pattern}'; generate or download "
-                    "the data first (see docs/training.md)."
+                    "the data first (see docs/data.md)."
                 )
             paths += [Path(m) for m in matches]
         if not paths:
             raise UserError(f"recipe {self.name}: data.paths is empty.")
         return paths
+
+    def data_paths(self) -> list[Path]:
+        """Every dataset path of the recipe: `data.paths`, or those of each `data.datasets` entry."""
+        listed = self.data.get("datasets") or [self.data]
+        return self.glob_paths([p for entry in listed for p in entry.get("paths", [])])
 
 
 def recipe_path(recipe: Path | str) -> Path:
