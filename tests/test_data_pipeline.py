@@ -190,6 +190,30 @@ def test_errors_name_the_file_and_the_fix(demo_file, tmp_path):
         )
 
 
+def test_depth_made_otherwise_than_the_recipe_says_is_refused(demo_file, tmp_path):
+    """Codes from another VQ-VAE than the recipe's, and depth from another estimator than it names."""
+    copy = tmp_path / "copy_demo.hdf5"
+    copy.write_bytes(demo_file.read_bytes())
+    cache = depth_cache.cache_path(copy)
+    for i, n in enumerate(LENGTHS):
+        depth_cache.write_demo(cache, f"demo_{i}", np.zeros((n, 224, 224), np.uint8), np.zeros((n, 2)), "sim")
+        depth_cache.write_codes(cache, f"demo_{i}", np.zeros((n, 256), np.int64), "0123456789abcdef")
+    vqvae = tmp_path / "vq"
+    vqvae.mkdir()
+    (vqvae / "model.safetensors").write_bytes(b"another codebook")
+    recipe = load_recipe(recipe_file(tmp_path, {"paths": [str(copy)]}))
+    data = open_training_data(recipe)
+    tokens = build_config("tiny", "qdepth", state_dim=8, action_dim=7, chunk_size=2)
+    with_vqvae = load_recipe(recipe_file(tmp_path, {"paths": [str(copy)]}), {"vqvae": str(vqvae)})
+    with pytest.raises(UserError, match=r"made by another VQ-VAE \(0123456789abcdef\)"):
+        make_train_loader(with_vqvae, data, tokens, HashWordTokenizer())
+    make_train_loader(recipe, data, tokens, HashWordTokenizer()).close()  # no VQ-VAE named: nothing to compare
+    pixel = build_config("tiny", "qdepth-pixel", state_dim=8, action_dim=7, chunk_size=2)
+    vida = load_recipe(recipe_file(tmp_path, {"paths": [str(copy)], "depth_estimator": "vida"}))
+    with pytest.raises(UserError, match=r"made by an unrecorded estimator, the recipe names vida"):
+        make_train_loader(vida, data, pixel, HashWordTokenizer())
+
+
 @pytest.mark.slow
 def test_tiny_qdepth_trains_from_a_libero_file_through_the_pipeline(tmp_path):
     """Depth annotation (synthetic relative depth in the real cache), the VQ-VAE and its codes, then three

@@ -124,3 +124,23 @@ def test_a_killed_annotation_resumes_without_recomputing_finished_episodes(
         assert sorted(f) == [f"episode_{i}" for i in range(4)]
         for name, relative in finished.items():
             assert np.array_equal(f[name]["relative"][()], relative)
+
+
+def test_vida_annotates_a_bridge_rlds_dataset_through_the_cli(cli, tmp_path: Path, checkpoint: Path) -> None:
+    """The Bridge fixture written by tensorflow-datasets (tests/data/rlds), named by its layout."""
+    import shutil
+
+    from qdepth_bench.datasets.formats import open_source
+
+    dataset = tmp_path / "bridge_dataset" / "1.0.0"
+    shutil.copytree(Path(__file__).parent / "data" / "rlds" / "bridge_dataset" / "1.0.0", dataset)
+    args = annotate_args(dataset, checkpoint, "--format", "rlds", "--layout", "bridge")
+    result = cli(*args, db=False)
+    assert result.exit_code == 0, result.output
+    source = open_source(dataset, "rlds", 224, ("main",), {}, "bridge", 0, "bilinear")
+    lengths = dict(source.episodes())
+    with h5py.File(dataset / "depth.h5", "r") as f:
+        assert dict(f.attrs)["estimator"] == "vida"
+        assert {key: f[key]["relative"].shape[0] for key in f} == lengths
+    again = cli(*args, db=False)  # every episode is done: nothing is computed again
+    assert again.exit_code == 0 and f"skipped {len(lengths)} already done" in again.output

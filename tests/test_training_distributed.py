@@ -37,6 +37,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
     weights) whose codebook the depth-token head scores against: everything a qdepth recipe reads."""
     from safetensors.torch import save_file
 
+    from qdepth_bench.core.hashing import file_hash
     from qdepth_bench.datasets.libero_hdf5 import write_episodes
     from qdepth_bench.models.vqvae import DepthVQVAE, VQVAEConfig
 
@@ -56,18 +57,20 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
             }
         )
     dataset = write_episodes(root / "task_demo.hdf5", demos, "pick up the soup", "none.bddl")
-    cache = depth_cache.cache_path(dataset)
-    for i in range(2):
-        depth_cache.write_demo(
-            cache, f"demo_{i}", rng.integers(0, 255, (10, 224, 224), dtype=np.uint8), np.ones((10, 2)), "synthetic"
-        )
-        depth_cache.write_codes(cache, f"demo_{i}", rng.integers(0, 256, (10, 256)), "synthetic")
     vqvae = root / "vq"
     vqvae.mkdir()
     torch.manual_seed(0)
     config = VQVAEConfig(hidden=16)
     save_file({k: v.contiguous() for k, v in DepthVQVAE(config).state_dict().items()}, str(vqvae / "model.safetensors"))
     (vqvae / "config.json").write_text(json.dumps({"vqvae": config.to_dict()}))
+    cache = depth_cache.cache_path(dataset)
+    for i in range(2):
+        depth_cache.write_demo(
+            cache, f"demo_{i}", rng.integers(0, 255, (10, 224, 224), dtype=np.uint8), np.ones((10, 2)), "synthetic"
+        )
+        # random codes, recorded as this VQ-VAE's (training refuses codes of another)
+        codes = rng.integers(0, 256, (10, 256))
+        depth_cache.write_codes(cache, f"demo_{i}", codes, file_hash(vqvae / "model.safetensors"))
     return dataset, vqvae
 
 

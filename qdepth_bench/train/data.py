@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.hashing import file_hash
 from qdepth_bench.datasets import depth as depth_cache
 from qdepth_bench.datasets.formats import DEFAULT_ROTATION, FORMATS, EpisodeSource, open_source
 from qdepth_bench.models.preprocessing import images_to_model
@@ -173,8 +174,10 @@ def _size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in files) + (cache.stat().st_size if cache.is_file() and path.is_file() else 0)
 
 
-def _check_depth(data: TrainingData, target: str) -> None:
-    """Every episode has its depth target in the cache beside its dataset, with one entry per frame."""
+def _check_depth(data: TrainingData, target: str, vqvae_hash: str | None, estimator: str | None) -> None:
+    """Every episode has its depth target in the cache beside its dataset, with one entry per frame, made
+    the way the recipe says: its codes by the recipe's VQ-VAE (`vqvae_hash`), its depth by the estimator the
+    recipe names (`data.depth_estimator`, when it names one)."""
     import h5py
 
     field = "codes" if target == "depth_codes" else "relative"
@@ -183,9 +186,11 @@ def _check_depth(data: TrainingData, target: str) -> None:
         cache = depth_cache.cache_path(source.path)
         lengths = {e.key: e.length for e in data.entries if e.source == index}
         found: dict[str, int] = {}
+        coded_by: dict[str, str] = {}
         if cache.is_file():
             with h5py.File(cache, "r") as f:
                 found = {k: int(f[k][field].shape[0]) for k in f if field in f[k]}
+                coded_by = {k: str(f[k].attrs.get("vqvae", "")) for k in f if field in f[k]}
         missing = [k for k in lengths if k not in found]
         if missing:
             raise UserError(
@@ -198,6 +203,21 @@ def _check_depth(data: TrainingData, target: str) -> None:
                 f"{cache} does not match {source.path}: {wrong[0]} has {found[wrong[0]]} depth frames for "
                 f"{lengths[wrong[0]]} frames; delete the cache and run "
                 f"`qdepth-bench depth annotate {source.path}` again."
+            )
+        other = [k for k in lengths if target == "depth_codes" and vqvae_hash and coded_by[k] != vqvae_hash]
+        if other:
+            raise UserError(
+                f"the depth codes of {source.path} ({other[0]}) were made by another VQ-VAE ({coded_by[other[0]]}) "
+                f"than the recipe's ({vqvae_hash}); run `qdepth-bench depth encode {source.path} --vqvae FOLDER` "
+                "with the recipe's vqvae folder."
+            )
+        settings = depth_cache.read_settings(cache) if estimator else None
+        if estimator and (settings is None or settings.estimator != estimator):
+            made = settings.estimator if settings is not None else "an unrecorded estimator"
+            raise UserError(
+                f"the depth of {source.path} was made by {made}, the recipe names {estimator} "
+                f"(data.depth_estimator); annotate it with `qdepth-bench depth annotate {source.path} --source "
+                f"{estimator}` into a fresh sidecar, or change the recipe."
             )
 
 
@@ -467,7 +487,10 @@ def make_train_loader(
         )
     data.set_image_size(config.vision.image_size)
     if config.has_depth:
-        _check_depth(data, "depth_codes" if config.depth_target == "tokens" else "depth")
+        target = "depth_codes" if config.depth_target == "tokens" else "depth"
+        vqvae = Path(recipe.vqvae) / "model.safetensors" if recipe.vqvae else None
+        vqvae_hash = file_hash(vqvae) if target == "depth_codes" and vqvae is not None and vqvae.is_file() else None
+        _check_depth(data, target, vqvae_hash, recipe.data.get("depth_estimator"))
     now = {"streams": streams, "batch_size": settings.batch_size, "seed": seed, "shuffle_buffer": buffer}
     start = 0
     if position is not None:
