@@ -46,12 +46,15 @@ class StateDtypePolicy(Policy):
 
 @dataclass
 class FlakyConfig:
-    #: while this file exists, every call fails as an unreachable policy server would
+    #: while this file exists, every call fails as an unreachable policy server would (transient errors)
     down_while: str = ""
+    #: while this file exists, every call fails as a model with a bug would (permanent errors)
+    broken_while: str = ""
 
 
 class FlakyPolicy(Policy):
-    """A no-op policy whose server is 'down' while a marker file exists: its errors are transient."""
+    """A no-op policy whose server is 'down' (transient errors) or whose model is 'broken' (permanent
+    errors) while a marker file exists."""
 
     Config = FlakyConfig
 
@@ -62,27 +65,8 @@ class FlakyPolicy(Policy):
     def act(self, batch: ObservationBatch) -> np.ndarray:
         if self.config.down_while and os.path.exists(self.config.down_while):
             raise TransientError("lost the connection to ws://127.0.0.1:9 4 times")
+        if self.config.broken_while and os.path.exists(self.config.broken_while):
+            raise RuntimeError("shape bug in the action head")
         actions = np.zeros((len(batch), 1, 7), dtype=np.float32)
         actions[:, :, -1] = -1.0
         return actions
-
-
-@dataclass
-class BrokenConfig:
-    #: while this file exists, every call fails as a model with a bug would (a permanent error)
-    broken_while: str = ""
-
-
-class BrokenWhilePolicy(Policy):
-    """A no-op policy that raises while a marker file exists: its errors are permanent until 'fixed'."""
-
-    Config = BrokenConfig
-
-    @property
-    def requirements(self) -> PolicyRequirements:
-        return PolicyRequirements()
-
-    def act(self, batch: ObservationBatch) -> np.ndarray:
-        if self.config.broken_while and os.path.exists(self.config.broken_while):
-            raise RuntimeError("shape bug in the action head")
-        return np.zeros((len(batch), 1, 7), dtype=np.float32)

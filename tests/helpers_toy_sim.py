@@ -4,6 +4,9 @@ tables pick it up with nothing else added."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from qdepth_bench.core.checks import Check
@@ -83,3 +86,39 @@ class NeedsDepth(PushRight):
     @property
     def requirements(self) -> PolicyRequirements:
         return PolicyRequirements(image_size=8, depth=True)
+
+
+def toy_suite_yaml(trials_per_task: int, max_steps: int) -> str:
+    """The toy family's suite file: two reach tasks."""
+    return f"""
+family: toy_line
+backend: toy_line
+protocol_version: 1
+robot: point
+protocol:
+  trials_per_task: {trials_per_task}
+  max_steps: {max_steps}
+  replan_steps: 1
+  control_hz: 10
+  env_seed: 0
+  cameras: {{main: top}}
+  state_layout: x
+  noop_action: [0]
+  action_low: [-1]
+  action_high: [1]
+suites:
+  line_reach: {{n_tasks: 2, label: Reach}}
+"""
+
+
+def install_toy_plugin(folder: Path, trials_per_task: int, max_steps: int) -> dict[str, str]:
+    """Register the toy simulator as a plugin package would (an entry point) with its suite in a content
+    folder, under `folder`; the environment variables a CLI subprocess needs to find both."""
+    plugins = folder / "plugins" / "toy_line-0.1.dist-info"
+    plugins.mkdir(parents=True)
+    (plugins / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-line\nVersion: 0.1\n")
+    (plugins / "entry_points.txt").write_text("[qdepth_bench.simulators]\ntoy_line = helpers_toy_sim:TOY\n")
+    (folder / "content" / "suites").mkdir(parents=True)
+    (folder / "content" / "suites" / "toy.yaml").write_text(toy_suite_yaml(trials_per_task, max_steps))
+    paths = [str(folder / "plugins"), str(Path(__file__).parent), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p), "QDEPTH_BENCH_CONTENT": str(folder / "content")}

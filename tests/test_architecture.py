@@ -6,13 +6,13 @@ import ast
 import csv
 import dataclasses
 import io
-import os
 import subprocess
 import typing
 from pathlib import Path
 
 import pytest
 from conftest import run_cli_subprocess
+from helpers_toy_sim import install_toy_plugin
 
 import qdepth_bench
 
@@ -125,39 +125,11 @@ def test_the_typed_message_check_catches_a_tuple(tmp_path):
     assert tuples_sent(tmp_path) == ["bad.py:2"]
 
 
-TOY_FAMILY = """
-family: toy_line
-backend: toy_line
-protocol_version: 1
-robot: point
-protocol:
-  trials_per_task: 3
-  max_steps: 8
-  replan_steps: 1
-  control_hz: 10
-  env_seed: 0
-  cameras: {main: top}
-  state_layout: x
-  noop_action: [0]
-  action_low: [-1]
-  action_high: [1]
-suites:
-  line_reach: {n_tasks: 2, label: Reach}
-"""
-
-
 @pytest.mark.slow
 def test_a_toy_simulator_is_one_module_and_one_registration(tmp_path):
     """helpers_toy_sim.py plus one entry point (as a plugin package declares it); doctor, suites, the
     requirement checks and the tables pick it up, and its env workers find it in spawned processes."""
-    plugins = tmp_path / "plugins" / "toy_line-0.1.dist-info"
-    plugins.mkdir(parents=True)
-    (plugins / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-line\nVersion: 0.1\n")
-    (plugins / "entry_points.txt").write_text("[qdepth_bench.simulators]\ntoy_line = helpers_toy_sim:TOY\n")
-    (tmp_path / "content" / "suites").mkdir(parents=True)
-    (tmp_path / "content" / "suites" / "toy.yaml").write_text(TOY_FAMILY)
-    paths = [str(tmp_path / "plugins"), str(Path(__file__).parent), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
-    env = {"PYTHONPATH": os.pathsep.join(p for p in paths if p), "QDEPTH_BENCH_CONTENT": str(tmp_path / "content")}
+    env = install_toy_plugin(tmp_path, trials_per_task=3, max_steps=8)
     db = str(tmp_path / "toy.sqlite")
 
     def cli(*args: str) -> subprocess.CompletedProcess:

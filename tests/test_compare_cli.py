@@ -16,41 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import db_rows, run_cli_subprocess
+from helpers_toy_sim import install_toy_plugin
 
 from qdepth_bench.report.sequential import log_evidence
-
-TOY = """
-family: toy_line
-backend: toy_line
-protocol_version: 1
-robot: point
-protocol:
-  trials_per_task: 10
-  max_steps: 6
-  replan_steps: 1
-  control_hz: 10
-  env_seed: 0
-  cameras: {main: top}
-  state_layout: x
-  noop_action: [0]
-  action_low: [-1]
-  action_high: [1]
-suites:
-  line_reach: {n_tasks: 2, label: Reach}
-"""
 
 
 @pytest.fixture
 def toy(tmp_path: Path) -> dict[str, str]:
     """The toy simulator registered as a plugin (an entry point) with a two-task suite of its own."""
-    plugins = tmp_path / "plugins" / "toy_line-0.1.dist-info"
-    plugins.mkdir(parents=True)
-    (plugins / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-line\nVersion: 0.1\n")
-    (plugins / "entry_points.txt").write_text("[qdepth_bench.simulators]\ntoy_line = helpers_toy_sim:TOY\n")
-    (tmp_path / "content" / "suites").mkdir(parents=True)
-    (tmp_path / "content" / "suites" / "toy.yaml").write_text(TOY)
-    paths = [str(tmp_path / "plugins"), str(Path(__file__).parent), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
-    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p), "QDEPTH_BENCH_CONTENT": str(tmp_path / "content")}
+    return install_toy_plugin(tmp_path, trials_per_task=10, max_steps=6)
 
 
 def _comparison(db: Path) -> dict:

@@ -135,7 +135,7 @@ def test_errors_after_every_attempt_are_run_again_with_retry_errors(tmp_path):
         "run",
         "libero_object",
         "--policy",
-        "helpers_policies:BrokenWhilePolicy",
+        "helpers_policies:FlakyPolicy",
         "--policy-arg",
         f"broken_while={marker}",
         "--tasks",
