@@ -114,7 +114,9 @@ def evaluate_with_progress(
     try:
         return evaluate(store, specs, policy, selection, options, command_line(), RunProgress(), engine)
     except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted: finished episodes are saved in {store.path}; run the same command again to continue."
-        )
+        if store.db.table("episodes").count:
+            said = f"interrupted: finished episodes are saved in {store.path}; run the same command again to continue."
+        else:
+            said = "interrupted before any episode finished; run the same command again to start."
+        err_console.print(said)
         raise typer.Exit(130) from None
