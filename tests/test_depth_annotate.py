@@ -126,19 +126,27 @@ def test_a_killed_annotation_resumes_without_recomputing_finished_episodes(
             assert np.array_equal(f[name]["relative"][()], relative)
 
 
-def test_vida_annotates_a_bridge_rlds_dataset_through_the_cli(cli, tmp_path: Path, checkpoint: Path) -> None:
-    """The Bridge fixture written by tensorflow-datasets (tests/data/rlds), named by its layout."""
+@pytest.mark.parametrize(
+    ("fixture", "fmt", "layout"),
+    [
+        ("lerobot/libero_tiny_v3", "lerobot", "bridge"),  # written by LeRobot's own writer (v3.0)
+        ("rlds/bridge_dataset/1.0.0", "rlds", "bridge"),  # written by tensorflow-datasets
+    ],
+)
+def test_vida_annotates_the_written_fixtures_through_the_cli(
+    cli, tmp_path: Path, checkpoint: Path, fixture: str, fmt: str, layout: str
+) -> None:
+    """The LeRobot v3.0 and Bridge RLDS fixtures of tests/data (see their READMEs), named by format and layout."""
     import shutil
 
     from qdepth_bench.datasets.formats import open_source
 
-    dataset = tmp_path / "bridge_dataset" / "1.0.0"
-    shutil.copytree(Path(__file__).parent / "data" / "rlds" / "bridge_dataset" / "1.0.0", dataset)
-    args = annotate_args(dataset, checkpoint, "--format", "rlds", "--layout", "bridge")
+    dataset = tmp_path / "dataset"
+    shutil.copytree(Path(__file__).parent / "data" / fixture, dataset)
+    args = annotate_args(dataset, checkpoint, "--format", fmt, "--layout", layout)
     result = cli(*args, db=False)
     assert result.exit_code == 0, result.output
-    source = open_source(dataset, "rlds", 224, ("main",), {}, "bridge", 0, "bilinear")
-    lengths = dict(source.episodes())
+    lengths = dict(open_source(dataset, fmt, 224, ("main",), {}, layout, 0, "bilinear").episodes())
     with h5py.File(dataset / "depth.h5", "r") as f:
         assert dict(f.attrs)["estimator"] == "vida"
         assert {key: f[key]["relative"].shape[0] for key in f} == lengths
