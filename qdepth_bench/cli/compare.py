@@ -18,7 +18,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -44,28 +44,8 @@ from qdepth_bench.registry.sims import make_backend
 from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.sequential import ALTERNATIVES, SequentialDesign, SequentialResult, decide
 from qdepth_bench.report.stats import mcnemar_exact
+from qdepth_bench.results.comparisons import recorded_comparison, save_comparison
 from qdepth_bench.results.store import Store
-
-#: one row per comparison of two runs on one list of tasks: its fixed design and its latest state
-TABLE = "paired_comparisons"
-COLUMNS: dict[str, type] = {
-    "comparison_id": str,
-    "run_a": str,
-    "run_b": str,
-    "suite": str,
-    "tasks": str,
-    "sequential": int,
-    "design": str,
-    "status": str,
-    "decision": str,
-    "pairs_used": int,
-    "pairs_run": int,
-    "pairs_lost": int,
-    "result": str,
-    "command": str,
-    "created_at": float,
-    "updated_at": float,
-}
 
 
 @dataclass
@@ -110,19 +90,6 @@ def _pairs(
             continue
         pairs.append((a == "success", b == "success"))
     return pairs, read, lost
-
-
-def _existing(store: Store, comparison_id: str) -> dict[str, Any] | None:
-    """The comparison's recorded row (its table created on first use, beside the store's own tables)."""
-    with store.db.conn:
-        store.db.table(TABLE).create(COLUMNS, pk="comparison_id", if_not_exists=True)
-    rows = list(store.db.query(f"select * from {TABLE} where comparison_id = ?", [comparison_id]))
-    return rows[0] if rows else None
-
-
-def _save(store: Store, row: dict[str, Any]) -> None:
-    with store.db.conn:
-        store.db.table(TABLE).upsert({**row, "updated_at": time.time()}, pk="comparison_id")
 
 
 def _result_text(result: SequentialResult) -> str:
@@ -212,7 +179,7 @@ def _compare(
         raise UserError("A and B are the same policy with the same options: give two different policies.")
     schedule = _schedule(plans[0].episodes, design.max_pairs)
     comparison_id = stable_hash({"runs": runs, "tasks": tasks or "all"}, 12)
-    recorded = _existing(store, comparison_id)
+    recorded = recorded_comparison(store, comparison_id)
     fixed = {"sequential": int(sequential), "design": json.dumps(design.record(), sort_keys=True)}
     if recorded is not None and (recorded["sequential"], recorded["design"]) != (fixed["sequential"], fixed["design"]):
         raise UserError(
@@ -259,7 +226,7 @@ def _compare(
                 pairs_lost=lost,
                 result=_result_text(result),
             )
-            _save(store, row)
+            save_comparison(store, row)
             if done:
                 break
             batch = schedule[read : read + round_size]
