@@ -26,35 +26,44 @@ FRAMES, SIZE = 20, 32  # one ViDA window (32 frames, the last repeated) per epis
 
 
 def write_lerobot(root: Path, episodes: int) -> Path:
-    """A LeRobot v3.0 folder: meta/info.json, tasks, one parquet file per episode with PNG frames."""
+    """A LeRobot v3.0 folder as LeRobot's writer lays it out: meta/info.json, meta/tasks.parquet,
+    meta/episodes/ (each episode's length and data file) and one data file holding every episode, PNG frames."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image
 
-    (root / "meta").mkdir(parents=True)
-    (root / "meta" / "info.json").write_text(json.dumps({"codebase_version": "v3.0", "fps": 10, "features": {}}))
-    (root / "meta" / "tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": "pick the bowl"}) + "\n")
-    data = root / "data" / "chunk-000"
-    data.mkdir(parents=True)
+    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+    (root / "data" / "chunk-000").mkdir(parents=True)
+    info = {
+        "codebase_version": "v3.0",
+        "fps": 10,
+        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+        "features": {},
+    }
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    pq.write_table(pa.table({"task_index": [0], "task": ["pick the bowl"]}), root / "meta" / "tasks.parquet")
     rng = np.random.default_rng(0)
+    columns: dict[str, list] = {k: [] for k in ("observation.images.image", "observation.state", "action")}
+    columns |= {"episode_index": [], "task_index": []}
     for index in range(episodes):
-        pngs = []
         for t in range(FRAMES):  # a bright square sliding over a gradient
             frame = np.tile(np.linspace(0, 200, SIZE, dtype=np.uint8)[None, :, None], (SIZE, 1, 3))
             frame[8:20, (t + index) % 20 : (t + index) % 20 + 12] = 255
             buffer = io.BytesIO()
             Image.fromarray(frame).save(buffer, format="PNG")
-            pngs.append({"bytes": buffer.getvalue(), "path": None})
-        table = pa.table(
-            {
-                "observation.images.image": pngs,
-                "observation.state": rng.normal(size=(FRAMES, 8)).astype(np.float32).tolist(),
-                "action": rng.normal(size=(FRAMES, 7)).astype(np.float32).tolist(),
-                "episode_index": [index] * FRAMES,
-                "task_index": [0] * FRAMES,
-            }
-        )
-        pq.write_table(table, data / f"file-{index:03d}.parquet")
+            columns["observation.images.image"].append({"bytes": buffer.getvalue(), "path": None})
+        columns["observation.state"] += rng.normal(size=(FRAMES, 8)).astype(np.float32).tolist()
+        columns["action"] += rng.normal(size=(FRAMES, 7)).astype(np.float32).tolist()
+        columns["episode_index"] += [index] * FRAMES
+        columns["task_index"] += [0] * FRAMES
+    pq.write_table(pa.table(columns), root / "data" / "chunk-000" / "file-000.parquet")
+    meta = {
+        "episode_index": list(range(episodes)),
+        "length": [FRAMES] * episodes,
+        "data/chunk_index": [0] * episodes,
+        "data/file_index": [0] * episodes,
+    }
+    pq.write_table(pa.table(meta), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
     return root
 
 
@@ -80,7 +89,8 @@ def test_vida_annotates_a_lerobot_dataset_into_a_sidecar(cli, tmp_path: Path, ch
         assert dict(f.attrs) == {"estimator": "vida", "checkpoint": file_hash(checkpoint), "normalisation": "episode"}
         assert sorted(f) == ["episode_0", "episode_1"]
         relative = f["episode_0"]["relative"][()]
-        assert relative.shape == (FRAMES, SIZE, SIZE) and relative.dtype == np.uint8
+        # frames are read as the policy sees them (the model's 224 px), so their depth is too
+        assert relative.shape == (FRAMES, 224, 224) and relative.dtype == np.uint8
         assert relative.min() == 0 and relative.max() == 255  # the episode spans the range, frames need not
 
     refused = cli(*annotate_args(dataset, checkpoint, "--normalise", "frame"), db=False)
