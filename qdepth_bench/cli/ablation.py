@@ -27,7 +27,7 @@ from qdepth_bench.cli.common import (
     progress_on_stderr,
 )
 from qdepth_bench.cli.progress import evaluate_with_progress
-from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.errors import INTERRUPTED_EXIT, UserError
 from qdepth_bench.eval.engine import EngineOptions
 from qdepth_bench.eval.plan import Selection
 from qdepth_bench.registry.ablations import AblationSpec, Member
@@ -179,4 +179,4 @@ def _train(member: Member, number: int, total: int) -> None:
             f"interrupted: the training of {member.name} continues from its last checkpoint in {recipe.out} "
             "when you run the same command again."
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED_EXIT) from None

@@ -34,7 +34,7 @@ from qdepth_bench.cli.common import (
 )
 from qdepth_bench.cli.progress import RunProgress, command_line
 from qdepth_bench.cli.run import open_run_store
-from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.errors import INTERRUPTED_EXIT, UserError
 from qdepth_bench.core.hashing import stable_hash
 from qdepth_bench.core.policy import Policy
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
@@ -248,7 +248,7 @@ def _compare(
             f"interrupted: finished episodes are saved in {store.path}; run the same command again to continue the "
             "comparison."
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     _print(sides, design, result, sequential, lost, pairs)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from qdepth_bench.cli.common import DEFAULT_WORKERS, build_policy, console, data_app, depth_app, err_console
-from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.errors import INTERRUPTED_EXIT, UserError
 from qdepth_bench.datasets.formats import read_episodes
 from qdepth_bench.eval.episode import EpisodeResult
 from qdepth_bench.eval.plan import RunPlan
@@ -76,7 +76,7 @@ def data_generate(
         )
     except KeyboardInterrupt:
         err_console.print(f"interrupted: finished attempts are kept in {out}; run the same command to continue.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED_EXIT) from None
     finally:
         agent.close()
     for task_id, n in counts.items():

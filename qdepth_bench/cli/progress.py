@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from qdepth_bench.cli.common import DEFAULT_WORKERS, console, err_console
+from qdepth_bench.core.errors import INTERRUPTED_EXIT
 from qdepth_bench.core.policy import Policy
 from qdepth_bench.core.protocol import SuiteSpec
 from qdepth_bench.eval.engine import Engine, EngineOptions, EngineStats
@@ -119,4 +120,4 @@ def evaluate_with_progress(
         else:
             said = "interrupted before any episode finished; run the same command again to start."
         err_console.print(said)
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED_EXIT) from None
