@@ -1,4 +1,4 @@
-"""Error control of the sequential paired test (`qdepth_bench.report.sequential`), checked by simulation.
+"""Error control of the sequential paired test (`qdepth_bench.eval.sequential`), checked by simulation.
 
 For each configuration it simulates paired sequences of two policies (success rates pA and pB, a share psi of
 discordant pairs) and prints, for the sequential test: how often it names a policy better (the type-I error
@@ -21,7 +21,7 @@ from functools import cache
 
 import numpy as np
 
-from qdepth_bench.report.sequential import SequentialDesign, decide_all
+from qdepth_bench.eval.sequential import SequentialDesign, decide_all
 from qdepth_bench.report.stats import mcnemar_exact, sample_size_paired
 
 #: (alpha, max pairs, alternative) x (pA, pB, psi or None for independent outcomes)

@@ -82,6 +82,10 @@ class PushRight(Policy):
         return np.ones((len(batch.keys), 1, 1), np.float32)
 
 
+class PushRightAgain(PushRight):
+    """PushRight under another name: an ablation variant that changes nothing (every pair concordant)."""
+
+
 class NeedsDepth(PushRight):
     @property
     def requirements(self) -> PolicyRequirements:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.report.sequential import (
+from qdepth_bench.eval.sequential import (
     A_BETTER,
     B_BETTER,
     DEFAULT_GRID,

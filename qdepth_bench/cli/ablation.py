@@ -1,10 +1,16 @@
-"""`qdepth-bench ablation NAME [--train] [--run]`: an ablation table, and everything it takes to make one.
+"""`qdepth-bench ablation NAME [--train] [--run | --sequential]`: an ablation table, and everything it takes
+to make one.
 
 With `--train` every (variant, training seed) without a checkpoint is trained from its variant's recipe
 (an interrupted training continues from its last checkpoint); with `--run` every trained one is evaluated
 on the ablation's tasks (a run already recorded is resumed, not repeated); then the table is rendered. The
 plan is printed first and worked through one model at a time, trained and then evaluated, so the whole
 plan's progress shows item by item and results land as each model is ready.
+
+With `--sequential` (`--run` or not) the evaluation is instead one sequential paired comparison per variant
+and training seed against the full model of the same seed (`eval.sequential_compare`, as `compare
+--sequential`), each stopping at its own decision; the family's alpha is split over the comparisons
+(Bonferroni), so the chance that any of them names a model better when none is stays at most alpha.
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ from qdepth_bench.cli.common import (
     build_policy,
     console,
     err_console,
+    open_run_store,
     open_store,
     print_views,
     progress_on_stderr,
 )
-from qdepth_bench.cli.progress import evaluate_with_progress
+from qdepth_bench.cli.progress import ComparisonProgress, command_line, evaluate_with_progress
 from qdepth_bench.core.errors import INTERRUPTED_EXIT, UserError
+from qdepth_bench.core.policy import Policy
 from qdepth_bench.eval.engine import EngineOptions
 from qdepth_bench.eval.plan import Selection
+from qdepth_bench.eval.sequential import SequentialDesign
+from qdepth_bench.eval.sequential_compare import Side, refuse_undecidable, run_comparison
 from qdepth_bench.registry.ablations import AblationSpec, Member
 from qdepth_bench.registry.policies import policy_registry
 from qdepth_bench.registry.suites import suite_registry
@@ -89,6 +99,24 @@ def ablation(
         typer.Option(min=1, help="with --run: episodes per task (default: the ablation's, else the protocol's)"),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="with --run: env worker processes")] = DEFAULT_WORKERS,
+    sequential: Annotated[
+        bool,
+        typer.Option(
+            "--sequential",
+            help="evaluate by sequential paired comparisons, each variant against the full model, each stopping "
+            "at its decision (resumable)",
+        ),
+    ] = False,
+    alpha: Annotated[
+        float, typer.Option(help="with --sequential: chance that any comparison names a model better when none is")
+    ] = 0.05,
+    max_pairs: Annotated[
+        int | None,
+        typer.Option(min=1, help="with --sequential: paired episodes per comparison at most (default: all of them)"),
+    ] = None,
+    round_size: Annotated[
+        int | None, typer.Option(min=1, help="with --sequential: pairs per round (default: --workers)")
+    ] = None,
     fmt: FormatOption = "rich",
     out: Annotated[Path | None, typer.Option(help="write to this file instead of printing")] = None,
     db: DbOption = None,
@@ -99,15 +127,19 @@ def ablation(
     from qdepth_bench.report.ablation import build_ablation
 
     spec = ablation_spec(name)
-    store = open_store(db)
+    store = open_run_store(db) if run_missing or sequential else open_store(db)
     members = spec.members(seeds)
-    if train or run_missing:
+    if train or run_missing or sequential:
         err_console.print(f"[bold]{spec.id}[/bold]: {len(members)} models (variant x training seed)")
         for line in _plan_lines(spec, store, members, train):
             err_console.print(line, markup=False, highlight=False)
     with progress_on_stderr(fmt.lower() != "rich" and out is None):
         if train or run_missing:
-            _work_through(store, spec, members, train, run_missing, tasks, episodes, workers)
+            _work_through(store, spec, members, train, run_missing and not sequential, tasks, episodes, workers)
+        if sequential:
+            selection = Selection.parse(tasks or spec.task_ids, episodes or spec.episodes)
+            options = EngineOptions(workers=workers)
+            _compare_variants(store, spec, members, selection, options, alpha, max_pairs, round_size or workers)
     views = build_ablation(store, spec, reference, seeds)
     if not views:
         err_console.print(
@@ -155,6 +187,71 @@ def _work_through(
                 evaluate_with_progress(store, suite, policy, selection, EngineOptions(workers=workers))
             finally:
                 policy.close()
+
+
+def _compare_variants(
+    store: Store,
+    spec: AblationSpec,
+    members: list[Member],
+    selection: Selection,
+    options: EngineOptions,
+    alpha: float,
+    max_pairs: int | None,
+    round_size: int,
+) -> None:
+    """Each variant's training seed against the full model's same seed, one sequential comparison after
+    another, each to its own decision. The family is every such pair the ablation declares (trained or not),
+    fixed before the first episode: each comparison gets alpha / that many (Bonferroni), recorded with its
+    design, so a later command that would split alpha otherwise is refused rather than resuming."""
+    full = {m.seed: m for m in members if m.variant.policy == spec.full}
+    pairs = [(full[m.seed], m) for m in members if m.variant.policy != spec.full and m.seed in full]
+    if not pairs:
+        raise UserError(f"{spec.id} has no variant with a training seed of its full model {spec.full} to compare.")
+    suites = suite_registry().resolve(spec.suite)
+    if len(suites) != 1:
+        raise UserError(f"{spec.id}: suite {spec.suite} is a group; a sequential ablation compares on one suite.")
+    suite = suites[0]
+    episodes = len(selection.task_ids(suite)) * (selection.episodes or suite.episodes_per_task)
+    design = SequentialDesign(alpha / len(pairs), max_pairs or episodes, "two-sided")
+    family = {"ablation": spec.id, "alpha": alpha, "comparisons": len(pairs), "correction": "Bonferroni"}
+    refuse_undecidable(design)
+    ready = [(a, b) for a, b in pairs if a.trained and b.trained]
+    if len(ready) < len(pairs):
+        waiting = ", ".join(b.name for a, b in pairs if (a, b) not in ready)
+        err_console.print(f"not compared, a checkpoint is missing (train with --train): {waiting}")
+    console.print(
+        f"[bold]{spec.id}[/bold]: {len(pairs)} sequential comparisons with {spec.full}, alpha {alpha:g} split by "
+        f"Bonferroni: {design.alpha:.4g} each (two-sided), at most {design.max_pairs} pairs each",
+        highlight=False,
+    )
+    policies: dict[Member, Policy] = {}
+    try:
+        for number, (a, b) in enumerate(ready, 1):
+            console.print(f"[bold]\\[compare {number}/{len(ready)}][/bold] {b.name} vs {a.name}", highlight=False)
+            for member in (a, b):
+                if member not in policies:
+                    policies[member] = build_policy(member.variant.policy, policy_options(spec, member))
+            sides = tuple(Side(policies[m], suite.for_policy(policies[m].requirements)) for m in (a, b))
+            run_comparison(
+                store,
+                (sides[0], sides[1]),
+                selection,
+                design,
+                options,
+                command_line(),
+                ComparisonProgress(),
+                round_size=round_size,
+                family=family,
+            )
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: finished episodes and decisions are saved in {store.path}; run the same command again to "
+            "continue the comparisons."
+        )
+        raise typer.Exit(INTERRUPTED_EXIT) from None
+    finally:
+        for policy in policies.values():
+            policy.close()
 
 
 def _train(member: Member, number: int, total: int) -> None:

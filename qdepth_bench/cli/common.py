@@ -9,6 +9,7 @@ whose episodes ended in errors says how many and why in one line and exits 3; Ct
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -174,6 +175,24 @@ def open_store(db: Path | None) -> Store:
     store = Store(db)
     rows, digest = reference_rows()
     store.load_references(rows, digest)
+    return store
+
+
+#: free disk beside the database below which a run is refused before its first episode
+MIN_FREE_MB_FOR_ROWS = 10
+
+
+def open_run_store(db: Path | None) -> Store:
+    """The database a run writes to, refused in one line when it is read-only or its disk is full."""
+    store = open_store(db)
+    if store.read_only:
+        raise UserError(f"--db {store.path} is read-only: reports can read it, but a run needs a writable --db.")
+    free_mb = shutil.disk_usage(store.path.parent if str(store.path.parent) else ".").free / 2**20
+    if free_mb < MIN_FREE_MB_FOR_ROWS:
+        raise UserError(
+            f"only {free_mb:.1f} MB free beside --db {store.path} ({MIN_FREE_MB_FOR_ROWS} MB asked for: episode "
+            "rows, the run log and SQLite's journal); free space or pass a --db elsewhere."
+        )
     return store
 
 

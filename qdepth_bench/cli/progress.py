@@ -1,5 +1,6 @@
 """What an evaluation shows on the terminal, shared by the commands that evaluate (`run`, `ablation --run`,
-`verify`): a header line per suite, a progress bar per plan, and a closing line on where the time went."""
+`verify`, `compare`, `ablation --sequential`): a header line per suite, a progress bar per plan, and a
+closing line on where the time went; a comparison adds its own header and a line per round."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from qdepth_bench.cli.common import DEFAULT_WORKERS, console, err_console
 from qdepth_bench.core.errors import INTERRUPTED_EXIT
@@ -20,7 +22,9 @@ from qdepth_bench.eval.engine import Engine, EngineOptions, EngineStats
 from qdepth_bench.eval.episode import EpisodeResult
 from qdepth_bench.eval.evaluate import evaluate
 from qdepth_bench.eval.plan import RunPlan, Selection
+from qdepth_bench.eval.sequential_compare import Comparison, ComparisonOutcome
 from qdepth_bench.eval.timing import describe
+from qdepth_bench.report.stats import mcnemar_exact
 from qdepth_bench.results.store import Store
 
 
@@ -101,6 +105,57 @@ class RunProgress:
         if stats.episode_timings:
             first_call = "" if stats.first_call_s is None else f"first policy call after {stats.first_call_s:.1f} s; "
             console.print(f"time: {first_call}{describe(stats.phases)}", highlight=False)
+
+
+class ComparisonProgress(RunProgress):
+    """The `eval.sequential_compare.ComparisonObserver` of the terminal."""
+
+    def compared(self, comparison: Comparison) -> None:
+        (a, b), (run_a, run_b), design = comparison.sides, comparison.runs, comparison.design
+        console.print(
+            f"[bold]compare[/bold] {a.policy.name} (run {run_a}) vs {b.policy.name} (run {run_b}) · "
+            f"{a.spec.name} · comparison {comparison.comparison_id} · "
+            + (
+                f"sequential, alpha {design.alpha:g}, {design.alternative}"
+                if comparison.sequential
+                else f"fixed, alpha {design.alpha:g}"
+            )
+            + f", at most {design.max_pairs} pairs"
+        )
+
+    def round(self, first: int, last: int, total: int) -> None:
+        console.print(f"round: pairs {first}-{last} of at most {total}", highlight=False)
+
+    def decided(self, outcome: ComparisonOutcome) -> None:
+        """Both policies' successes on the pairs the answer rests on, then the answer with its design."""
+        comparison, result, used = outcome.comparison, outcome.result, outcome.used
+        names = [s.policy.name for s in comparison.sides]
+        out = Table("", names[0], names[1], title="paired comparison")
+        n = len(used)
+        out.add_row("successes", *(f"{sum(p[i] for p in used)}/{n}" for i in (0, 1)))
+        if n:
+            out.add_row("success rate", *(f"{100 * sum(p[i] for p in used) / n:.1f}%" for i in (0, 1)))
+        only = [sum(1 for p in used if p[i] and not p[1 - i]) for i in (0, 1)]
+        out.add_row("succeeded alone", str(only[0]), str(only[1]))
+        console.print(out)
+        if outcome.lost:
+            err_console.print(f"{outcome.lost} pairs had an episode that ended in an error and are left out.")
+        if not comparison.sequential:
+            console.print(f"exact McNemar over {n} pairs: p = {mcnemar_exact(only[0], only[1]):.3g}", highlight=False)
+            return
+        verdict = {
+            "a-better": f"{names[0]} is better",
+            "b-better": f"{names[1]} is better",
+            "no-difference": "no difference detected within the maximum",
+            "undecided": "undecided: every pair was lost to errors",
+        }[result.decision]
+        record, design = result.record(), comparison.design
+        console.print(
+            f"decision: {verdict} after {result.pairs_used} pairs ({2 * result.pairs_used} episodes); e-values "
+            f"A {record['e_value_a']:.3g}, B {record['e_value_b']:.3g} against {1 / design.level():.3g} "
+            f"(alpha {design.alpha:g}, {design.alternative}, at most {design.max_pairs} pairs)",
+            highlight=False,
+        )
 
 
 def evaluate_with_progress(

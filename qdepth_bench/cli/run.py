@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -19,7 +18,7 @@ from qdepth_bench.cli.common import (
     app,
     build_policy,
     err_console,
-    open_store,
+    open_run_store,
     policy_options,
     print_views,
 )
@@ -31,9 +30,6 @@ from qdepth_bench.eval.videos import check_video_dir
 from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.tables import build_tables
 from qdepth_bench.results.store import Store, default_db_path, remove_database
-
-#: free disk beside the database below which a run is refused before its first episode
-MIN_FREE_MB_FOR_ROWS = 10
 
 
 class Executor(str, Enum):
@@ -211,20 +207,6 @@ def run_store(db: Path | None) -> Iterator[Store]:
             if fresh and (store is None or not store.runs()):
                 remove_database(path)
         raise
-
-
-def open_run_store(db: Path | None) -> Store:
-    """The database a run writes to, refused in one line when it is read-only or its disk is full."""
-    store = open_store(db)
-    if store.read_only:
-        raise UserError(f"--db {store.path} is read-only: reports can read it, but a run needs a writable --db.")
-    free_mb = shutil.disk_usage(store.path.parent if str(store.path.parent) else ".").free / 2**20
-    if free_mb < MIN_FREE_MB_FOR_ROWS:
-        raise UserError(
-            f"only {free_mb:.1f} MB free beside --db {store.path} ({MIN_FREE_MB_FOR_ROWS} MB asked for: episode "
-            "rows, the run log and SQLite's journal); free space or pass a --db elsewhere."
-        )
-    return store
 
 
 def error_summary(store: Store, plans: list[RunPlan]) -> str:

@@ -55,17 +55,26 @@ def evaluate(
         for spec in (s.for_policy(policy.requirements) for s in specs):
             plan = plan_run(store, spec, make_backend(spec), policy, selection, command)
             plans.append(plan)
-            run_options = dataclasses.replace(
-                options,
-                workers=min(options.workers, max(len(plan.pending), 1)),
-                # named by database and run: several databases in one folder keep their logs apart
-                log_path=store.path.parent / "logs" / f"{store.path.stem}-{plan.run_id}.log",
-            )
-            if observer is None:
-                owner.execute(store, plan, run_options)
-                continue
-            observer.planned(plan, run_options, options.workers)
-            with observer.running(plan) as on_episode:
-                stats = owner.execute(store, plan, run_options, on_episode)
-            observer.ran(plan, stats)
+            execute_plan(store, plan, options, owner, observer)
     return plans
+
+
+def execute_plan(
+    store: Store, plan: RunPlan, options: EngineOptions, engine: Engine, observer: RunObserver | None = None
+) -> None:
+    """Execute one plan on `engine`, shown through `observer`: on at most as many workers as it has pending
+    episodes, logging to `logs/<database>-<run id>.log` beside the database. Shared by `evaluate` and the
+    paired rounds of `eval.sequential_compare`, so both show and log a plan alike."""
+    run_options = dataclasses.replace(
+        options,
+        workers=min(options.workers, max(len(plan.pending), 1)),
+        # named by database and run: several databases in one folder keep their logs apart
+        log_path=store.path.parent / "logs" / f"{store.path.stem}-{plan.run_id}.log",
+    )
+    if observer is None:
+        engine.execute(store, plan, run_options)
+        return
+    observer.planned(plan, run_options, options.workers)
+    with observer.running(plan) as on_episode:
+        stats = engine.execute(store, plan, run_options, on_episode)
+    observer.ran(plan, stats)

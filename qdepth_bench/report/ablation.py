@@ -5,7 +5,8 @@ An ablation is data (`registry/ablations.py`). The published rows print exactly 
 (values and deltas of its averages); our rows come from the latest finished run of each variant's policy on the suite.
 
 The paired test matches episodes by (task, initial state): both policies faced the same scene, so only
-the episodes where exactly one of them succeeded say anything about a difference (exact McNemar).
+the episodes where exactly one of them succeeded say anything about a difference (exact McNemar). Where
+`ablation --sequential` compared a variant with the full model, its recorded decision is shown beside it.
 """
 
 from __future__ import annotations
@@ -18,12 +19,50 @@ from typing import Any
 import pandas as pd
 
 from qdepth_bench.core.hashing import file_hash
+from qdepth_bench.eval.sequential import A_BETTER, B_BETTER, NO_DIFFERENCE
 from qdepth_bench.registry.ablations import AblationSpec, Member, Variant
 from qdepth_bench.registry.suites import suite_trials
 from qdepth_bench.report.cells import Cell, cell_of, protocol_trials, task_episodes
 from qdepth_bench.report.episodes import load_episodes
 from qdepth_bench.report.stats import detectable_change, mcnemar_exact
+from qdepth_bench.results.comparisons import comparisons_of
 from qdepth_bench.results.store import Store
+
+
+@dataclass(frozen=True)
+class SequentialDecision:
+    """A sequential comparison of a variant's training seed with the full model's same seed, as recorded by
+    `ablation --sequential` (A is the full model, B the variant)."""
+
+    status: str  # "running" or "decided"
+    decision: str
+    pairs_used: int
+    pairs_run: int
+    design: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        """'full better @11': the decision and the pairs it read; 'running (8 pairs run)' before one."""
+        if self.status != "decided":
+            return f"running ({self.pairs_run} pairs run)"
+        said = {A_BETTER: "full better", B_BETTER: "variant better", NO_DIFFERENCE: "no difference"}
+        return f"{said.get(self.decision, self.decision)} @{self.pairs_used}"
+
+    def note(self) -> str:
+        """The design the decision rests on, as a table note."""
+        design, family = self.design, self.design.get("family", {})
+        split = (
+            f"family alpha {family['alpha']:g} split over {family['comparisons']} comparisons by "
+            f"{family['correction']}: {design['alpha']:.4g} each"
+            if family
+            else f"alpha {design['alpha']:g}"
+        )
+        return (
+            f"sequential: each variant against the full model of the same training seed in paired rounds on the "
+            f"same episodes, stopped at the first decision of the anytime-valid test ({design['alternative']}, "
+            f"{split}, at most {design['max_pairs']} pairs; '@n': the pairs the decision read); the paired test "
+            "column reads those episodes as a fixed design, which the early stop biases: read this column there"
+        )
 
 
 @dataclass
@@ -35,6 +74,7 @@ class SeedResult:
     average: Cell
     p_value: float | None = None
     discordant: tuple[int, int] | None = None
+    sequential: SequentialDecision | None = None
 
 
 @dataclass
@@ -50,6 +90,14 @@ class AblationRow:
     seeds: list[SeedResult] = field(default_factory=list)
     planned_seeds: int = 1
     pairs: int = 0  # paired episodes behind the pooled test
+
+    @property
+    def sequential_text(self) -> str:
+        """The sequential decisions of its seeds ('' for none); each seed named when there are several."""
+        texts = [(s.seed, s.sequential.text) for s in self.seeds if s.sequential is not None]
+        if len(self.seeds) == 1:
+            return texts[0][1] if texts else ""
+        return "; ".join(f"seed {seed}: {text}" for seed, text in texts)
 
     @property
     def seed_spread(self) -> float | None:
@@ -68,6 +116,11 @@ class AblationView:
     columns: list[str] = field(default_factory=list)
     #: what the reader must know about how the rows' models were made (e.g. trained on different data)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def sequential(self) -> bool:
+        """Whether any of its rows has a sequential comparison (the report then shows their column)."""
+        return any(s.sequential is not None for r in self.rows for s in r.seeds)
 
     @property
     def title(self) -> str:
@@ -189,11 +242,41 @@ def measured_ablation(store: Store, spec: AblationSpec, seeds: int | None = None
         )
         if variant.policy != spec.full:
             _paired(row, runs, full_runs)
+            _sequential(store, spec, row, runs, full_runs)
         rows.append(row)
     if not rows:
         return None
     evaluated = [m for m in members if not found[(m.variant.policy, m.seed)].empty]
-    return AblationView(spec, "ours", _with_matched_deltas(spec, rows), list(spec.columns), data_notes(evaluated))
+    decisions = [s.sequential for r in rows for s in r.seeds if s.sequential is not None]
+    notes = [*dict.fromkeys(d.note() for d in decisions), *data_notes(evaluated)]
+    return AblationView(spec, "ours", _with_matched_deltas(spec, rows), list(spec.columns), notes)
+
+
+def _sequential(
+    store: Store,
+    spec: AblationSpec,
+    row: AblationRow,
+    runs: dict[int, pd.DataFrame],
+    full_runs: dict[int, pd.DataFrame],
+) -> None:
+    """Per seed: the latest sequential comparison this ablation recorded between the full model's run of that
+    seed (A) and the variant's (B), if any."""
+    for result in row.seeds:
+        if result.seed not in full_runs:
+            continue
+        recorded = [
+            comparison
+            for run_a in full_runs[result.seed]["run_id"].unique()
+            for run_b in runs[result.seed]["run_id"].unique()
+            for comparison in comparisons_of(store, str(run_a), str(run_b))
+            if json.loads(comparison["design"]).get("family", {}).get("ablation") == spec.id
+        ]
+        if recorded:
+            last = max(recorded, key=lambda c: c["updated_at"])
+            design = json.loads(last["design"])
+            result.sequential = SequentialDecision(
+                last["status"], last["decision"], last["pairs_used"], last["pairs_run"], design
+            )
 
 
 def data_notes(members: list[Member]) -> list[str]:
@@ -335,5 +418,6 @@ def ablation_records(views: list[AblationView]) -> list[dict[str, Any]]:
                 record["seed_p_values"] = " ".join(
                     f"{s.seed}:{round(s.p_value, 6)}" for s in row.seeds if s.p_value is not None
                 )
+                record["sequential"] = row.sequential_text
             records.append(record)
     return records

@@ -43,3 +43,12 @@ def save_comparison(store: Store, row: dict[str, Any]) -> None:
     """Record the comparison's latest state."""
     with store.db.conn:
         store.db.table(TABLE).upsert({**row, "updated_at": time.time()}, pk="comparison_id")
+
+
+def comparisons_of(store: Store, run_a: str, run_b: str) -> list[dict[str, Any]]:
+    """The recorded comparisons of run A with run B (one per list of tasks), latest first; none when no
+    comparison was ever recorded (the table is not made here, so a report leaves the database as it is)."""
+    if not store.db.table(TABLE).exists():
+        return []
+    query = f"select * from {TABLE} where run_a = ? and run_b = ? order by updated_at desc"
+    return list(store.db.query(query, [run_a, run_b]))

@@ -129,6 +129,7 @@ def _ablation_cells(view: AblationView, row: AblationRow) -> list[GridCell]:
     delta = "–" if row.delta is None or row.variant.policy == view.spec.full else f"{row.delta:+.1f}"
     test = _paired_text(row.p_value, row.discordant)
     cells = [GridCell(row.variant.label), *marks, *rates, average, GridCell(delta), GridCell(test)]
+    cells += [GridCell(row.sequential_text)] if view.sequential else []
     return [*cells, _seeds_cell(row)] if ours else cells
 
 
@@ -157,6 +158,7 @@ def _marked(cell: GridCell) -> GridCell:
 def ablation_grid(view: AblationView) -> Grid:
     ours = view.source == "ours"
     header = ["Model", *view.spec.components, *view.columns, "Avg", "Δ vs full", "paired test"]
+    header += ["sequential"] if view.sequential else []
     header += ["training seeds"] if ours else []
     columns = [GridColumn(h, "left" if i == 0 else "center") for i, h in enumerate(header)]
     rows = [GridRow(view.source, _ablation_cells(view, row)) for row in view.rows]
