@@ -93,12 +93,18 @@ def ablation(
     seeds: Annotated[
         int | None, typer.Option(min=1, help="training seeds per trained variant (default: each variant's own)")
     ] = None,
-    tasks: Annotated[str | None, typer.Option(help="with --run: task ids (default: the ablation's columns)")] = None,
+    tasks: Annotated[
+        str | None, typer.Option(help="with --run/--sequential: task ids (default: the ablation's columns)")
+    ] = None,
     episodes: Annotated[
         int | None,
-        typer.Option(min=1, help="with --run: episodes per task (default: the ablation's, else the protocol's)"),
+        typer.Option(
+            min=1, help="with --run/--sequential: episodes per task (default: the ablation's, else the protocol's)"
+        ),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="with --run: env worker processes")] = DEFAULT_WORKERS,
+    workers: Annotated[
+        int, typer.Option(min=1, help="with --run/--sequential: env worker processes")
+    ] = DEFAULT_WORKERS,
     sequential: Annotated[
         bool,
         typer.Option(

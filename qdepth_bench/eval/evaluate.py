@@ -1,5 +1,6 @@
 """The evaluation entry point every command shares (`run`, `ablation --run`, and any command that evaluates a
-policy): plan the policy on each suite, then execute the plans one after another on one `Engine`.
+policy): plan the policy on each suite, then execute the plans one after another on one `Engine`
+(`execute_plan`, which the paired rounds of `eval.sequential_compare` use as well).
 
 What the user sees (header lines, progress bars, where the time went) is the caller's: it passes a
 `RunObserver`, so this layer prints nothing and any front end can drive it.
@@ -48,8 +49,7 @@ def evaluate(
 
     `command` is recorded with each run. `engine`: one whose workers were started early
     (`Engine.start_early`), used by the first plan with episodes to run; without one, each plan gets workers
-    of its own. Each plan runs on at most as many workers as it has pending episodes, and logs to
-    `logs/<database>-<run id>.log` beside the database."""
+    of its own. Each plan is executed by `execute_plan`."""
     plans = []
     with nullcontext(engine) if engine is not None else Engine() as owner:
         for spec in (s.for_policy(policy.requirements) for s in specs):

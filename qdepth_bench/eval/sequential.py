@@ -23,7 +23,8 @@ error and saves the episodes that could not change the answer.
 
 Everything the decision depends on (alpha, the maximum pairs, the alternative, the grid) is fixed before
 the first episode and recorded with the result. `benchmarks/sequential_error_control.py` checks the error
-rates by simulation, beside the fixed-n exact McNemar test of `report.stats`.
+rates by simulation, beside the fixed-n exact McNemar test of `report.stats`. It sits in the eval layer
+because it decides when a comparison stops running episodes (`eval.sequential_compare`); reports read it too.
 """
 
 from __future__ import annotations
