@@ -98,6 +98,41 @@ def test_the_rule_catches_a_policy_importing_a_simulator(tmp_path):
     assert import_violations(fake) == ["policies/bad.py (policies) imports qdepth_bench.sims.simpler.adapters (sims)"]
 
 
+#: the CLI's shared modules; every other module of cli/ is a command (group), which imports none of the others
+CLI_SHARED = {"__init__", "common", "progress"}
+
+
+def command_imports(package: Path = PACKAGE) -> list[str]:
+    """Command modules of cli/ that import another command module (what two commands share belongs in
+    cli/common.py, cli/progress.py or below the CLI)."""
+    found = []
+    for path in sorted((package / "cli").glob("*.py")):
+        if path.stem in CLI_SHARED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "qdepth_bench.cli":
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qdepth_bench.cli."):
+                names = [(node.module or "").split(".")[2]]
+            elif isinstance(node, ast.Import):
+                names = [a.name.split(".")[2] for a in node.names if a.name.startswith("qdepth_bench.cli.")]
+            else:
+                continue
+            found += [f"cli/{path.name} imports cli/{name}.py" for name in names if name not in CLI_SHARED]
+    return found
+
+
+def test_no_command_module_imports_another():
+    assert command_imports() == []
+
+
+def test_the_command_rule_catches_one_command_importing_another(tmp_path):
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "bad.py").write_text("def f():\n    from qdepth_bench.cli.run import open_run_store\n")
+    (tmp_path / "cli" / "worse.py").write_text("from qdepth_bench.cli import common, train\n")
+    assert command_imports(tmp_path) == ["cli/bad.py imports cli/run.py", "cli/worse.py imports cli/train.py"]
+
+
 def tuples_sent(package: Path = PACKAGE) -> list[str]:
     """Places in the engine's package that `send` a tuple literal (an untyped worker message)."""
     found = []

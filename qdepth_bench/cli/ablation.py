@@ -33,7 +33,7 @@ from qdepth_bench.cli.common import (
     print_views,
     progress_on_stderr,
 )
-from qdepth_bench.cli.progress import ComparisonProgress, command_line, evaluate_with_progress
+from qdepth_bench.cli.progress import ComparisonProgress, command_line, evaluate_with_progress, training_progress
 from qdepth_bench.core.errors import INTERRUPTED_EXIT, UserError
 from qdepth_bench.core.policy import Policy
 from qdepth_bench.eval.engine import EngineOptions
@@ -261,7 +261,6 @@ def _compare_variants(
 
 
 def _train(member: Member, number: int, total: int) -> None:
-    from qdepth_bench.cli.train import training_progress
     from qdepth_bench.train.members import member_recipe, resume_step, train_member
 
     recipe = member_recipe(member)

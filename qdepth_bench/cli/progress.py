@@ -1,6 +1,7 @@
 """What an evaluation shows on the terminal, shared by the commands that evaluate (`run`, `ablation --run`,
 `verify`, `compare`, `ablation --sequential`): a header line per suite, a progress bar per plan, and a
-closing line on where the time went; a comparison adds its own header and a line per round."""
+closing line on where the time went; a comparison adds its own header and a line per round. A training's
+progress (`train policy`, `ablation --train`) is here too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -176,3 +178,33 @@ def evaluate_with_progress(
             said = "interrupted before any episode finished; run the same command again to start."
         err_console.print(said)
         raise typer.Exit(INTERRUPTED_EXIT) from None
+
+
+def print_training_log(row: dict[str, Any]) -> None:
+    """A training's logged row as one line (where no progress bar is drawn)."""
+    console.print("  " + "  ".join(f"{k} {v}" for k, v in row.items()), highlight=False)
+
+
+@contextmanager
+def training_progress(label: str, steps: int, start: int = 0) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A progress bar over training steps (step, loss, ETA) on a terminal; log lines elsewhere (CI, files).
+    Yields the `on_log` callback the training calls with each logged row."""
+    if not console.is_terminal:
+        yield print_training_log
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task(label, total=steps, completed=start, loss="")
+
+        def on_log(row: dict[str, Any]) -> None:
+            losses = "  ".join(f"{k} {row[k]:.4g}" for k in ("total", "flow", "depth") if isinstance(row.get(k), float))
+            progress.update(bar, completed=int(row["step"]) + 1, loss=losses)
+
+        yield on_log

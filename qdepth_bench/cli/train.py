@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from qdepth_bench.cli.common import console, train_app
+from qdepth_bench.cli.progress import print_training_log, training_progress
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.registry.base import parse_key_values
 
@@ -24,35 +22,6 @@ def _recipe(recipe: Path, overrides: list[str] | None, kind: str) -> Any:
     return loaded
 
 
-def _print_log(row: dict[str, Any]) -> None:
-    console.print("  " + "  ".join(f"{k} {v}" for k, v in row.items()), highlight=False)
-
-
-@contextmanager
-def training_progress(label: str, steps: int, start: int = 0) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """A progress bar over training steps (step, loss, ETA) on a terminal; log lines elsewhere (CI, files).
-    Yields the `on_log` callback the training calls with each logged row."""
-    if not console.is_terminal:
-        yield _print_log
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        bar = progress.add_task(label, total=steps, completed=start, loss="")
-
-        def on_log(row: dict[str, Any]) -> None:
-            losses = "  ".join(f"{k} {row[k]:.4g}" for k in ("total", "flow", "depth") if isinstance(row.get(k), float))
-            progress.update(bar, completed=int(row["step"]) + 1, loss=losses)
-
-        yield on_log
-
-
 @train_app.command("vqvae")
 def train_vqvae_command(
     recipe: Annotated[Path, typer.Option(help="a recipe file, or the name of one in content/training/ (kind: vqvae)")],
@@ -62,7 +31,7 @@ def train_vqvae_command(
     from qdepth_bench.train.vqvae import train_vqvae
 
     loaded = _recipe(recipe, set_, "vqvae")
-    out = train_vqvae(loaded, _print_log)
+    out = train_vqvae(loaded, print_training_log)
     console.print(f"VQ-VAE written to {out}: {(out / 'evaluation.json').read_text()}", highlight=False)
 
 

@@ -87,15 +87,9 @@ def open_source(
     return RldsSource(path, layout, image_size, keys, rotation, resize, cameras=cameras)
 
 
-def read_episodes(
-    path: Path,
-    fmt: str | None = None,
-    image_size: int = 224,
-    cameras: tuple[str, ...] = ("main",),
-    keys: dict[str, tuple[str, ...]] | None = None,
-    layout: str = "bridge",
-) -> Iterator[Episode]:
-    """Every episode of one dataset, one at a time (for depth annotation and figures)."""
-    source = open_source(path, fmt, image_size, cameras, keys, layout)
+def read_episodes(path: Path, fmt: str | None = None, layout: str = "bridge") -> Iterator[Episode]:
+    """Every episode of one dataset, one at a time, read as `open_source` reads it by default (224 px frames
+    of the main camera, the format's own keys): what depth annotation estimates depth from."""
+    source = open_source(path, fmt, layout=layout)
     for key, _ in source.episodes():
         yield source.episode(key)
