@@ -38,7 +38,7 @@ class SequentialDecision:
     decision: str
     pairs_used: int
     pairs_run: int
-    design: dict[str, Any]
+    design: dict[str, Any]  # as recorded, with the family's correction
 
     @property
     def text(self) -> str:
@@ -50,18 +50,14 @@ class SequentialDecision:
 
     def note(self) -> str:
         """The design the decision rests on, as a table note."""
-        design, family = self.design, self.design.get("family", {})
-        split = (
-            f"family alpha {family['alpha']:g} split over {family['comparisons']} comparisons by "
-            f"{family['correction']}: {design['alpha']:.4g} each"
-            if family
-            else f"alpha {design['alpha']:g}"
-        )
+        design, family = self.design, self.design["family"]
         return (
             f"sequential: each variant against the full model of the same training seed in paired rounds on the "
             f"same episodes, stopped at the first decision of the anytime-valid test ({design['alternative']}, "
-            f"{split}, at most {design['max_pairs']} pairs; '@n': the pairs the decision read); the paired test "
-            "column reads those episodes as a fixed design, which the early stop biases: read this column there"
+            f"family alpha {family['alpha']:g} split over {family['comparisons']} comparisons by "
+            f"{family['correction']}: {design['alpha']:.4g} each, at most {design['max_pairs']} pairs; '@n': the "
+            "pairs the decision read); the paired test column reads those episodes as a fixed design, which the "
+            "early stop biases: read this column there"
         )
 
 
