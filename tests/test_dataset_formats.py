@@ -37,9 +37,8 @@ def rlds_folder(name: str) -> Path:
 
 @pytest.mark.parametrize("name", ["libero_tiny_v3", "libero_tiny_v21"])
 def test_lerobot_reads_frame_for_frame_as_lerobot_does(name, tmp_path):
-    """v3.0 read against LeRobot's own reader; v2.1 (written by LeRobot 0.3.3 from the same values) against
-    the same readings."""
-    expected = json.loads((LEROBOT / "libero_tiny_v3.expected.json").read_text())
+    """Each fixture read against the readings of the LeRobot that wrote it (0.4.2 for v3.0, 0.3.3 for v2.1)."""
+    expected = json.loads((LEROBOT / f"{name}.expected.json").read_text())
     source = LeRobotSource(LEROBOT / name, image_size=64, cameras=("main", "wrist"))
     rows = []
     for key, length in source.episodes():
