@@ -37,9 +37,8 @@ def rlds_folder(name: str) -> Path:
 
 @pytest.mark.parametrize("name", ["libero_tiny_v3", "libero_tiny_v21"])
 def test_lerobot_reads_frame_for_frame_as_lerobot_does(name, tmp_path):
-    """v3.0 read against LeRobot's own reader; v2.1 (written by LeRobot 0.3.3 from the same values) against
-    the same readings."""
-    expected = json.loads((LEROBOT / "libero_tiny_v3.expected.json").read_text())
+    """Each fixture read against the readings of the LeRobot that wrote it (0.4.2 for v3.0, 0.3.3 for v2.1)."""
+    expected = json.loads((LEROBOT / f"{name}.expected.json").read_text())
     source = LeRobotSource(LEROBOT / name, image_size=64, cameras=("main", "wrist"))
     rows = []
     for key, length in source.episodes():
@@ -170,6 +169,39 @@ FORMATS = [
 ]
 
 
+def depth_coded(tmp_path: Path, datasets: list[tuple[Path, str, str]]) -> Path:
+    """Seeded relative depth for every frame of some datasets ((path, format, layout) each; every episode's
+    instruction checked non-empty), a one-step VQ-VAE trained on it into tmp_path/vq, and each dataset's
+    depth encoded with it (what the paper's model trains on); returns the VQ-VAE folder."""
+    from qdepth_bench.datasets.formats import open_source
+    from qdepth_bench.train.recipe import load_recipe
+    from qdepth_bench.train.vqvae import encode_dataset, train_vqvae
+
+    rng = np.random.default_rng(0)
+    for dataset, fmt, layout in datasets:
+        source = open_source(dataset, fmt, 224, layout=layout)
+        for key, length in source.episodes():
+            assert source.instruction(key)
+            relative = rng.integers(0, 255, (length, 224, 224), dtype=np.uint8)
+            depth_cache.write_demo(depth_cache.cache_path(dataset), key, relative, np.zeros((length, 2)), "model")
+    vq = tmp_path / "vq.json"
+    vq.write_text(
+        json.dumps(
+            {
+                "kind": "vqvae",
+                "out": str(tmp_path / "vq"),
+                "data": {"paths": [str(d) for d, _, _ in datasets]},
+                "model": {"overrides": {"hidden": 8}},
+                "train": {"steps": 1, "batch_size": 2},
+            }
+        )
+    )
+    train_vqvae(load_recipe(vq))
+    for dataset, _, _ in datasets:
+        encode_dataset(dataset, tmp_path / "vq")
+    return tmp_path / "vq"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("fmt", "fixture", "extra"),
@@ -179,33 +211,12 @@ FORMATS = [
 def test_tiny_qdepth_trains_from_each_format(fmt, fixture, extra, tmp_path):
     """The paper's model (depth tokens from a VQ-VAE's codes) for two steps from each fixture, through the
     pipeline with a DataLoader worker: non-empty instructions, frames at 224 px, depth targets per frame."""
-    from qdepth_bench.datasets.formats import open_source
     from qdepth_bench.train.policy import train_policy
     from qdepth_bench.train.recipe import load_recipe
-    from qdepth_bench.train.vqvae import encode_dataset, train_vqvae
 
     dataset = tmp_path / fixture.name
     shutil.copytree(fixture, dataset)
-    source = open_source(dataset, fmt, 224, layout=extra.get("layout", "bridge"))
-    rng = np.random.default_rng(0)
-    for key, length in source.episodes():
-        assert source.instruction(key)
-        relative = rng.integers(0, 255, (length, 224, 224), dtype=np.uint8)
-        depth_cache.write_demo(depth_cache.cache_path(dataset), key, relative, np.zeros((length, 2)), "model")
-    vq = tmp_path / "vq.json"
-    vq.write_text(
-        json.dumps(
-            {
-                "kind": "vqvae",
-                "out": str(tmp_path / "vq"),
-                "data": {"paths": [str(dataset)]},
-                "model": {"overrides": {"hidden": 8}},
-                "train": {"steps": 1, "batch_size": 2},
-            }
-        )
-    )
-    train_vqvae(load_recipe(vq))
-    encode_dataset(dataset, tmp_path / "vq")
+    depth_coded(tmp_path, [(dataset, fmt, extra.get("layout", "bridge"))])
     recipe = tmp_path / "recipe.json"
     recipe.write_text(
         json.dumps(
@@ -224,3 +235,139 @@ def test_tiny_qdepth_trains_from_each_format(fmt, fixture, extra, tmp_path):
     assert len(rows) == 2 and all(float(r["depth"]) > 0 and np.isfinite(float(r["flow"])) for r in rows)
     recorded = json.loads((checkpoint / "config.json").read_text())["data"]["datasets"][0]
     assert recorded["image_size"] == 224 and recorded["rotation"] == 0 and recorded["format"] == fmt
+
+
+def test_padded_action_dims_carry_no_loss_and_no_gradient():
+    """Rows whose dataset has 7 of the model's 8 action dimensions: whatever the padded dimension holds (its
+    target or its noise), the loss is the same to the bit, and no weight that reads or writes that dimension
+    (state and action input columns, velocity output row) gets a gradient; an all-real mask is plain MSE."""
+    import torch
+
+    from qdepth_bench.models.qdepth.config import build_config
+    from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
+
+    torch.manual_seed(0)
+    model = QDepthVLA(build_config("tiny", "pi0", state_dim=8, action_dim=8, chunk_size=2))
+    rows = 3
+    tokens = torch.randint(0, 100, (rows, 6))
+    state = torch.randn(rows, 8)
+    state[:, 7] = 0  # padded state: zeros after normalisation, as the pipeline pads it
+    real = torch.ones(rows, 8)
+    real[:, 7] = 0
+    images = torch.rand(rows, 3, 224, 224) * 2 - 1
+    noise, tau = torch.randn(rows, 2, 8), torch.rand(rows)
+
+    def flow(actions: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch = Batch(images, tokens, torch.ones_like(tokens, dtype=torch.bool), state, actions, action_dim_mask=mask)
+        return model(batch, noise, tau)["flow"]
+
+    actions = torch.randn(rows, 2, 8)
+    model.zero_grad()
+    loss = flow(actions, noise, real)
+    loss.backward()
+    other_actions, other_noise = actions.clone(), noise.clone()
+    other_actions[..., 7], other_noise[..., 7] = 5.0, -3.0  # anything in the padded dimension
+    with torch.no_grad():
+        assert torch.equal(flow(other_actions, other_noise, real), loss)
+        assert not torch.equal(flow(other_actions, other_noise, None), flow(actions, noise, None))  # it would count
+        full = torch.ones(rows, 8)
+        assert torch.allclose(flow(actions, noise, full), flow(actions, noise, None), rtol=1e-6, atol=0)
+    assert torch.count_nonzero(model.action_out.weight.grad[7]) == 0 and float(model.action_out.bias.grad[7]) == 0
+    assert torch.count_nonzero(model.action_in.weight.grad[:, 7]) == 0
+    assert torch.count_nonzero(model.state_in.weight.grad[:, 7]) == 0
+    assert torch.count_nonzero(model.action_out.weight.grad[:7]) > 0  # the real dimensions do learn
+    # inference holds the padded dimension at zero, as training saw it
+    batch = Batch(images[:1], tokens[:1], torch.ones_like(tokens[:1], dtype=torch.bool), state[:1])
+    batch.action_dim_mask = real[:1]
+    assert torch.count_nonzero(model.sample_actions(batch, noise=noise[:1])[..., 7]) == 0
+
+
+@pytest.mark.slow
+def test_bridge_and_fractal_mix_padded_to_the_model_widths(tmp_path):
+    """The tiny paper model trains on Bridge (7-dim state) + Fractal (8-dim state) padded to 8 state and 8
+    action dimensions (openpi-style wider actions, so both datasets' actions are padded): each dataset is
+    normalised with its own statistics and records its widths and padding; batches carry zeros and a 0 mask
+    where a row's dataset has no dimension; the exported policy drives a WidowX-layout suite with Bridge's
+    statistics and 7-dim state and a Google-layout one with Fractal's."""
+    from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, TaskInfo
+    from qdepth_bench.models.qdepth.config import build_config
+    from qdepth_bench.models.qdepth.tokenizer import HashWordTokenizer
+    from qdepth_bench.policies.qdepth import QDepthPolicy, QDepthPolicyConfig
+    from qdepth_bench.train.data import make_train_loader, open_training_data
+    from qdepth_bench.train.policy import train_policy
+    from qdepth_bench.train.recipe import load_recipe
+
+    bridge, fractal = tmp_path / "bridge_dataset" / "1.0.0", tmp_path / "fractal20220817_data" / "0.1.0"
+    shutil.copytree(rlds_folder("bridge_dataset"), bridge)
+    shutil.copytree(rlds_folder("fractal20220817_data"), fractal)
+    vq = depth_coded(tmp_path, [(bridge, "rlds", "bridge"), (fractal, "rlds", "fractal")])
+    recipe_path = tmp_path / "recipe.json"
+    recipe_path.write_text(
+        json.dumps(
+            {
+                "name": "t",
+                "out": str(tmp_path / "out"),
+                "model": {"size": "tiny", "variant": "qdepth", "overrides": {"chunk_size": 2, "action_dim": 8}},
+                "vqvae": str(vq),
+                "data": {
+                    "format": "rlds",
+                    "shuffle_buffer": 4,
+                    "datasets": [
+                        {"paths": [str(bridge)], "layout": "bridge", "weight": 1.0},
+                        {"paths": [str(fractal)], "layout": "fractal", "weight": 1.0},
+                    ],
+                },
+                "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "log_every": 1, "workers": 1},
+            }
+        )
+    )
+    recipe = load_recipe(recipe_path)
+    data = open_training_data(recipe)
+    assert data.dims == (8, 8)
+    widths = {s["name"]: (s["state_dim"], s["state_padding"], s["action_dim"], s["action_padding"]) for s in data.specs}
+    assert widths == {"bridge_dataset": (7, 1, 7, 1), "fractal20220817_data": (8, 0, 7, 1)}
+    assert [len(s.state_low) for s in data.stats] == [7, 8] and data.stats[0].action_low != data.stats[1].action_low
+    config = build_config("tiny", "qdepth", state_dim=8, action_dim=8, chunk_size=2)
+    loader = make_train_loader(recipe, data, config, HashWordTokenizer(100, 16))
+    spec_of = {}
+    for _ in range(4):
+        batch = loader.next()
+        for row, (_, entry, _) in enumerate(loader.last_ids):
+            spec = data.entries[entry].spec
+            spec_of[spec] = True
+            assert batch.action_dim_mask[row].tolist() == [1.0] * 7 + [0.0]
+            assert torch_all_zero(batch.actions[row, :, 7])
+            assert torch_all_zero(batch.state[row, 7]) == (spec == 0)  # Bridge's eighth state is padding
+    loader.close()
+    assert set(spec_of) == {0, 1}  # both datasets reached the batches
+
+    checkpoint = train_policy(recipe)
+    rows = list(csv.DictReader((tmp_path / "out" / "log.csv").open()))
+    assert len(rows) == 3 and all(np.isfinite(float(r["flow"])) and float(r["depth"]) > 0 for r in rows)
+    saved = json.loads((checkpoint / "datasets.json").read_text())
+    assert [(d["name"], d["state_layout"], len(d["stats"]["state_low"])) for d in saved] == [
+        ("bridge_dataset", "bridge_eef_pos_rpy_openness", 7),
+        ("fractal20220817_data", "google_eef_pos_quat_xyzw_closedness", 8),
+    ]
+    policy = QDepthPolicy(QDepthPolicyConfig(checkpoint=str(checkpoint)))
+    assert policy.requirements.action_dim == 7
+    image = np.full((1, 224, 224, 3), 128, np.uint8)
+    for n, (layout, state_dim, stats) in enumerate(
+        [("bridge_eef_pos_rpy_openness", 7, data.stats[0]), ("google_eef_pos_quat_xyzw_closedness", 8, data.stats[1])]
+    ):
+        task = TaskInfo("s", 0, "t", "pick the can", "r", (0,) * 7, (1,) * 7, (0,) * 7, layout)
+        policy.reset(EpisodeContext(f"e{n}", task, n))
+        actions = policy.act(ObservationBatch([f"e{n}"], {"main": image}, np.zeros((1, state_dim)), ["pick the can"]))
+        assert actions.shape == (1, 2, 7)  # the dataset's own 7 dimensions, unnormalised with its statistics
+        low, high = np.asarray(stats.action_low), np.asarray(stats.action_high)
+        assert np.all(actions >= low - 1e-5) and np.all(actions <= high + 1e-5)
+    task = TaskInfo("s", 0, "t", "pick", "r", (0,) * 7, (1,) * 7, (0,) * 7, "libero_eef_axis_angle_gripper_qpos")
+    with pytest.raises(UserError, match="-a dataset=NAME"):
+        policy.reset(EpisodeContext("e9", task, 9))
+    fixed = QDepthPolicy(QDepthPolicyConfig(checkpoint=str(checkpoint), dataset="fractal20220817_data"))
+    fixed.reset(EpisodeContext("e9", task, 9))  # named: used whatever the suite's layout
+    assert fixed.act(ObservationBatch(["e9"], {"main": image}, np.zeros((1, 8)), ["pick"])).shape == (1, 2, 7)
+
+
+def torch_all_zero(values) -> bool:
+    return bool((values == 0).all())

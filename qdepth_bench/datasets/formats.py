@@ -22,6 +22,22 @@ FORMATS = ("libero_hdf5", "lerobot", "rlds")
 DEFAULT_ROTATION = {"libero_hdf5": 180, "lerobot": 0, "rlds": 0}
 
 
+#: The suites' name (content/suites, `state_layout`) of the proprio state each reader's layout gives, so a
+#: policy trained on a mixture can find a suite's dataset by it. LeRobot folders have no fixed layout: their
+#: recipe entry names it (`data.datasets[].state_layout`), else it stays unknown ("").
+STATE_LAYOUTS = {
+    ("libero_hdf5", ""): "libero_eef_axis_angle_gripper_qpos",
+    ("rlds", "libero"): "libero_eef_axis_angle_gripper_qpos",
+    ("rlds", "bridge"): "bridge_eef_pos_rpy_openness",
+    ("rlds", "fractal"): "google_eef_pos_quat_xyzw_closedness",
+}
+
+
+def state_layout_of(fmt: str, layout: str) -> str:
+    """The suites' name of the state a format (and, for RLDS, its layout) reads; "" when not fixed."""
+    return STATE_LAYOUTS.get((fmt, layout if fmt == "rlds" else ""), "")
+
+
 class EpisodeSource(Protocol):
     """One dataset read on demand. Keys are the episode names depth caches use (`demo_3`, `episode_3`)."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from qdepth_bench.core.imaging import RESIZE_METHODS
 from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
 from qdepth_bench.models.preprocessing import images_to_model
 from qdepth_bench.registry.content import builtin_root, content_path
+
+if TYPE_CHECKING:
+    from qdepth_bench.models.qdepth.checkpoint import DatasetStats
 
 
 @dataclass
@@ -41,7 +44,13 @@ class QDepthPolicyConfig:
     trained with (None: the suite's), `state_layouts` the proprio layouts it was trained on (empty: any),
     `cameras` the camera roles in the model's image order ("-": a slot the model has but the suite does not
     fill, passed masked, as openpi pads a missing camera), `pad_state` zero-pads the normalised state to the
-    model's width (openpi trains at 32 dims); the executed actions are the statistics' leading dimensions."""
+    model's width (openpi trains at 32 dims); the executed actions are the statistics' leading dimensions.
+
+    A checkpoint trained on a mixture (`datasets.json`) keeps each dataset's statistics and widths; `dataset`
+    names the one to drive the suite with (empty: the first dataset whose state layout is the suite's, or the
+    only one). Its state is normalised with that dataset's statistics and zero-padded to the model's width,
+    the flow is held at zero on the action dimensions the dataset did not have (as in training), and its own
+    leading action dimensions are executed."""
 
     checkpoint: str = ""
     default_checkpoint: str = ""
@@ -58,6 +67,7 @@ class QDepthPolicyConfig:
     state_layouts: tuple[str, ...] = ()
     cameras: tuple[str, ...] = ("main",)
     pad_state: bool = False
+    dataset: str = ""
 
     #: options added after results were recorded: part of the identity only when set (`Policy.identity`)
     IDENTITY_WHEN_SET: ClassVar[tuple[str, ...]] = (
@@ -70,6 +80,7 @@ class QDepthPolicyConfig:
         "state_layouts",
         "cameras",
         "pad_state",
+        "dataset",
     )
 
     def __post_init__(self) -> None:
@@ -112,6 +123,31 @@ class QDepthPolicy(Policy):
         if config.num_steps is not None:
             self.model.config = self.model.config.replace(num_integration_steps=config.num_steps)
         self._noise: dict[str, torch.Generator] = {}
+        from qdepth_bench.models.qdepth.checkpoint import DatasetStats
+
+        self._datasets = self.loaded.datasets or [DatasetStats("", "", self.loaded.stats)]
+        self._fixed = self._named(folder, config.dataset) if config.dataset else None
+        self._dataset: dict[str, DatasetStats] = {}  # per episode key: whose statistics and widths
+
+    def _named(self, folder: Path, name: str) -> DatasetStats:
+        found = [d for d in self._datasets if d.name == name]
+        if not found:
+            names = ", ".join(d.name or "(unnamed)" for d in self._datasets)
+            raise UserError(f"{folder} was not trained on a dataset named {name!r}; its datasets: {names}.")
+        return found[0]
+
+    def _for_layout(self, layout: str) -> DatasetStats:
+        """The dataset whose statistics drive a suite of this state layout (see the config)."""
+        if self._fixed is not None:
+            return self._fixed
+        matching = [d for d in self._datasets if d.state_layout == layout]
+        if matching or len(self._datasets) == 1:
+            return (matching or self._datasets)[0]
+        trained = ", ".join(f"{d.name} ({d.state_layout or 'layout unknown'})" for d in self._datasets)
+        raise UserError(
+            f"this checkpoint was trained on {trained}; none has the suite's state layout {layout}: "
+            "name the one to use with -a dataset=NAME."
+        )
 
     def _family_notice(self, path: Path, fmt: str, name: str) -> None:
         """A foreign checkpoint run without its family's policy gets this project's evaluation conventions:
@@ -171,50 +207,67 @@ class QDepthPolicy(Policy):
             cameras=tuple(role for role in config.cameras if role != "-"),
             image_size=c.vision.image_size,
             chunk_size=min(config.act_steps or c.chunk_size, c.chunk_size),
-            action_dim=len(self.loaded.stats.action_low),
+            action_dim=self._action_dim(),
             state_layouts=config.state_layouts,
             image_resize=config.image_resize,
         )
+
+    def _action_dim(self) -> int | None:
+        """The actions emitted: the chosen dataset's width, or the datasets' common one (None: it varies)."""
+        widths = {d.action_dim for d in ([self._fixed] if self._fixed else self._datasets)}
+        return widths.pop() if len(widths) == 1 else None
 
     def checkpoint_hash(self) -> str | None:
         return self.loaded.weights_hash
 
     def reset(self, episode: EpisodeContext) -> None:
         self._noise[episode.key] = self._torch.Generator().manual_seed(episode.seed)
+        self._dataset[episode.key] = self._for_layout(episode.task.state_layout)
 
     def act(self, batch: ObservationBatch) -> np.ndarray:
         from qdepth_bench.models.qdepth.model import Batch
 
-        torch, c, stats, config = self._torch, self.model.config, self.loaded.stats, self.config
-        given, trained = batch.state.shape[1], len(stats.state_low)
-        if given != trained:
-            raise UserError(
-                f"the suite gives {given}-dim proprio state but this checkpoint was trained on {trained}-dim "
-                "state; use a checkpoint trained for this suite."
-            )
-        if given != c.state_dim and not config.pad_state:
+        torch, c, config = self._torch, self.model.config, self.config
+        datasets = [self._dataset[k] for k in batch.keys]
+        given = batch.state.shape[1]
+        for trained in {d.state_dim for d in datasets}:
+            if given != trained:
+                raise UserError(
+                    f"the suite gives {given}-dim proprio state but this checkpoint was trained on {trained}-dim "
+                    "state; use a checkpoint trained for this suite."
+                )
+        if given != c.state_dim and not (config.pad_state or self.loaded.datasets):
             raise UserError(
                 f"this checkpoint's model takes {c.state_dim}-dim state and the suite gives {given}: its family pads "
                 "the state; use the family's policy (e.g. --policy openpi-pi0-libero) or -a pad_state=true."
             )
+        widths = {d.action_dim for d in datasets}
+        if len(widths) > 1:
+            raise UserError("one batch mixes episodes of datasets with different action widths; run one suite per run.")
+        width = widths.pop()
         device = config.device
         images = self._images(batch)
         tokens, token_mask = self.loaded.tokenizer(batch.instructions)
         state = torch.zeros(len(batch), c.state_dim)
-        state[:, :given] = torch.from_numpy(stats.normalize_state(batch.state)).float()
+        for i, d in enumerate(datasets):
+            state[i, :given] = torch.from_numpy(d.stats.normalize_state(batch.state[i : i + 1])[0]).float()
         noise = torch.stack([torch.randn(c.chunk_size, c.action_dim, generator=self._noise[k]) for k in batch.keys])
+        real = None  # trained with the padded action dimensions masked: hold them at zero here too
+        if self.loaded.datasets and width < c.action_dim:
+            real = (torch.arange(c.action_dim) < width).float().expand(len(batch), -1).to(device)
         inputs = Batch(
             images.to(device),
             torch.from_numpy(tokens).to(device),
             torch.from_numpy(token_mask).to(device),
             state.to(device),
             image_masks=None if images.ndim == 4 else self._image_masks(len(batch)).to(device),
+            action_dim_mask=real,
         )
         rows = [slice(i, i + 1) for i in range(len(batch))] if self.config.batch_invariant else [slice(None)]
         actions = torch.cat([self.model.sample_actions(inputs.rows(r), noise=noise[r].to(device)) for r in rows])
         # a family may execute only the chunk's first steps, and only its statistics' leading dimensions
-        executed = actions[:, : self.requirements.chunk_size, : len(stats.action_low)]
-        return stats.unnormalize_actions(executed.cpu().numpy()).astype(np.float32)
+        executed = actions[:, : self.requirements.chunk_size, :width].cpu().numpy()
+        return np.stack([d.stats.unnormalize_actions(executed[i]) for i, d in enumerate(datasets)]).astype(np.float32)
 
     def _images(self, batch: ObservationBatch) -> Any:
         """(B, 3, H, W) for one camera; (B, N, 3, H, W) for several, a masked slot black (as openpi pads it)."""

@@ -18,12 +18,20 @@ block of stream B mod streams, and rank r of W trains the blocks B = r (mod W) (
 gives it), so it reads only the streams v = r (mod W), and its DataLoader workers split those streams between
 them. The global batch of a step is therefore the same on any number of ranks and workers that divides the
 streams, and a resumed training (rank batch k = step x accumulation) starts each stream where it stopped.
+
+Datasets of different state/action widths (Bridge's 7-dim state beside Fractal's 8) mix as Octo and
+open-pi-zero mix them: each dataset is normalised with its own statistics, then zero-padded to the model's
+widths (the largest dataset's, or wider when `model.overrides` sets `state_dim`/`action_dim`, as openpi pads
+to 32). Each dataset records its own widths and padding; a batch with padded action dimensions carries
+`action_dim_mask`, which keeps them out of the flow-matching loss and its noise (see `Batch`), and the
+exported policy keeps each dataset's statistics and widths so evaluation picks its embodiment's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -36,7 +44,7 @@ import torch
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import file_hash
 from qdepth_bench.datasets import depth as depth_cache
-from qdepth_bench.datasets.formats import DEFAULT_ROTATION, FORMATS, EpisodeSource, open_source
+from qdepth_bench.datasets.formats import DEFAULT_ROTATION, FORMATS, EpisodeSource, open_source, state_layout_of
 from qdepth_bench.models.preprocessing import images_to_model
 from qdepth_bench.models.qdepth.checkpoint import NormStats
 from qdepth_bench.models.qdepth.config import QDepthConfig
@@ -66,7 +74,12 @@ class TrainingData:
     entries: list[Entry]
     stats: list[NormStats]  # per dataset (spec): mixtures normalise each action space on its own
     fingerprint: str
-    dims: tuple[int, int]  # (state, action)
+    dims: tuple[int, int]  # (state, action) of the model: every dataset's are padded to these
+
+    @property
+    def pads_actions(self) -> bool:
+        """Whether some dataset's actions are narrower than the model's (batches then carry the mask)."""
+        return any(spec["action_dim"] < self.dims[1] for spec in self.specs)
 
     def set_image_size(self, size: int) -> None:
         """Frames at the model's input size (known once the model is built, after the data gave its dims)."""
@@ -104,20 +117,56 @@ def dataset_specs(recipe: Recipe, image_size: int) -> list[dict[str, Any]]:
         weight = float(spec.get("weight", 1.0))
         if weight <= 0:
             raise UserError(f"recipe {recipe.name}: dataset {i} has weight {weight}; weights must be positive.")
+        paths = [str(p) for p in recipe.glob_paths(spec.get("paths", []))]
+        layout = spec.get("layout", "bridge")
         specs.append(
             {
+                "name": str(spec.get("name") or _default_name(Path(paths[0]))),
                 "format": fmt,
-                "paths": [str(p) for p in recipe.glob_paths(spec.get("paths", []))],
+                "paths": paths,
                 "weight": weight,
                 "cameras": list(spec.get("cameras", ["main"])),
                 "keys": {k: list(v) for k, v in spec.get("keys", {}).items()},
-                "layout": spec.get("layout", "bridge"),
+                "layout": layout,
+                # the suites' name of this dataset's proprio layout: evaluation picks the dataset's
+                # statistics and widths by it (`policies.qdepth`)
+                "state_layout": spec.get("state_layout") or state_layout_of(fmt, layout),
                 "rotation": int(spec.get("rotation", DEFAULT_ROTATION[fmt])),
                 "image_size": image_size,
                 "resize": spec.get("resize", "bilinear"),
             }
         )
+    names = [spec["name"] for spec in specs]
+    if len(set(names)) < len(names):
+        raise UserError(
+            f"recipe {recipe.name}: two datasets are named {max(names, key=names.count)!r}; give each "
+            "data.datasets[] entry its own `name`."
+        )
     return specs
+
+
+def _default_name(path: Path) -> str:
+    """A dataset's name from its path: the file's stem, or the folder's (an RLDS version folder `1.0.0`
+    takes its builder's name, `bridge_dataset`)."""
+    if re.fullmatch(r"\d+\.\d+\.\d+", path.name):
+        return path.parent.name
+    return path.stem
+
+
+def _model_dims(recipe: Recipe, widths: list[tuple[int, int]]) -> tuple[int, int]:
+    """The model's (state, action) widths: the widest dataset's, or the recipe's wider `model.overrides`."""
+    overrides = recipe.model.get("overrides", {})
+    dims = []
+    for i, (what, key) in enumerate((("state", "state_dim"), ("action", "action_dim"))):
+        widest = max(w[i] for w in widths)
+        wanted = int(overrides.get(key, widest))
+        if wanted < widest:
+            raise UserError(
+                f"recipe {recipe.name}: model.overrides.{key} is {wanted} but a dataset has {widest}-dim {what}; "
+                f"set it to at least {widest} (datasets are padded up to it), or remove it."
+            )
+        dims.append(wanted)
+    return dims[0], dims[1]
 
 
 def open_training_data(recipe: Recipe, image_size: int = 224) -> TrainingData:
@@ -127,9 +176,10 @@ def open_training_data(recipe: Recipe, image_size: int = 224) -> TrainingData:
     entries: list[Entry] = []
     stats: list[NormStats] = []
     digest = hashlib.sha256()
-    dims: tuple[int, int] | None = None
+    widths: list[tuple[int, int]] = []
     for s, spec in enumerate(specs):
         states, actions = [], []
+        dims: tuple[int, int] | None = None
         for path in spec["paths"]:
             source = open_source(
                 Path(path),
@@ -149,8 +199,9 @@ def open_training_data(recipe: Recipe, image_size: int = 224) -> TrainingData:
                     )
                 if dims is not None and (state.shape[1], action.shape[1]) != dims:
                     raise UserError(
-                        f"{path}:{key} has state/action dims {state.shape[1]}/{action.shape[1]}, the recipe's first "
-                        f"dataset {dims[0]}/{dims[1]}; a mixture needs one layout (set data.datasets[].keys)."
+                        f"{path}:{key} has state/action dims {state.shape[1]}/{action.shape[1]}, the other episodes "
+                        f"of dataset {spec['name']} {dims[0]}/{dims[1]}; one dataset needs one layout (list "
+                        "episodes of another layout as a dataset of their own in data.datasets)."
                     )
                 dims = (state.shape[1], action.shape[1])
                 digest.update(f"{s}:{length}:{source.instruction(key)}".encode())
@@ -163,8 +214,17 @@ def open_training_data(recipe: Recipe, image_size: int = 224) -> TrainingData:
         if not states:
             raise UserError(f"recipe {recipe.name}: dataset {s} ({', '.join(spec['paths'])}) has no episodes.")
         stats.append(NormStats.from_data(np.concatenate(states), np.concatenate(actions)))
-    assert dims is not None  # every spec has episodes (checked above)
-    return TrainingData(specs, sources, entries, stats, digest.hexdigest()[:16], dims)
+        assert dims is not None  # the dataset has episodes (checked above)
+        widths.append(dims)
+    model = _model_dims(recipe, widths)
+    for spec, (state_dim, action_dim) in zip(specs, widths, strict=True):
+        spec.update(
+            state_dim=state_dim,
+            action_dim=action_dim,
+            state_padding=model[0] - state_dim,
+            action_padding=model[1] - action_dim,
+        )
+    return TrainingData(specs, sources, entries, stats, digest.hexdigest()[:16], model)
 
 
 def _size_of(path: Path) -> int:
@@ -261,6 +321,13 @@ def shuffled(length: int, buffer: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def _padded(values: np.ndarray, width: int) -> np.ndarray:
+    """(T, D) float32 values with zero columns appended up to `width`."""
+    out = np.zeros((len(values), width), np.float32)
+    out[:, : values.shape[1]] = values
+    return out
+
+
 class SampleStream(torch.utils.data.IterableDataset):
     """One rank's batches, made in DataLoader workers (or in the main process with 0 workers)."""
 
@@ -346,8 +413,10 @@ class SampleStream(torch.utils.data.IterableDataset):
         source = self.data.sources[entry.source]
         episode = source.episode(entry.key)
         stats = self.data.stats[entry.spec]
-        state = stats.normalize_state(episode.state).astype(np.float32)
-        actions = stats.normalize_actions(episode.actions).astype(np.float32)
+        # normalised with the dataset's own statistics, then zero-padded to the model's widths
+        state = _padded(stats.normalize_state(episode.state), self.data.dims[0])
+        actions = _padded(stats.normalize_actions(episode.actions), self.data.dims[1])
+        real = (np.arange(self.data.dims[1]) < episode.actions.shape[1]).astype(np.float32)
         target = None
         if self.target == "depth":
             target = depth_cache.read_relative(depth_cache.cache_path(source.path), entry.key)
@@ -364,6 +433,7 @@ class SampleStream(torch.utils.data.IterableDataset):
                     "state": state[t].copy(),
                     "actions": actions[index_],
                     "target": None if target is None else target[t].copy(),
+                    "real": real,
                     "epoch": epoch,
                     "id": (epoch, index, t),
                 }
@@ -381,6 +451,8 @@ class SampleStream(torch.utils.data.IterableDataset):
             "epoch": max(s["epoch"] for s in samples),
             "ids": [s["id"] for s in samples],
         }
+        if self.data.pads_actions:
+            batch["action_dim_mask"] = torch.from_numpy(np.stack([s["real"] for s in samples]))
         if self.target is not None:
             target = np.stack([s["target"] for s in samples])
             batch[self.target] = torch.from_numpy(
@@ -417,7 +489,7 @@ class TrainLoader:
         self.wait_s += time.perf_counter() - started
         self.batches += 1
         self.epoch, self.last_ids = raw["epoch"], raw["ids"]
-        depth_codes, depth = raw.get("depth_codes"), raw.get("depth")
+        depth_codes, depth, real = raw.get("depth_codes"), raw.get("depth"), raw.get("action_dim_mask")
         return Batch(
             images_to_model(raw["images"].numpy(), self.device),
             raw["tokens"].to(self.device),
@@ -426,6 +498,7 @@ class TrainLoader:
             raw["actions"].float().to(self.device),
             None if depth_codes is None else depth_codes.to(self.device),
             None if depth is None else depth.to(self.device),
+            action_dim_mask=None if real is None else real.to(self.device),
         )
 
     def data_describe(self) -> dict[str, Any]:

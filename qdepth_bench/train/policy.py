@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.models.qdepth.checkpoint import make_tokenizer, model_with_backbone, save_checkpoint
+from qdepth_bench.models.qdepth.checkpoint import DatasetStats, make_tokenizer, model_with_backbone, save_checkpoint
 from qdepth_bench.models.qdepth.config import build_config
 from qdepth_bench.models.qdepth.depth_head import DepthTokenHead
 from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
@@ -131,7 +131,8 @@ def _train(
         what = "export" if export_only else "resume"
         raise UserError(f"nothing to {what} in {recipe.out}; train it first (without --resume / --export).")
     model, variant = _build_model(recipe, state_dim, action_dim)
-    stats = data.stats[0]
+    stats = data.stats[0]  # norm_stats.json: the first dataset's; datasets.json holds every dataset's
+    datasets = [DatasetStats(sp["name"], sp["state_layout"], st) for sp, st in zip(data.specs, data.stats, strict=True)]
     tokenizer = make_tokenizer(model.config, Path(recipe.backbone) if recipe.backbone else None)
     model.to(info.device)
     shard_model(model, settings.precision, settings.activation_checkpointing)
@@ -248,7 +249,7 @@ def _train(
             "data": data.describe(),
             "training": training,
         }
-        save_checkpoint(partial, model.config, weights, stats, variant, tokenizer, extra=extra)
+        save_checkpoint(partial, model.config, weights, stats, variant, tokenizer, extra=extra, datasets=datasets)
         swap_in(partial, policy)
     info.barrier()
     return policy

@@ -9,7 +9,8 @@ Fields (defaults are the paper's optimisation setup, section 3.4.4):
   backbone: PaliGemma folder for real weights (full size), else none
   data: {format: libero_hdf5|lerobot|rlds, paths: [glob...], cameras: [main], keys: {...}, layout: bridge,
          rotation: 180|0 (default: the format's), resize: bilinear|lanczos4, shuffle_buffer: 1000}
-        or a mixture: {datasets: [{format, paths, weight, keys, layout, ...}, ...], shuffle_buffer: ...}
+        or a mixture: {datasets: [{format, paths, weight, keys, layout, name, state_layout, ...}, ...],
+        shuffle_buffer: ...}; datasets of different state/action widths are padded to the model's
         (see docs/data.md)
   vqvae: folder of a trained depth VQ-VAE (its codebook scores the depth tokens)   (policy)
   train: {steps, batch_size (per process and micro-step), global_batch (over all processes), lr,

@@ -1,6 +1,8 @@
 """QDepth-VLA checkpoints: a folder with `config.json` (the model configuration and variant),
 `model.safetensors` (the weights, VQ-VAE codebook included), `norm_stats.json` (the 1st/99th percentiles
-used to scale state and actions to [-1, 1]) and, for real backbones, the backbone's tokenizer files.
+used to scale state and actions to [-1, 1]; a mixture's first dataset's), `datasets.json` (written by
+training: each dataset's name, state layout and own statistics, whose lengths are its widths before padding
+to the model's) and, for real backbones, the backbone's tokenizer files.
 
 A real PaliGemma folder (`--backbone PATH`, as published by Google / Hugging Face) is read with
 transformers' own loader; its vision and text sizes replace those of the `full` configuration.
@@ -25,6 +27,7 @@ from qdepth_bench.models.qdepth.model import QDepthVLA
 from qdepth_bench.models.qdepth.tokenizer import FolderTokenizer, HashWordTokenizer
 
 CONFIG_FILE, WEIGHTS_FILE, STATS_FILE = "config.json", CHECKPOINT_WEIGHTS, "norm_stats.json"
+DATASETS_FILE = "datasets.json"
 
 
 @dataclass
@@ -71,6 +74,25 @@ class NormStats:
         return cls([-1.0] * state_dim, [1.0] * state_dim, [-1.0] * action_dim, [1.0] * action_dim)
 
 
+@dataclass
+class DatasetStats:
+    """One dataset a checkpoint was trained on: its name, the suites' name of its proprio layout ("" when
+    unknown) and its own statistics, whose lengths are its state/action widths (the model's may be wider:
+    the rest was zero padding)."""
+
+    name: str
+    state_layout: str
+    stats: NormStats
+
+    @property
+    def state_dim(self) -> int:
+        return len(self.stats.state_low)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.stats.action_low)
+
+
 def save_checkpoint(
     folder: Path,
     config: QDepthConfig,
@@ -79,6 +101,7 @@ def save_checkpoint(
     variant: str,
     tokenizer: HashWordTokenizer | FolderTokenizer | None = None,
     extra: dict | None = None,
+    datasets: list[DatasetStats] | None = None,
 ) -> Path:
     """Write config, weights and statistics (and a backbone's tokenizer files); returns the folder."""
     from safetensors.torch import save_file
@@ -89,6 +112,8 @@ def save_checkpoint(
     meta = {"variant": variant, "model": config.to_dict(), **(extra or {})}
     (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     (folder / STATS_FILE).write_text(json.dumps(dataclasses.asdict(stats), indent=2))
+    if datasets:
+        (folder / DATASETS_FILE).write_text(json.dumps([dataclasses.asdict(d) for d in datasets], indent=2))
     if isinstance(tokenizer, FolderTokenizer):
         tokenizer.tokenizer.save_pretrained(str(folder))
     return folder
@@ -113,6 +138,7 @@ class LoadedCheckpoint:
     variant: str
     weights_hash: str
     folder: Path
+    datasets: list[DatasetStats] = dataclasses.field(default_factory=list)  # empty: `stats` alone
 
 
 def load_checkpoint(folder: Path, device: str = "cpu") -> LoadedCheckpoint:
@@ -131,8 +157,16 @@ def load_checkpoint(folder: Path, device: str = "cpu") -> LoadedCheckpoint:
         meta = json.loads((folder / CONFIG_FILE).read_text())
         config = QDepthConfig.from_dict(meta["model"])
         stats = NormStats(**json.loads((folder / STATS_FILE).read_text()))
+        datasets = []
+        if (folder / DATASETS_FILE).is_file():
+            datasets = [
+                DatasetStats(d["name"], d["state_layout"], NormStats(**d["stats"]))
+                for d in json.loads((folder / DATASETS_FILE).read_text())
+            ]
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{folder / CONFIG_FILE} or {STATS_FILE} is damaged ({exc}); re-save the checkpoint.") from None
+        raise UserError(
+            f"{folder / CONFIG_FILE}, {STATS_FILE} or {DATASETS_FILE} is damaged ({exc}); re-save the checkpoint."
+        ) from None
     model = QDepthVLA(config)
     try:
         weights = load_file(str(folder / WEIGHTS_FILE))
@@ -156,7 +190,7 @@ def load_checkpoint(folder: Path, device: str = "cpu") -> LoadedCheckpoint:
     model.to(device).eval()
     tokenizer = make_tokenizer(config, folder)
     return LoadedCheckpoint(
-        model, stats, tokenizer, meta.get("variant", "qdepth"), file_hash(folder / WEIGHTS_FILE), folder
+        model, stats, tokenizer, meta.get("variant", "qdepth"), file_hash(folder / WEIGHTS_FILE), folder, datasets
     )
 
 

@@ -94,7 +94,9 @@ class Batch:
     """Model inputs as tensors. images: (B, 3, H, W) in [-1, 1], or (B, N, 3, H, W) for N cameras (the first
     is the main camera, whose patches the depth branch reads) with image_masks (B, N) marking the cameras a
     row has; tokens/token_mask: (B, T); state: (B, S) normalised; actions: (B, chunk, A) normalised;
-    depth_codes: (B, 256); depth: (B, H, W) relative."""
+    depth_codes: (B, 256); depth: (B, H, W) relative. action_dim_mask: (B, A), 1 on the action dimensions a
+    row's dataset has and 0 on those padded to the model's width (None: every dimension is real); the flow
+    is held at zero on padded dimensions and they carry no loss, so the padding is never learned."""
 
     images: torch.Tensor
     tokens: torch.Tensor
@@ -104,6 +106,7 @@ class Batch:
     depth_codes: torch.Tensor | None = None
     depth: torch.Tensor | None = None
     image_masks: torch.Tensor | None = None
+    action_dim_mask: torch.Tensor | None = None
 
     def rows(self, index: slice) -> Batch:
         """The same inputs for a slice of the rows."""
@@ -227,6 +230,9 @@ class QDepthVLA(nn.Module):
         if actions is None:
             raise ValueError("losses need the batch's target actions")
         noise = torch.randn_like(actions) if noise is None else noise
+        real = None if batch.action_dim_mask is None else batch.action_dim_mask[:, None, :].to(actions.dtype)
+        if real is not None:  # padded dimensions: no noise in, no target out (Octo's action_pad_mask)
+            noise, actions = noise * real, actions * real
         tau = self.sample_tau(actions.shape[0], actions.device) if tau is None else tau
         t = tau[:, None, None].to(actions.dtype)
         keep = 1 - self.config.flow_sig_min
@@ -241,7 +247,10 @@ class QDepthVLA(nn.Module):
         mask = block_mask(self.config.mask, lengths, valid.cpu()).to(actions.device)
         outputs, _ = self.mot(streams, self._positions(lengths, valid.cpu()).to(actions.device), mask)
         velocity = self.action_out(outputs[-1][:, 1:])
-        result = {"flow": F.mse_loss(velocity, target)}
+        if real is None:
+            result = {"flow": F.mse_loss(velocity, target)}
+        else:  # the mean over the real dimensions only
+            result = {"flow": ((velocity - target) ** 2 * real).sum() / (real.sum() * velocity.shape[1])}
         if self.depth_head is not None:
             hidden = self._depth_hidden(outputs)
             depth = batch.depth_codes if self.config.depth_target == "tokens" else batch.depth
@@ -286,6 +295,9 @@ class QDepthVLA(nn.Module):
         c = self.config
         b, device = batch.state.shape[0], batch.state.device
         x = torch.randn(b, c.chunk_size, c.action_dim, device=device) if noise is None else noise.clone()
+        real = None if batch.action_dim_mask is None else batch.action_dim_mask[:, None, :].to(x.dtype)
+        if real is not None:
+            x = x * real  # padded dimensions stay at zero, as in training
         prefix_streams, prefix_lengths, valid = self._prefix(batch)
         lengths = self._lengths(prefix_lengths)
         mask = block_mask(c.mask, lengths, valid.cpu()).to(device)
@@ -308,7 +320,8 @@ class QDepthVLA(nn.Module):
                 outputs, _ = self.mot([suffix], pos[:, n_prefix:], mask[:, n_prefix:], cache=cache)
             else:
                 outputs, _ = self.mot([*prefix_streams, suffix], pos, mask)
-            x = x + direction * self.action_out(outputs[-1][:, 1:])
+            velocity = self.action_out(outputs[-1][:, 1:])
+            x = x + direction * (velocity if real is None else velocity * real)
         if c.final_action_clip is not None:
             x = x.clamp(-c.final_action_clip, c.final_action_clip)
         return x

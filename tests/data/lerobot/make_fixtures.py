@@ -83,8 +83,6 @@ def make(name, use_videos):
             json.dumps({"codec": codec, "frame_sums": [float(f.sum()) for f in decoded]})
         )
         return
-    if V21:  # lerobot 0.3.3's reader fails on the installed `datasets`; the v3 expectations hold (same values)
-        return
     read = LeRobotDataset("qdepth/" + name, root=out / name)
     frames = []
     for i in range(len(read)):
