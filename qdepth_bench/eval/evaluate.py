@@ -14,6 +14,7 @@ from typing import Protocol
 
 from qdepth_bench.core.policy import Policy
 from qdepth_bench.core.protocol import SuiteSpec
+from qdepth_bench.eval.depth_metrics import check_depth_policy
 from qdepth_bench.eval.engine import Engine, EngineOptions, EngineStats
 from qdepth_bench.eval.episode import EpisodeResult
 from qdepth_bench.eval.plan import RunPlan, Selection, plan_run
@@ -50,10 +51,14 @@ def evaluate(
     (`Engine.start_early`), used by the first plan with episodes to run; without one, each plan gets workers
     of its own. Each plan runs on at most as many workers as it has pending episodes, and logs to
     `logs/<database>-<run id>.log` beside the database."""
+    if options.depth_metrics:
+        check_depth_policy(policy, options.depth_codec)
     plans = []
     with nullcontext(engine) if engine is not None else Engine() as owner:
         for spec in (s.for_policy(policy.requirements) for s in specs):
-            plan = plan_run(store, spec, make_backend(spec), policy, selection, command)
+            plan = plan_run(
+                store, spec, make_backend(spec), policy, selection, command, depth_metrics=options.depth_metrics
+            )
             plans.append(plan)
             run_options = dataclasses.replace(
                 options,
