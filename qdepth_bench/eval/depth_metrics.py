@@ -14,8 +14,9 @@ token head was trained to predict. Per frame:
   depth does not have).
 
 Per episode each is the mean over its observed frames. Beside them the episode keeps the counts of its
-ground-truth and predicted codes (what a constant predictor would score, and whether one code dominates) and
-the abs-rel of the VQ-VAE's own reconstruction of the ground truth (the best any prediction of codes can do).
+ground-truth and predicted codes, overall and per position (what a predictor that ignores the frame would
+score, and whether one code dominates), and the abs-rel of the VQ-VAE's own reconstruction of the ground truth
+(the best any prediction of codes can do).
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class EpisodeDepth:
     frames: list[FrameDepth] = field(default_factory=list)
     true_counts: np.ndarray | None = None
     predicted_counts: np.ndarray | None = None
+    #: (N, K): how often each ground-truth code occurred at each position
+    position_counts: np.ndarray | None = None
 
     def add(self, frame: FrameDepth) -> None:
         """Count a frame's codes and keep its scores (its depth maps are the video's, not kept here)."""
@@ -120,6 +123,9 @@ class EpisodeDepth:
             predicted = np.bincount(frame.predicted_codes, minlength=size)
             self.true_counts = true if self.true_counts is None else self.true_counts + true
             self.predicted_counts = predicted if self.predicted_counts is None else self.predicted_counts + predicted
+            if self.position_counts is None:
+                self.position_counts = np.zeros((len(frame.true_codes), size), np.int64)
+            self.position_counts[np.arange(len(frame.true_codes)), frame.true_codes] += 1
         self.frames.append(
             FrameDepth(
                 frame.abs_rel, frame.token_accuracy, frame.top5_accuracy, frame.cross_entropy, frame.abs_rel_floor
@@ -139,6 +145,8 @@ class EpisodeDepth:
             detail["codebook_size"] = self.codebook_size
             detail["true_counts"] = sparse_counts(self.true_counts)
             detail["predicted_counts"] = sparse_counts(self.predicted_counts)
+        if self.position_counts is not None:
+            detail["position_counts"] = [sparse_counts(row) for row in self.position_counts]
         if self.keep_steps:
             names = ("token_accuracy", "top5_accuracy", "cross_entropy", "abs_rel")
             detail["steps"] = {n: [getattr(f, n) for f in self.frames] for n in names}

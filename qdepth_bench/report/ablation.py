@@ -50,6 +50,8 @@ class AblationRow:
     seeds: list[SeedResult] = field(default_factory=list)
     planned_seeds: int = 1
     pairs: int = 0  # paired episodes behind the pooled test
+    #: mean depth-token accuracy of its episodes scored by `run --depth-metrics` (None: none were)
+    depth_accuracy: float | None = None
 
     @property
     def seed_spread(self) -> float | None:
@@ -68,6 +70,11 @@ class AblationView:
     columns: list[str] = field(default_factory=list)
     #: what the reader must know about how the rows' models were made (e.g. trained on different data)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_depth(self) -> bool:
+        """Whether some row's episodes were scored by `run --depth-metrics` (the depth-accuracy column)."""
+        return any(r.depth_accuracy is not None for r in self.rows)
 
     @property
     def title(self) -> str:
@@ -186,6 +193,7 @@ def measured_ablation(store: Store, spec: AblationSpec, seeds: int | None = None
             run_ids=tuple(sorted(pooled["run_id"].unique())),
             seeds=[SeedResult(seed, _subset_average(list(c.values()))) for seed, c in sorted(per_seed.items())],
             planned_seeds=sum(1 for m in members if m.variant.policy == variant.policy),
+            depth_accuracy=_mean_or_none(pooled["depth_token_accuracy"]),
         )
         if variant.policy != spec.full:
             _paired(row, runs, full_runs)
@@ -194,6 +202,11 @@ def measured_ablation(store: Store, spec: AblationSpec, seeds: int | None = None
         return None
     evaluated = [m for m in members if not found[(m.variant.policy, m.seed)].empty]
     return AblationView(spec, "ours", _with_matched_deltas(spec, rows), list(spec.columns), data_notes(evaluated))
+
+
+def _mean_or_none(values: pd.Series) -> float | None:
+    values = values.dropna()
+    return float(values.astype(float).mean()) if len(values) else None
 
 
 def data_notes(members: list[Member]) -> list[str]:
@@ -335,5 +348,7 @@ def ablation_records(views: list[AblationView]) -> list[dict[str, Any]]:
                 record["seed_p_values"] = " ".join(
                     f"{s.seed}:{round(s.p_value, 6)}" for s in row.seeds if s.p_value is not None
                 )
+                if view.has_depth:
+                    record["depth_token_accuracy"] = row.depth_accuracy
             records.append(record)
     return records
