@@ -3,6 +3,7 @@ shipped tiny QDepth-VLA (training seed 1, whose VQ-VAE ships in results/training
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -188,3 +189,24 @@ def test_the_policy_server_returns_depth_logits_when_asked():
     scored = server.infer({**request, "depth": 1, "resets": [{"key": "k", "seed": 3, "task": task.__dict__}]}, 0, set())
     assert "depth_logits" not in plain and scored["depth_logits"].shape == (1, 256, 256)
     np.testing.assert_array_equal(plain["actions"], scored["actions"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("mani_skill") is None, reason="mani-skill is not installed")
+def test_maniskill3_renders_the_main_camera_depth_at_observed_frames_only():
+    from qdepth_bench.core.policy import PolicyRequirements
+    from qdepth_bench.registry.sims import make_backend
+    from qdepth_bench.registry.suites import suite_registry
+
+    spec = suite_registry().resolve("simpler_widowx")[0].with_backend("maniskill3").with_overrides({"stand_ins": True})
+    backend = make_backend(spec)
+    env = backend.make_env(0, PolicyRequirements(depth=True))
+    try:
+        first = env.reset(backend.episodes([0], 1, 7)[0])
+        depth = first.depth["main"]
+        assert depth.shape == (1, 224, 224) and depth.dtype == np.float32
+        assert 0.2 < float(np.median(depth)) < 2.0  # metres: the table in front of the camera
+        assert env.step(np.zeros(7), observe=False).observation is None
+        assert env.step(np.zeros(7)).observation.depth["main"].shape == (1, 224, 224)
+    finally:
+        env.close()

@@ -127,7 +127,7 @@ def plan_run(
     if depth_metrics and not backend.serves_depth:
         raise UserError(
             f"--depth-metrics needs the main camera's depth, which the {spec.backend} backend of {spec.name} does "
-            "not render; score depth on a LIBERO suite."
+            "not render; score depth on LIBERO or with --backend maniskill3."
         )
     identity = policy.identity()
     seed = int(spec.protocol["env_seed"])
