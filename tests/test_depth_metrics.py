@@ -71,6 +71,17 @@ def test_pixel_prediction_scores_abs_rel_only():
     assert frame.token_accuracy is None and frame.abs_rel == pytest.approx(0.0, abs=1e-6)
 
 
+def test_the_layout_control_scores_each_episode_by_the_others():
+    from qdepth_bench.report.depth import _layout_rate
+
+    same = {"position_counts": [{"3": 2}, {"5": 2}]}
+    assert _layout_rate([same]) is None
+    assert _layout_rate([same, same, same]) == 1.0
+    other = {"position_counts": [{"4": 2}, {"5": 2}]}
+    # each `same` episode is scored by the mode of the others (3 at position 0: hit), `other` by 3 (miss at 0)
+    assert _layout_rate([same, same, other]) == pytest.approx(10 / 12)
+
+
 def test_point_biserial_matches_pearson_and_says_why_it_is_undefined():
     rng = np.random.default_rng(1)
     accuracy = rng.uniform(0, 1, 60)

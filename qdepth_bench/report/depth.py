@@ -11,8 +11,9 @@ Two yardsticks are printed with every run, so the accuracies can be judged:
   and a cross-entropy of ln K;
 - the no-depth-expert controls, predictors that never look at the frame: one always names the most frequent
   ground-truth code of the task's episodes (the majority-code rate); the other names, at each position, the
-  code most frequent at that position (the layout rate: a fixed camera sees much the same scene in every
-  frame, so this is the rate a depth head has to beat to show it reads the frame). The share of the policy's
+  code most frequent there in the task's other episodes (the layout rate, leave one episode out: a fixed
+  camera sees much the same scene in every frame, so this is the rate a depth head has to beat to show it
+  reads the frame). The share of the policy's
   own predictions taken by its most frequent code says whether its accuracy comes from one code everywhere.
 """
 
@@ -99,7 +100,7 @@ class DepthRunView:
             chance,
             "no-depth-expert controls (predictors that never look at the frame): 'majority code' always names the "
             "task's most frequent ground-truth code; 'layout' names, at each of the N positions, the code most "
-            "frequent there over the task's episodes (the scene's usual depth); 'pred. mode' is the share of the "
+            "frequent there in the task's other episodes (the scene's usual depth); 'pred. mode' is the share of the "
             "policy's predictions that are its own most frequent code",
             "accuracy: mean over episodes with a 95% normal interval; halves: episodes split at the median token "
             "accuracy, success % with Wilson 95% intervals; r: point-biserial correlation of token accuracy and "
@@ -153,16 +154,21 @@ def _share_of_mode(counts: Counter[str]) -> float | None:
 
 
 def _layout_rate(details: list[dict[str, Any]]) -> float | None:
-    """What naming, at each position, the code most frequent there over the task's episodes would score."""
+    """What naming, at each position, the code most frequent there would score, each episode scored by the
+    codes of the task's other episodes (leave one out, so the control is not fitted on what it predicts);
+    None below two episodes."""
     positions = [d["position_counts"] for d in details if "position_counts" in d]
-    if not positions:
+    if len(positions) < 2:
         return None
     hits = total = 0
     for index in range(len(positions[0])):
-        counts: Counter[str] = Counter()
-        for episode in positions:
-            counts.update(episode[index])
-        hits, total = hits + max(counts.values(), default=0), total + sum(counts.values())
+        counts = [Counter(episode[index]) for episode in positions]
+        pooled = sum(counts, Counter())
+        for mine in counts:
+            others = pooled - mine
+            if others:
+                hits += mine[others.most_common(1)[0][0]]
+            total += sum(mine.values())
     return hits / total if total else None
 
 
