@@ -260,6 +260,6 @@ def depth_figure(view: DepthRunView, out: Path) -> Path:
         ax.plot([], [], color="tab:orange", linestyle="dashed", label="majority code (no depth expert)")
         ax.plot([], [], color="tab:blue", linestyle="dashed", label="per-position layout (no depth expert)")
     ax.set_ylabel("depth-token accuracy % per episode" if tokens else "abs-rel per episode")
-    ax.set_title(view.title, fontsize=9)
+    ax.set_title(f"depth predictions of {view.policy} on {view.suite}\n(run {view.run_id})", fontsize=9)
     ax.legend(fontsize=7)
     return save_png(fig, out)
