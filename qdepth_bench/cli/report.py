@@ -110,3 +110,24 @@ def figure(
         )
         return
     err_console.print(f"wrote {written}")
+
+
+@app.command("depth-report")
+def depth_report(
+    run_ids: Annotated[list[str], typer.Argument(help="runs recorded with `run --depth-metrics` (id or prefix)")],
+    figures: Annotated[
+        Path | None, typer.Option(help="also write one PNG per run here: depth accuracy by outcome, per task")
+    ] = None,
+    fmt: FormatOption = "rich",
+    db: DbOption = None,
+) -> None:
+    """How well each run's policy predicted depth, per task, against chance and a no-depth-expert control, and
+    whether its successes went with better depth predictions."""
+    from qdepth_bench.report.depth import depth_figure, depth_views
+
+    store = open_store(db)
+    views = depth_views(store, run_ids)
+    print_views(views, fmt)
+    if figures is not None:
+        for view in views:
+            err_console.print(f"wrote {depth_figure(view, figures / f'depth-{view.run_id}.png')}")

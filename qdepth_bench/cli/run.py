@@ -127,11 +127,29 @@ def run(
             "fixed); recorded successes and failures are kept",
         ),
     ] = False,
+    depth_metrics: Annotated[
+        bool,
+        typer.Option(
+            "--depth-metrics",
+            help="score the policy's depth predictions against the simulator's depth at every observed frame "
+            "(token accuracy, top-5, cross-entropy, abs-rel per episode; see docs/depth.md); a separate run, "
+            "same protocol",
+        ),
+    ] = False,
+    depth_steps: Annotated[
+        bool, typer.Option("--depth-steps", help="with --depth-metrics: keep every observed frame's scores too")
+    ] = False,
+    vqvae: Annotated[
+        Path | None,
+        typer.Option(help="with --depth-metrics: the policy's depth VQ-VAE folder (default: the checkpoint's)"),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Evaluate a policy on a suite; re-running the same command resumes it."""
     if workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}).")
+    if (depth_steps or vqvae is not None) and not depth_metrics:
+        raise UserError("--depth-steps and --vqvae go with --depth-metrics; add it or drop them.")
     for flag, value in (("--max-steps", max_steps), ("--replan-steps", replan_steps), ("--grid-repeats", grid_repeats)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1 (got {value}).")
@@ -162,6 +180,8 @@ def run(
         episode_timeout_s=episode_timeout,
         video_dir=video,
         join=join,
+        depth_metrics=depth_metrics,
+        depth_steps=depth_steps,
     )
     with Engine() as engine:
         if executor is Executor.local:  # env workers start, and build an env, while the policy loads
@@ -169,6 +189,8 @@ def run(
             engine.start_early(specs[0], wanted, task_ids)
         policy = build_policy(policy_name, policy_options(policy_arg, checkpoint))
         try:
+            if depth_metrics and policy.depth_output() == "tokens":
+                options.depth_codec = policy.depth_codec(vqvae)
             with run_store(db) as store:
                 if repeats > 1 and not policy.uses_seed:
                     err_console.print(

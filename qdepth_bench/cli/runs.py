@@ -86,6 +86,8 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id or unique prefi
         "command",
     ):
         console.print(f"[bold]{key}[/bold]: {record[key]}")
+    if record.get("depth_metrics"):
+        console.print(f"[bold]depth_metrics[/bold]: scored (`qdepth-bench depth-report {record['run_id']}`)")
     console.print(f"[bold]status[/bold]: {store.run_status(record)}")
     console.print(
         f"[bold]started[/bold]: {_when(record['started_at'])}  [bold]finished[/bold]: {_when(record['finished_at'])}"

@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import stable_hash
 
 #: Camera roles a policy can ask for; each suite maps them to its simulator's cameras.
@@ -146,6 +148,42 @@ class PolicyIdentity:
         }
 
 
+#: what a policy's depth head predicts (`Policy.depth_output`): codes of its depth VQ-VAE, or depth itself
+DEPTH_OUTPUTS = ("tokens", "pixels")
+
+
+@dataclass
+class DepthPrediction:
+    """What a policy predicted about the main camera's depth for each row of a batch, beside its actions
+    (`Policy.act_with_depth`): logits (B, N, K) over its depth codebook for a token head, or a relative depth
+    map (B, H, W) in [0, 1] (0 near, 1 far) for a pixel head."""
+
+    logits: np.ndarray | None = None
+    relative: np.ndarray | None = None
+
+
+def no_depth_head(policy_name: str) -> UserError:
+    """The one line for asking depth predictions of a policy without a depth head."""
+    return UserError(
+        f"policy {policy_name} has no depth head, so --depth-metrics has nothing to score; drop --depth-metrics "
+        "or evaluate a policy that predicts depth (e.g. qdepth)."
+    )
+
+
+class DepthCodec(Protocol):
+    """The policy's own depth tokenizer (its VQ-VAE), which turns the simulator's depth into the codes its
+    depth head was trained to predict, and predicted codes back into depth."""
+
+    @property
+    def codebook_size(self) -> int: ...
+
+    def encode(self, relative: np.ndarray) -> np.ndarray:
+        """(B, H, W) relative depth in [0, 1] -> (B, N) code indices."""
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """(B, N) code indices -> (B, H, W) relative depth, clipped to [0, 1]."""
+
+
 class Policy(ABC):
     """Base class for every policy. Subclasses set `Config` (a dataclass of their options)."""
 
@@ -191,6 +229,20 @@ class Policy(ABC):
     @abstractmethod
     def act(self, batch: ObservationBatch) -> np.ndarray:
         """Return action chunks of shape (B, chunk, action_dim) as float32."""
+
+    def depth_output(self) -> str:
+        """What its depth head predicts: "tokens", "pixels", or "" for a policy without one."""
+        return ""
+
+    def depth_codec(self, vqvae: Path | None) -> DepthCodec:
+        """The VQ-VAE whose codes its token head predicts (`vqvae`: a folder given by the user; None: the one
+        the policy knows it was trained with). Only for a policy whose `depth_output` is "tokens"."""
+        raise UserError(f"policy {self.name} predicts no depth tokens, so it has no depth VQ-VAE.")
+
+    def act_with_depth(self, batch: ObservationBatch) -> tuple[np.ndarray, DepthPrediction]:
+        """`act`, and what the depth head predicted for the same observations (the optional output of the
+        contract, asked for by `run --depth-metrics`); the actions must be those `act` returns."""
+        raise no_depth_head(self.name)
 
     def close(self) -> None:
         """Release resources (model memory, connections)."""

@@ -32,9 +32,10 @@ import numpy as np
 
 from qdepth_bench.core.errors import UserError, is_transient
 from qdepth_bench.core.fingerprint import with_renderer
-from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, PolicyRequirements
+from qdepth_bench.core.policy import DepthCodec, DepthPrediction, EpisodeContext, ObservationBatch, PolicyRequirements
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
 from qdepth_bench.core.sim import EpisodeSink
+from qdepth_bench.eval.depth_metrics import EpisodeDepth, score_frames, side_by_side
 from qdepth_bench.eval.episode import EpisodeResult, check_chunk
 from qdepth_bench.eval.interrupt import GracefulInterrupt
 from qdepth_bench.eval.messages import (
@@ -51,7 +52,7 @@ from qdepth_bench.eval.messages import (
 from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan
 from qdepth_bench.eval.pool import WorkerPool, make_pool
 from qdepth_bench.eval.timing import describe, split
-from qdepth_bench.eval.videos import VideoSink
+from qdepth_bench.eval.videos import VideoSink, video_path, write_video
 from qdepth_bench.eval.worker import error_text
 from qdepth_bench.results.rows import episode_row
 from qdepth_bench.results.store import Store
@@ -79,6 +80,11 @@ class EngineOptions:
     extra_cameras: tuple[str, ...] = ()
     #: work on a run another live process is running, taking only episodes nobody has claimed
     join: bool = False
+    #: score the policy's depth predictions at every observed frame (`eval.depth_metrics`); with
+    #: `depth_steps` every frame's scores are kept too; `depth_codec` is the policy's VQ-VAE (token heads)
+    depth_metrics: bool = False
+    depth_steps: bool = False
+    depth_codec: DepthCodec | None = None
 
 
 @dataclass
@@ -127,6 +133,9 @@ class _Slot:
     policy_wait_s: float = 0.0
     start_wait_s: float = 0.0
     transfer_s: float = 0.0
+    #: with --depth-metrics: this episode's depth scores, and its side-by-side depth frames for --video
+    depth: EpisodeDepth | None = None
+    depth_frames: list[np.ndarray] = field(default_factory=list)
 
     def assign(self, episode: EpisodeSpec, now: float) -> None:
         self.episode, self.task_id, self.observation, self.sent_at, self.busy_s = (
@@ -137,6 +146,7 @@ class _Slot:
             0.0,
         )
         self.phase, self.policy_wait_s, self.start_wait_s, self.transfer_s = "episode", 0.0, 0.0, 0.0
+        self.depth, self.depth_frames = None, []
 
     def clear(self) -> None:
         self.episode, self.observation, self.sent_at = None, None, None
@@ -169,8 +179,9 @@ def worker_settings(options: EngineOptions, plan: RunPlan) -> WorkerSettings:
     videos: tuple[EpisodeSink, ...] = (VideoSink(options.video_dir),) if options.video_dir is not None else ()
     requirements = plan.policy.requirements
     cameras = tuple(dict.fromkeys((*requirements.cameras, *options.extra_cameras)))
+    depth = requirements.depth or options.depth_metrics
     return WorkerSettings(
-        plan.spec, dataclasses.replace(requirements, cameras=cameras), plan.run_id, videos + options.sinks
+        plan.spec, dataclasses.replace(requirements, cameras=cameras, depth=depth), plan.run_id, videos + options.sinks
     )
 
 
@@ -333,6 +344,9 @@ class _Run:
                 continue
             self.plan.policy.reset(EpisodeContext(episode.key, self.tasks[episode.task_id], episode.seed))
             slot.assign(episode, now)
+            if self.options.depth_metrics:
+                size = self.options.depth_codec.codebook_size if self.options.depth_codec is not None else 0
+                slot.depth = EpisodeDepth(size, self.options.depth_steps)
             self.pool.send(i, StartEpisode(episode))
 
     def _claim_next(self, slot: _Slot) -> EpisodeSpec | None:
@@ -442,7 +456,12 @@ class _Run:
         try:
             self.stats.policy_calls += 1
             self.stats.policy_rows += len(waiting)
-            chunks = check_chunk(self.plan.policy.act(batch), len(waiting), action_dim)
+            if self.options.depth_metrics:
+                actions, prediction = self.plan.policy.act_with_depth(batch)
+                self._score_depth(waiting, batch, prediction)
+            else:
+                actions = self.plan.policy.act(batch)
+            chunks = check_chunk(actions, len(waiting), action_dim)
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - the episodes of this batch fail with the policy's error
@@ -458,6 +477,16 @@ class _Run:
             slot.policy_wait_s += now - slot.waiting_since
             slot.observation, slot.sent_at, slot.phase = None, now, "chunk"
             self.pool.send(i, Chunk(np.asarray(chunks[row, : self.replan])))
+
+    def _score_depth(self, waiting: list[int], batch: ObservationBatch, prediction: DepthPrediction) -> None:
+        """Score each waiting episode's frame (`eval.depth_metrics`); keep its side-by-side frame for --video."""
+        scores = score_frames(batch.depth["main"], prediction, self.options.depth_codec)
+        for row, (i, frame) in enumerate(zip(waiting, scores, strict=True)):
+            slot = self.slots[i]
+            if slot.depth is not None:
+                slot.depth.add(frame)
+            if self.options.video_dir is not None:
+                slot.depth_frames.append(side_by_side(batch.images["main"][row], frame))
 
     def _kill_overdue(self) -> None:
         now = time.perf_counter()
@@ -483,12 +512,37 @@ class _Run:
         result = EpisodeResult(episode, self.tasks[episode.task_id].task_name, "failure")
         self._finish(i, result.fail(error, transient))
 
+    def _write_depth_video(self, result: EpisodeResult, frames: list[np.ndarray]) -> None:
+        """The episode's observed frames as camera | simulator depth | predicted depth, beside its own mp4
+        (`_depth` added to its name), at the rate frames were observed; a failure fails the episode as the
+        camera video's would."""
+        episode, folder = result.episode, cast(Path, self.options.video_dir)
+        path = video_path(
+            folder,
+            self.plan.run_id,
+            episode.suite,
+            episode.task_id,
+            episode.episode_index,
+            result.status,
+            episode.repeat,
+        )
+        fps = max(1, round(int(self.plan.spec.protocol["control_hz"]) / self.replan))
+        try:
+            write_video(path.with_name(f"{path.stem}_depth{path.suffix}"), frames, fps)
+        except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the episode is retried
+            result.fail(f"writing its depth video: {error_text(exc)}", is_transient(exc))
+            result.depth = {}
+
     def _finish(self, i: int, result: EpisodeResult) -> None:
         """Record an episode's outcome; an error with attempts left goes back in the queue."""
         slot = self.slots[i]
         result.timing.update(
             policy_wait_s=slot.policy_wait_s, worker_start_s=slot.start_wait_s, transfer_s=slot.transfer_s
         )
+        if slot.depth is not None and result.status != "error":
+            result.depth = slot.depth.summary()
+            if slot.depth_frames and self.options.video_dir is not None:
+                self._write_depth_video(result, slot.depth_frames)
         slot.clear()
         place = result.episode.place
         attempts = self.plan.attempts.get(place, 0) + 1

@@ -48,6 +48,8 @@ class EpisodeResult:
     renderer: str = ""
     #: for an error: "transient" (may pass by itself; the next run retries it) or "permanent"
     error_kind: str = ""
+    #: with `run --depth-metrics`: the depth scores of its observed frames (`eval.depth_metrics`)
+    depth: dict = field(default_factory=dict)
 
     def fail(self, error: str, transient: bool) -> EpisodeResult:
         """Turn this result into an error of the given kind (the outcome so far is dropped)."""

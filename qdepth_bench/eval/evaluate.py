@@ -15,6 +15,7 @@ from typing import Protocol
 
 from qdepth_bench.core.policy import Policy
 from qdepth_bench.core.protocol import SuiteSpec
+from qdepth_bench.eval.depth_metrics import check_depth_policy
 from qdepth_bench.eval.engine import Engine, EngineOptions, EngineStats
 from qdepth_bench.eval.episode import EpisodeResult
 from qdepth_bench.eval.plan import RunPlan, Selection, plan_run
@@ -50,10 +51,14 @@ def evaluate(
     `command` is recorded with each run. `engine`: one whose workers were started early
     (`Engine.start_early`), used by the first plan with episodes to run; without one, each plan gets workers
     of its own. Each plan is executed by `execute_plan`."""
+    if options.depth_metrics:
+        check_depth_policy(policy, options.depth_codec)
     plans = []
     with nullcontext(engine) if engine is not None else Engine() as owner:
         for spec in (s.for_policy(policy.requirements) for s in specs):
-            plan = plan_run(store, spec, make_backend(spec), policy, selection, command)
+            plan = plan_run(
+                store, spec, make_backend(spec), policy, selection, command, depth_metrics=options.depth_metrics
+            )
             plans.append(plan)
             execute_plan(store, plan, options, owner, observer)
     return plans

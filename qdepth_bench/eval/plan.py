@@ -109,10 +109,11 @@ def plan_run(
     purpose: str = "evaluation",
     episode_source: Callable[[list[int], int, int], list[EpisodeSpec]] | None = None,
     only: set[tuple[int, int, int]] | None = None,
+    depth_metrics: bool = False,
 ) -> RunPlan:
     """Work out the run id and which of the selected episodes still need running.
 
-    `purpose` other than evaluation (e.g. demonstrations) is part of the run key, and `episode_source`
+    `purpose` other than evaluation (e.g. demonstrations) and `depth_metrics` are part of the run key; `episode_source`
     replaces the protocol's episodes (then the selection's episodes may exceed the protocol's trials). Each
     episode runs `selection.repeats` times, each repeat with its own seed, in the same run; `only` keeps just
     these (task, episode index, repeat) places (re-running recorded episodes).
@@ -123,9 +124,14 @@ def plan_run(
         raise UserError(f"--episodes {n_episodes} exceeds the {per_task} trials per task of {spec.name}.")
     task_ids = selection.task_ids(spec)
     backend.check_requirements(policy.requirements)
+    if depth_metrics and not backend.serves_depth:
+        raise UserError(
+            f"--depth-metrics needs the main camera's depth, which the {spec.backend} backend of {spec.name} does "
+            "not render; score depth on LIBERO or with --backend maniskill3."
+        )
     identity = policy.identity()
     seed = int(spec.protocol["env_seed"])
-    key = run_key(identity, spec, purpose)
+    key = run_key(identity, spec, purpose, depth_metrics)
     versions = package_versions()
     fingerprint = machine_fingerprint(versions)
     episodes = (episode_source or backend.episodes)(task_ids, n_episodes, seed)

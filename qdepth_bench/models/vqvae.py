@@ -8,11 +8,17 @@ restarted at random encoder outputs of the current batch, so the whole codebook 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.hashing import file_hash
 
 
 @dataclass(frozen=True)
@@ -132,3 +138,38 @@ class DepthVQVAE(nn.Module):
             self.codebook.data[dead] = pool[pick]
             self.idle_batches[dead] = 0
         return len(dead)
+
+
+def load_vqvae(folder: Path) -> tuple[DepthVQVAE, str]:
+    """A trained VQ-VAE and the hash of its weights (recorded with the codes it makes)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
+        raise UserError(
+            f"{folder} is not a trained VQ-VAE (model.safetensors + config.json); train one with "
+            "`qdepth-bench train vqvae --recipe vqvae-libero-object`."
+        )
+    model = DepthVQVAE(VQVAEConfig(**json.loads((folder / "config.json").read_text())["vqvae"]))
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.eval(), file_hash(folder / "model.safetensors")
+
+
+class VQVAECodec:
+    """A trained VQ-VAE as a policy's `core.policy.DepthCodec`: numpy in, numpy out, no gradients."""
+
+    def __init__(self, model: DepthVQVAE) -> None:
+        self.model = model
+
+    @property
+    def codebook_size(self) -> int:
+        return self.model.config.codebook_size
+
+    @torch.no_grad()
+    def encode(self, relative: np.ndarray) -> np.ndarray:
+        depth = torch.from_numpy(np.ascontiguousarray(relative, dtype=np.float32))
+        return self.model.nearest(self.model.encode(depth)).numpy()
+
+    @torch.no_grad()
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return self.model.decode_codes(torch.from_numpy(np.asarray(codes, dtype=np.int64))).clamp(0, 1).numpy()

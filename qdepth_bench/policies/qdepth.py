@@ -19,7 +19,16 @@ import numpy as np
 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.imaging import RESIZE_METHODS
-from qdepth_bench.core.policy import EpisodeContext, ObservationBatch, Policy, PolicyRequirements, check_ranges
+from qdepth_bench.core.policy import (
+    CHECKPOINT_WEIGHTS,
+    DepthCodec,
+    DepthPrediction,
+    EpisodeContext,
+    ObservationBatch,
+    Policy,
+    PolicyRequirements,
+    check_ranges,
+)
 from qdepth_bench.models.preprocessing import images_to_model
 from qdepth_bench.registry.content import builtin_root, content_path
 
@@ -91,6 +100,10 @@ class QDepthPolicyConfig:
         self.cameras = tuple(self.cameras)
         if not self.cameras or self.cameras[0] == "-":
             raise ValueError("cameras must start with the camera the model reads first, e.g. main")
+
+
+#: where a checkout keeps the depth VQ-VAEs the shipped models were trained with (results/training/README.md)
+TRAINED_VQVAES = Path("results/training")
 
 
 class QDepthPolicy(Policy):
@@ -225,6 +238,52 @@ class QDepthPolicy(Policy):
         self._dataset[episode.key] = self._for_layout(episode.task.state_layout)
 
     def act(self, batch: ObservationBatch) -> np.ndarray:
+        return self._act(batch, with_depth=False)[0]
+
+    def depth_output(self) -> str:
+        head = self.model.config
+        return "" if not head.has_depth else ("tokens" if head.depth_target == "tokens" else "pixels")
+
+    def depth_codec(self, vqvae: Path | None) -> DepthCodec:
+        """The VQ-VAE given, else the one the checkpoint's recipe names (`vqvae` in its config.json), refused
+        in one line unless its codebook is the one this checkpoint's depth head scores against."""
+        import json
+
+        from qdepth_bench.models.vqvae import VQVAECodec, load_vqvae
+
+        if vqvae is None:
+            recorded = json.loads((self.loaded.folder / "config.json").read_text()).get("recipe", {}).get("vqvae")
+            if not recorded:
+                raise UserError(f"{self.loaded.folder} does not record its depth VQ-VAE; pass --vqvae FOLDER.")
+            # where its recipe wrote it, or where a checkout keeps the VQ-VAEs its shipped models were trained with
+            places = (Path(recorded), TRAINED_VQVAES / Path(recorded).name)
+            found = [p for p in places if (p / CHECKPOINT_WEIGHTS).is_file()]
+            if not found:
+                raise UserError(
+                    f"the depth VQ-VAE this checkpoint was trained with ({recorded}, from its config.json) is not "
+                    f"here nor in {TRAINED_VQVAES}; pass --vqvae FOLDER."
+                )
+            vqvae = found[0]
+        model, _ = load_vqvae(vqvae)
+        head = self.model.depth_head
+        if head is None or not self._torch.equal(model.codebook.detach(), head.codebook):
+            raise UserError(
+                f"--vqvae {vqvae} is not this policy's own VQ-VAE: its codebook differs from the one in "
+                f"{self.loaded.folder.name}'s depth head; pass the VQ-VAE the checkpoint was trained with."
+            )
+        return VQVAECodec(model)
+
+    def act_with_depth(self, batch: ObservationBatch) -> tuple[np.ndarray, DepthPrediction]:
+        if not self.depth_output():
+            return super().act_with_depth(batch)
+        actions, depth = self._act(batch, with_depth=True)
+        values = self._torch.cat(depth).float().cpu().numpy()
+        if self.depth_output() == "tokens":
+            return actions, DepthPrediction(logits=values)
+        return actions, DepthPrediction(relative=np.clip(values, 0.0, 1.0))
+
+    def _act(self, batch: ObservationBatch, with_depth: bool) -> tuple[np.ndarray, list[Any]]:
+        """Actions, and with `with_depth` the depth head's output per slice of rows."""
         from qdepth_bench.models.qdepth.model import Batch
 
         torch, c, config = self._torch, self.model.config, self.config
@@ -264,10 +323,18 @@ class QDepthPolicy(Policy):
             action_dim_mask=real,
         )
         rows = [slice(i, i + 1) for i in range(len(batch))] if self.config.batch_invariant else [slice(None)]
-        actions = torch.cat([self.model.sample_actions(inputs.rows(r), noise=noise[r].to(device)) for r in rows])
+        depth = []
+        if with_depth:
+            outputs = [self.model.sample_actions_and_depth(inputs.rows(r), noise=noise[r].to(device)) for r in rows]
+            actions = torch.cat([a for a, _ in outputs])
+            depth = [d for _, d in outputs]
+        else:
+            actions = torch.cat([self.model.sample_actions(inputs.rows(r), noise=noise[r].to(device)) for r in rows])
         # a family may execute only the chunk's first steps, and only its statistics' leading dimensions
         executed = actions[:, : self.requirements.chunk_size, :width].cpu().numpy()
-        return np.stack([d.stats.unnormalize_actions(executed[i]) for i, d in enumerate(datasets)]).astype(np.float32)
+        return np.stack([d.stats.unnormalize_actions(executed[i]) for i, d in enumerate(datasets)]).astype(
+            np.float32
+        ), depth
 
     def _images(self, batch: ObservationBatch) -> Any:
         """(B, 3, H, W) for one camera; (B, N, 3, H, W) for several, a masked slot black (as openpi pads it)."""

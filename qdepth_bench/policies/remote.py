@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ import numpy as np
 from qdepth_bench.core.errors import TransientError, UserError
 from qdepth_bench.core.hashing import stable_hash
 from qdepth_bench.core.policy import (
+    DepthCodec,
+    DepthPrediction,
     EpisodeContext,
     ObservationBatch,
     Policy,
@@ -160,6 +163,35 @@ class RemotePolicy(Policy):
     def act(self, batch: ObservationBatch) -> np.ndarray:
         if self.protocol == "openpi":
             return np.stack([self._act_openpi(batch, row) for row in range(len(batch))])
+        return np.asarray(self._act_batched(batch, depth=False)["actions"], dtype=np.float32)
+
+    def depth_output(self) -> str:
+        """What the served policy's depth head predicts, as its metadata says ("" from openpi servers and
+        servers that predate depth metrics)."""
+        return str(self.metadata.get("depth_output", "")) if self.protocol == "qdepth-bench" else ""
+
+    def depth_codec(self, vqvae: Path | None) -> DepthCodec:
+        """The served policy's VQ-VAE lives with it on the server: a local copy is named with --vqvae."""
+        if vqvae is None:
+            raise UserError(
+                f"{self.config.url} serves a policy that predicts depth tokens; its VQ-VAE is on the server: "
+                "pass a copy of it with --vqvae FOLDER."
+            )
+        from qdepth_bench.models.vqvae import VQVAECodec, load_vqvae
+
+        return VQVAECodec(load_vqvae(vqvae)[0])
+
+    def act_with_depth(self, batch: ObservationBatch) -> tuple[np.ndarray, DepthPrediction]:
+        """The batched request with `depth` set; the reply's optional `depth_logits` or `depth_relative`."""
+        if not self.depth_output():
+            return super().act_with_depth(batch)
+        reply = self._act_batched(batch, depth=True)
+        logits, relative = reply.get("depth_logits"), reply.get("depth_relative")
+        return np.asarray(reply["actions"], dtype=np.float32), DepthPrediction(
+            None if logits is None else np.asarray(logits), None if relative is None else np.asarray(relative)
+        )
+
+    def _act_batched(self, batch: ObservationBatch, depth: bool) -> dict[str, Any]:
         resets = [self._reset_record(self._contexts[k]) for k in batch.keys if k not in self._sent_resets]
         request: dict[str, Any] = {
             BATCH_KEY: 1,
@@ -168,11 +200,13 @@ class RemotePolicy(Policy):
             "instructions": list(batch.instructions),
             "resets": resets,
         }
+        if depth:
+            request["depth"] = 1
         for role, images in batch.images.items():
             request[f"images/{role}"] = np.ascontiguousarray(images)
         reply = self._round_trip(request)
         self._sent_resets.update(batch.keys)
-        return np.asarray(reply["actions"], dtype=np.float32)
+        return reply
 
     def _act_openpi(self, batch: ObservationBatch, row: int) -> np.ndarray:
         request: dict[str, Any] = {"observation/state": np.asarray(batch.state[row]), "prompt": batch.instructions[row]}

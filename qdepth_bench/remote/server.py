@@ -12,7 +12,9 @@ Two request forms are accepted:
       instruction.
   our batched form ("qdepth_bench/batch": 1): episode keys, "images/<role>" (B, H, W, 3), "state" (B, D),
       "instructions", and "resets" (episode key, seed and task of episodes that start) ->
-      {"actions": (B, chunk, A)}. This is what `--policy remote` sends.
+      {"actions": (B, chunk, A)}. This is what `--policy remote` sends. With "depth": 1 (`run
+      --depth-metrics`) the reply also holds the depth head's output, "depth_logits" (B, N, K) or
+      "depth_relative" (B, H, W); the metadata's "depth_output" says which ("": no depth head).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class PolicyServer:
             "protocol": 1,
             "policy": {**identity.as_record(), "config": identity.config},
             "requirements": dataclasses.asdict(self.policy.requirements),
+            "depth_output": self.policy.depth_output(),
         }
 
     # ----- one request -------------------------------------------------------------------------------------
@@ -111,11 +114,20 @@ class PolicyServer:
             for context in resets:
                 self.policy.reset(context)
                 self._episodes.add(context.key)
-            actions = np.asarray(self.policy.act(batch), dtype=np.float32)
+            depth: dict[str, np.ndarray] = {}
+            if obs.get(BATCH_KEY) and obs.get("depth"):
+                raw, prediction = self.policy.act_with_depth(batch)
+                if prediction.logits is not None:
+                    depth["depth_logits"] = np.asarray(prediction.logits, dtype=np.float32)
+                if prediction.relative is not None:
+                    depth["depth_relative"] = np.asarray(prediction.relative, dtype=np.float32)
+            else:
+                raw = self.policy.act(batch)
+            actions = np.asarray(raw, dtype=np.float32)
         infer_ms = 1000 * (time.perf_counter() - start)
         if not obs.get(BATCH_KEY):
             actions = actions[0]
-        return {"actions": actions, "server_timing": {"infer_ms": infer_ms}}
+        return {"actions": actions, **depth, "server_timing": {"infer_ms": infer_ms}}
 
     def _check_images(self, images: dict[str, np.ndarray], batch: int) -> None:
         size = self.policy.requirements.image_size

@@ -86,6 +86,8 @@ class AblationRow:
     seeds: list[SeedResult] = field(default_factory=list)
     planned_seeds: int = 1
     pairs: int = 0  # paired episodes behind the pooled test
+    #: mean depth-token accuracy of its episodes scored by `run --depth-metrics` (None: none were)
+    depth_accuracy: float | None = None
 
     @property
     def sequential_text(self) -> str:
@@ -117,6 +119,11 @@ class AblationView:
     def sequential(self) -> bool:
         """Whether any of its rows has a sequential comparison (the report then shows their column)."""
         return any(s.sequential is not None for r in self.rows for s in r.seeds)
+
+    @property
+    def has_depth(self) -> bool:
+        """Whether some row's episodes were scored by `run --depth-metrics` (the depth-accuracy column)."""
+        return any(r.depth_accuracy is not None for r in self.rows)
 
     @property
     def title(self) -> str:
@@ -235,6 +242,7 @@ def measured_ablation(store: Store, spec: AblationSpec, seeds: int | None = None
             run_ids=tuple(sorted(pooled["run_id"].unique())),
             seeds=[SeedResult(seed, _subset_average(list(c.values()))) for seed, c in sorted(per_seed.items())],
             planned_seeds=sum(1 for m in members if m.variant.policy == variant.policy),
+            depth_accuracy=_mean_or_none(pooled["depth_token_accuracy"]),
         )
         if variant.policy != spec.full:
             _paired(row, runs, full_runs)
@@ -273,6 +281,11 @@ def _sequential(
             result.sequential = SequentialDecision(
                 last["status"], last["decision"], last["pairs_used"], last["pairs_run"], design
             )
+
+
+def _mean_or_none(values: pd.Series) -> float | None:
+    values = values.dropna()
+    return float(values.astype(float).mean()) if len(values) else None
 
 
 def data_notes(members: list[Member]) -> list[str]:
@@ -415,5 +428,7 @@ def ablation_records(views: list[AblationView]) -> list[dict[str, Any]]:
                     f"{s.seed}:{round(s.p_value, 6)}" for s in row.seeds if s.p_value is not None
                 )
                 record["sequential"] = row.sequential_text
+                if view.has_depth:
+                    record["depth_token_accuracy"] = row.depth_accuracy
             records.append(record)
     return records

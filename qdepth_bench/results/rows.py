@@ -9,18 +9,23 @@ from typing import Any, Protocol
 from qdepth_bench.core.policy import PolicyIdentity, PolicyRequirements
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
 from qdepth_bench.core.provenance import git_commit, host
+from qdepth_bench.results.schema import DEPTH_COLUMNS
 from qdepth_bench.results.store import Store
 
 
-def run_key(identity: PolicyIdentity, spec: SuiteSpec, purpose: str = "evaluation") -> dict[str, Any]:
+def run_key(
+    identity: PolicyIdentity, spec: SuiteSpec, purpose: str = "evaluation", depth_metrics: bool = False
+) -> dict[str, Any]:
     """What makes a run the same run: policy identity + suite + protocol hash + seed (+ a purpose other than
-    evaluation, e.g. demonstrations)."""
+    evaluation, e.g. demonstrations, + `run --depth-metrics`, a setting of the run that leaves its protocol
+    as it is but records what a run without it has not)."""
     return {
         **identity.as_record(),
         "suite": spec.name,
         "protocol_hash": spec.protocol_hash(),
         "seed": int(spec.protocol["env_seed"]),
         **({"purpose": purpose} if purpose != "evaluation" else {}),
+        **({"depth_metrics": True} if depth_metrics else {}),
     }
 
 
@@ -57,6 +62,7 @@ def run_row(
         "command": command,
         "replan_steps": spec.protocol.get("replan_steps"),
         "episodes_requested": episodes_requested,  # gridded tasks can have fewer episodes than the cap
+        "depth_metrics": int(bool(key.get("depth_metrics"))),
     }
 
 
@@ -76,6 +82,7 @@ class FinishedEpisode(Protocol):
     actions_per_call: int | None
     timing: dict
     error_kind: str
+    depth: dict
 
 
 def episode_row(run_id: str, suite: str, result: FinishedEpisode, attempts: int, session_id: str) -> dict[str, Any]:
@@ -104,4 +111,6 @@ def episode_row(run_id: str, suite: str, result: FinishedEpisode, attempts: int,
         "timing": json.dumps({k: round(float(v), 4) for k, v in result.timing.items()}, sort_keys=True),
         "session_id": session_id,
         "error_kind": result.error_kind or None,
+        **{name: result.depth.get(name) for name in DEPTH_COLUMNS},
+        "depth_detail": json.dumps(result.depth["depth_detail"], sort_keys=True) if result.depth else None,
     }

@@ -16,8 +16,9 @@ from qdepth_bench.core.errors import UserError
 #: runs.actions_per_call, episodes.policy_calls, episodes.actions_per_call); 4: episodes.timing (seconds
 #: per phase as JSON, `eval.timing`); 5: run_sessions (who recorded which episodes, on what machine, alive
 #: until when), episodes.session_id, episodes.repeat in the episode key (`run --repeats`), episodes.error_kind
-#: (an error that may pass by itself is retried by every later run) and episode_claims
-SCHEMA_VERSION = 5
+#: (an error that may pass by itself is retried by every later run) and episode_claims; 6: `run --depth-metrics`
+#: (runs.depth_metrics, the per-episode depth scores `DEPTH_COLUMNS` and episodes.depth_detail as JSON)
+SCHEMA_VERSION = 6
 #: the episodes table's primary key (`EpisodeSpec.place` within a run)
 EPISODE_PRIMARY_KEY = ("run_id", "task_id", "episode_index", "repeat")
 META_TABLE = "qdepth_bench_meta"
@@ -50,7 +51,10 @@ RUN_COLUMNS: dict[str, type] = {
     "episodes_requested": int,
     "replan_steps": int,
     "actions_per_call": int,
+    "depth_metrics": int,
 }
+#: an episode's depth scores under `run --depth-metrics` (`eval.depth_metrics`); NULL without it
+DEPTH_COLUMNS = ("depth_token_accuracy", "depth_top5_accuracy", "depth_cross_entropy", "depth_abs_rel")
 EPISODE_COLUMNS: dict[str, type] = {
     "run_id": str,
     "suite": str,
@@ -75,6 +79,8 @@ EPISODE_COLUMNS: dict[str, type] = {
     "timing": str,
     "session_id": str,
     "error_kind": str,
+    **dict.fromkeys(DEPTH_COLUMNS, float),
+    "depth_detail": str,
 }
 #: One invocation that worked on a run: its owner (host, pid), heartbeat and the machine it ran on. A run can
 #: be resumed elsewhere, so each episode points at the session that recorded it.

@@ -25,7 +25,7 @@ def depth_figure(checkpoint: Path, vqvae_folder: Path | None, dataset: Path, out
     from qdepth_bench.models.preprocessing import images_to_model
     from qdepth_bench.models.qdepth.checkpoint import load_checkpoint
     from qdepth_bench.models.qdepth.model import Batch
-    from qdepth_bench.train.vqvae import load_vqvae
+    from qdepth_bench.models.vqvae import load_vqvae
 
     loaded = load_checkpoint(checkpoint)
     if vqvae_folder is None:

@@ -29,6 +29,7 @@ from qdepth_bench.models.qdepth.checkpoint import DatasetStats, make_tokenizer, 
 from qdepth_bench.models.qdepth.config import build_config
 from qdepth_bench.models.qdepth.depth_head import DepthTokenHead
 from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
+from qdepth_bench.models.vqvae import load_vqvae
 from qdepth_bench.train.checkpoint import (
     CHECKPOINT,
     POLICY,
@@ -51,7 +52,6 @@ from qdepth_bench.train.distributed import (
 from qdepth_bench.train.draws import flow_draws, rank_rows
 from qdepth_bench.train.loop import MetricsLog, warmup_cosine
 from qdepth_bench.train.recipe import Recipe
-from qdepth_bench.train.vqvae import load_vqvae
 
 FIELDS = [
     "step",

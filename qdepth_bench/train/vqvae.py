@@ -12,9 +12,8 @@ import numpy as np
 import torch
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.hashing import file_hash
 from qdepth_bench.datasets import depth as depth_cache
-from qdepth_bench.models.vqvae import DepthVQVAE, VQVAEConfig
+from qdepth_bench.models.vqvae import DepthVQVAE, VQVAEConfig, load_vqvae
 from qdepth_bench.train.data import depth_frames
 from qdepth_bench.train.loop import MetricsLog
 from qdepth_bench.train.recipe import Recipe
@@ -88,21 +87,6 @@ def train_vqvae(recipe: Recipe, on_log: Callable[[dict], None] | None = None) ->
     }
     (recipe.out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
     return recipe.out
-
-
-def load_vqvae(folder: Path) -> tuple[DepthVQVAE, str]:
-    """A trained VQ-VAE and the hash of its weights (recorded with the codes it makes)."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    if not (folder / "model.safetensors").is_file() or not (folder / "config.json").is_file():
-        raise UserError(
-            f"{folder} is not a trained VQ-VAE (model.safetensors + config.json); train one with "
-            "`qdepth-bench train vqvae --recipe vqvae-libero-object`."
-        )
-    model = DepthVQVAE(VQVAEConfig(**json.loads((folder / "config.json").read_text())["vqvae"]))
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return model.eval(), file_hash(folder / "model.safetensors")
 
 
 @torch.no_grad()

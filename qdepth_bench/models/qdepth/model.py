@@ -292,6 +292,27 @@ class QDepthVLA(nn.Module):
         With `reuse_prefix`, P and D run once and each step runs only S and A against their cached keys and
         values; without it every step recomputes the whole sequence (same result, for the benchmark).
         """
+        return self._integrate(batch, noise, reuse_prefix)[0]
+
+    @torch.no_grad()
+    def sample_actions_and_depth(
+        self, batch: Batch, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actions `sample_actions` gives, and the depth head's output on the same prefix pass: logits
+        (B, N, K) over the codebook for the token head, relative depth (B, H, W) for the pixel head. P and D
+        attend to nothing after them, so their outputs are those of the training pass."""
+        if self.depth_head is None:
+            raise ValueError("this variant has no depth head")
+        actions, prefix = self._integrate(batch, noise, reuse_prefix=True)
+        hidden = self._depth_hidden(prefix)
+        if isinstance(self.depth_head, DepthTokenHead):
+            return actions, self.depth_head.logits(hidden)
+        return actions, self.depth_head.predict(hidden)
+
+    def _integrate(
+        self, batch: Batch, noise: torch.Tensor | None, reuse_prefix: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The integrated actions, and the prefix streams' outputs (P, and D where the variant has it)."""
         c = self.config
         b, device = batch.state.shape[0], batch.state.device
         x = torch.randn(b, c.chunk_size, c.action_dim, device=device) if noise is None else noise.clone()
@@ -304,8 +325,9 @@ class QDepthVLA(nn.Module):
         pos = self._positions(lengths, valid.cpu()).to(device)
         n_prefix = sum(prefix_lengths.values())
         cache: LayerCache | None = None
+        prefix: list[torch.Tensor] = []
         if reuse_prefix:
-            _, cache = self.mot(prefix_streams, pos[:, :n_prefix], mask[:, :n_prefix, :n_prefix], keep_cache=True)
+            prefix, cache = self.mot(prefix_streams, pos[:, :n_prefix], mask[:, :n_prefix, :n_prefix], keep_cache=True)
         dt = 1.0 / c.num_integration_steps
         direction = dt if c.velocity == "data_minus_noise" else -dt
         countdown = torch.tensor(1.0, device=device)  # one_minus_tau: openpi's clock, 1 stepping down by dt
@@ -320,11 +342,12 @@ class QDepthVLA(nn.Module):
                 outputs, _ = self.mot([suffix], pos[:, n_prefix:], mask[:, n_prefix:], cache=cache)
             else:
                 outputs, _ = self.mot([*prefix_streams, suffix], pos, mask)
+                prefix = outputs[:-1]
             velocity = self.action_out(outputs[-1][:, 1:])
             x = x + direction * (velocity if real is None else velocity * real)
         if c.final_action_clip is not None:
             x = x.clamp(-c.final_action_clip, c.final_action_clip)
-        return x
+        return x, prefix
 
     @torch.no_grad()
     def predict_depth_codes(self, batch: Batch) -> torch.Tensor:

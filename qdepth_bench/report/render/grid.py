@@ -8,11 +8,13 @@ n and the 95% Wilson interval.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from qdepth_bench.report.ablation import AblationRow, AblationView, ablation_records
 from qdepth_bench.report.cells import Cell
+from qdepth_bench.report.depth import Association, DepthRunView
+from qdepth_bench.report.stats import wilson_interval
 from qdepth_bench.report.tables import TableView, mark_notes, method_label, table_records
 
 CHECK, CROSS = "✓", "✗"
@@ -130,6 +132,8 @@ def _ablation_cells(view: AblationView, row: AblationRow) -> list[GridCell]:
     test = _paired_text(row.p_value, row.discordant)
     cells = [GridCell(row.variant.label), *marks, *rates, average, GridCell(delta), GridCell(test)]
     cells += [GridCell(row.sequential_text)] if view.sequential else []
+    if view.has_depth:
+        cells.append(_percent(row.depth_accuracy))
     return [*cells, _seeds_cell(row)] if ours else cells
 
 
@@ -159,6 +163,7 @@ def ablation_grid(view: AblationView) -> Grid:
     ours = view.source == "ours"
     header = ["Model", *view.spec.components, *view.columns, "Avg", "Δ vs full", "paired test"]
     header += ["sequential"] if view.sequential else []
+    header += ["depth acc. %"] if view.has_depth else []
     header += ["training seeds"] if ours else []
     columns = [GridColumn(h, "left" if i == 0 else "center") for i, h in enumerate(header)]
     rows = [GridRow(view.source, _ablation_cells(view, row)) for row in view.rows]
@@ -169,6 +174,14 @@ def ablation_grid(view: AblationView) -> Grid:
             "Δ vs full over the same seeds",
             *view.detectable(),
             *view.notes,
+            *(
+                [
+                    "depth acc.: mean depth-token accuracy of the episodes scored by `run --depth-metrics` (chance "
+                    "1/256; `qdepth-bench depth-report RUN` for its controls)"
+                ]
+                if view.has_depth
+                else []
+            ),
         ]
         if ours
         else []
@@ -202,12 +215,86 @@ def seed_grid(view: AblationView) -> Grid:
     return Grid(f"{view.spec.id}-seeds", f"{view.spec.id}: each training seed", columns, rows)
 
 
-def grids(views: list[TableView] | list[AblationView]) -> list[Grid]:
+def _percent(value: float | None, low: float | None = None, high: float | None = None) -> GridCell:
+    if value is None:
+        return GridCell("–")
+    interval = f"[{100 * low:.1f}, {100 * high:.1f}]" if low is not None and high is not None else ""
+    return GridCell(f"{100 * value:.1f}", interval)
+
+
+def _half(successes: int, n: int) -> GridCell:
+    if not n:
+        return GridCell("–")
+    low, high = wilson_interval(successes, n)
+    return GridCell(f"{100 * successes / n:.1f}", f"[{100 * low:.1f}, {100 * high:.1f}]", f"n={n}")
+
+
+def _association(association: Association) -> GridCell:
+    if association.r is None:
+        return GridCell("–", counts=association.why)
+    shown = "p<0.001" if (association.p_value or 0) < 0.0005 else f"p={association.p_value:.3f}"
+    return GridCell(f"{association.r:+.2f}", f"[{association.low:+.2f}, {association.high:+.2f}]", shown)
+
+
+def _number(value: float | None, digits: int = 3) -> GridCell:
+    return GridCell("–" if value is None else f"{value:.{digits}f}")
+
+
+def depth_grid(view: DepthRunView) -> Grid:
+    """One row per task: depth-token accuracy with its interval beside chance and the no-depth-expert control,
+    top-5, cross-entropy, abs-rel and its VQ-VAE floor, success of the better and worse predicted halves, and
+    the association of accuracy with success."""
+    header = [
+        "Task",
+        "episodes",
+        "success %",
+        "token acc. %",
+        "top-5 %",
+        "cross-entropy",
+        "majority code %",
+        "layout %",
+        "pred. mode %",
+        "abs-rel",
+        "VQ-VAE floor",
+        "success, top half %",
+        "success, bottom half %",
+        "r (acc., success)",
+    ]
+    columns = [GridColumn(h, "left" if i == 0 else "right") for i, h in enumerate(header)]
+    rows, records = [], []
+    for task in view.tasks:
+        cells = [
+            GridCell(f"{task.task_id}: {task.task_name}"),
+            GridCell(str(task.episodes)),
+            _half(task.successes, task.episodes),
+            _percent(task.token_accuracy, task.token_low, task.token_high),
+            _percent(task.top5_accuracy),
+            _number(task.cross_entropy, 2),
+            _percent(task.majority_rate),
+            _percent(task.layout_rate),
+            _percent(task.predicted_mode_share),
+            _number(task.abs_rel),
+            _number(task.abs_rel_floor),
+            _half(*task.top_half),
+            _half(*task.bottom_half),
+            _association(task.association),
+        ]
+        rows.append(GridRow("ours", cells))
+        record = {"run_id": view.run_id, "policy": view.policy, "suite": view.suite, **asdict(task)}
+        record.update(association_r=task.association.r, association_p=task.association.p_value)
+        records.append({k: v for k, v in record.items() if k != "association"})
+    return Grid(f"depth-{view.run_id}", view.title, columns, rows, view.notes(), records)
+
+
+def grids(views: list[TableView] | list[AblationView] | list[DepthRunView]) -> list[Grid]:
     """Any report's views as grids."""
     out = []
     for view in views:
         if isinstance(view, TableView):
             out.append(table_grid(view))
+            continue
+        if isinstance(view, DepthRunView):
+            out.append(depth_grid(view))
             continue
         out.append(ablation_grid(view))
         if view.source == "ours" and any(len(r.seeds) > 1 for r in view.rows):

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.core.imaging import resize_frame
+from qdepth_bench.core.imaging import resize_bilinear, resize_frame
 from qdepth_bench.core.paths import shared_dir
 from qdepth_bench.core.policy import ObservationBatch, PolicyRequirements, TaskInfo
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
@@ -139,6 +139,7 @@ class ManiSkill3Env(Env):
         self.image_size = requirements.image_size
         self.privileged = requirements.privileged
         self.camera = spec.protocol["cameras"]["main"]
+        self.depth = requirements.depth
         self.sim_env = gym.make(
             task_data["env_ids"]["maniskill3"],
             obs_mode="rgb+segmentation",
@@ -180,10 +181,21 @@ class ManiSkill3Env(Env):
         openness = float(np.clip((gripper.mean() - 0.015) / (0.037 - 0.015), 0.0, 1.0))
         state = bridge_proprio(pos, quat, openness)
         privileged = [self._privileged(pos)] if self.privileged else []
+        depth = {"main": self._metric_depth()[None]} if self.depth else {}
         self.last_observation = ObservationBatch(
-            [self._key], {"main": image[None]}, state[None], [self.task.instruction], privileged=privileged
+            [self._key], {"main": image[None]}, state[None], [self.task.instruction], depth=depth, privileged=privileged
         )
         return self.last_observation
+
+    def _metric_depth(self) -> np.ndarray:
+        """The main camera's depth from the picture the observation was just rendered into (the Bridge envs
+        accept no depth observation mode, but their shader renders positions with the image): ManiSkill3's
+        (1, H, W, 1) int16 millimetres -> (H, W) float32 metres at the policy's frame size, 0 where the camera
+        sees nothing."""
+        camera = self.sim_env.unwrapped.scene.sensors[self.camera]
+        millimetres = camera.get_obs(rgb=False, depth=True, position=False, segmentation=False)["depth"]
+        metres = millimetres[0, ..., 0].cpu().numpy().astype(np.float32) / 1000.0
+        return resize_bilinear(metres, self.image_size)
 
     def _privileged(self, ee_pos: np.ndarray) -> dict[str, Any]:
         """Object positions in the robot base frame, for scripted experts only."""
@@ -263,6 +275,7 @@ class ManiSkill3Backend(SimplerBackend):
 
     name = "maniskill3"
     serves_privileged = True
+    serves_depth = True
 
     def __init__(self, spec: SuiteSpec) -> None:
         super().__init__(spec)
