@@ -156,3 +156,17 @@ def test_libero_full_walks_three_stages_and_names_their_inputs(cli, tmp_path, mo
     assert result.exit_code == 2
     missing = result.stderr.strip().splitlines()[1:]
     assert len(missing) == 10 and sum("paligemma" in line for line in missing) == 1  # one line per input
+
+
+def test_a_recipe_counts_steps_or_epochs_not_both(tmp_path):
+    from qdepth_bench.core.errors import UserError
+    from qdepth_bench.train.recipe import load_recipe
+
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"out": "o", "data": {}, "train": {"steps": 3, "epochs": 2}}))
+    with pytest.raises(UserError, match="not both"):
+        load_recipe(both)
+    # a value given later (an extending recipe, or --set) replaces the other unit
+    assert load_recipe("qdepth-paper-fractal").length == "9 epochs"
+    assert load_recipe("qdepth-paper-fractal", {"train.steps": "4"}).length == "4 steps"
+    assert load_recipe("qdepth-paper-libero90").length == "20 epochs"

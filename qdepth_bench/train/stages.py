@@ -31,6 +31,7 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import file_hash, stable_hash
 from qdepth_bench.core.lineage import read_lineage
 from qdepth_bench.core.policy import CHECKPOINT_WEIGHTS
+from qdepth_bench.models.qdepth.config import build_config
 from qdepth_bench.registry.content import content_dirs
 from qdepth_bench.train.checkpoint import POLICY, checkpoint_meta
 from qdepth_bench.train.data import TrainingData, epoch_frames
@@ -215,6 +216,16 @@ def _vqvae_maker(folder: str) -> str | None:
     return None
 
 
+def _scores_codes(recipe: Recipe) -> bool:
+    """Whether the recipe's model predicts depth codes (and so reads its `vqvae`): a pixel variant or one
+    without a depth branch inherits the key from the recipe it extends without using it."""
+    try:
+        config = build_config(recipe.model.get("size", "tiny"), recipe.model.get("variant", "qdepth"))
+    except (KeyError, ValueError):
+        return True  # a bad model is the training's to report, in its own words
+    return config.has_depth and config.depth_target == "tokens"
+
+
 def missing_inputs(recipes: list[Recipe]) -> list[str]:
     """What the stages of these recipes read that is not there, one line per missing input naming where to
     put it (or the command that makes it) and the stages that need it; empty when everything is in place.
@@ -236,9 +247,11 @@ def missing_inputs(recipes: list[Recipe]) -> list[str]:
                 "no PaliGemma folder; put a local copy of google/paligemma-3b-pt-224 there (config, weights, tokenizer)"
             )
             lack(recipe.backbone, fix, recipe)
-        if recipe.vqvae in missing:
+        if not recipe.vqvae or not _scores_codes(recipe):
+            pass
+        elif recipe.vqvae in missing:
             lack(recipe.vqvae, "", recipe)
-        elif recipe.vqvae and not (Path(recipe.vqvae) / "model.safetensors").is_file():
+        elif not (Path(recipe.vqvae) / "model.safetensors").is_file():
             maker = _vqvae_maker(recipe.vqvae)  # reads every recipe: once per folder
             how = f"`qdepth-bench train vqvae --recipe {maker}`" if maker else "`qdepth-bench train vqvae`"
             fix = (
