@@ -9,6 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import typer
@@ -185,12 +186,25 @@ def print_training_log(row: dict[str, Any]) -> None:
     console.print("  " + "  ".join(f"{k} {v}" for k, v in row.items()), highlight=False)
 
 
+def _ignore_start(step: int, steps: int) -> None:
+    """Log lines need no total (a terminal's progress bar does)."""
+
+
+@dataclass(frozen=True)
+class TrainingHooks:
+    """What a training reports to: each logged row, and its length once known (an `epochs` recipe's steps
+    are known when its data is opened)."""
+
+    on_log: Callable[[dict[str, Any]], None]
+    on_start: Callable[[int, int], None]
+
+
 @contextmanager
-def training_progress(label: str, steps: int, start: int = 0) -> Iterator[Callable[[dict[str, Any]], None]]:
+def training_progress(label: str, steps: int = 0, start: int = 0) -> Iterator[TrainingHooks]:
     """A progress bar over training steps (step, loss, ETA) on a terminal; log lines elsewhere (CI, files).
-    Yields the `on_log` callback the training calls with each logged row."""
+    `steps` 0: the length comes with `on_start`."""
     if not console.is_terminal:
-        yield print_training_log
+        yield TrainingHooks(print_training_log, _ignore_start)
         return
     with Progress(
         TextColumn("{task.description}"),
@@ -201,10 +215,13 @@ def training_progress(label: str, steps: int, start: int = 0) -> Iterator[Callab
         TimeRemainingColumn(),
         console=console,
     ) as progress:
-        bar = progress.add_task(label, total=steps, completed=start, loss="")
+        bar = progress.add_task(label, total=steps or None, completed=start, loss="")
 
         def on_log(row: dict[str, Any]) -> None:
             losses = "  ".join(f"{k} {row[k]:.4g}" for k in ("total", "flow", "depth") if isinstance(row.get(k), float))
             progress.update(bar, completed=int(row["step"]) + 1, loss=losses)
 
-        yield on_log
+        def on_start(step: int, total: int) -> None:
+            progress.update(bar, total=total, completed=step)
+
+        yield TrainingHooks(on_log, on_start)

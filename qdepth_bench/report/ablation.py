@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from qdepth_bench.core.hashing import file_hash
+from qdepth_bench.core.lineage import lineage_summary, read_lineage
 from qdepth_bench.eval.sequential import A_BETTER, B_BETTER, NO_DIFFERENCE
 from qdepth_bench.registry.ablations import AblationSpec, Member, Variant
 from qdepth_bench.registry.suites import suite_trials
@@ -252,7 +253,7 @@ def measured_ablation(store: Store, spec: AblationSpec, seeds: int | None = None
         return None
     evaluated = [m for m in members if not found[(m.variant.policy, m.seed)].empty]
     decisions = [s.sequential for r in rows for s in r.seeds if s.sequential is not None]
-    notes = [*dict.fromkeys(d.note() for d in decisions), *data_notes(evaluated)]
+    notes = [*dict.fromkeys(d.note() for d in decisions), *data_notes(evaluated), *lineage_notes(evaluated)]
     return AblationView(spec, "ours", _with_matched_deltas(spec, rows), list(spec.columns), notes)
 
 
@@ -308,6 +309,17 @@ def data_notes(members: list[Member]) -> list[str]:
             f"no data fingerprint recorded with {', '.join(hashes['unrecorded'])} (trained before fingerprints "
             "were recorded): their data cannot be checked against the others'"
         )
+    return notes
+
+
+def lineage_notes(members: list[Member]) -> list[str]:
+    """How each evaluated model was trained, stage by stage, as its checkpoint records it (`core.lineage`):
+    a line per model whose checkpoint has a lineage (trained in stages or counted in epochs, or both)."""
+    notes = []
+    for member in members:
+        lineage = None if member.checkpoint is None else read_lineage(member.checkpoint)
+        if lineage:
+            notes.append(f"{member.name} trained as {lineage_summary(lineage)}")
     return notes
 
 

@@ -295,6 +295,12 @@ def epoch_episodes(data: TrainingData, seed: int, epoch: int) -> list[int]:
     return [chosen[i] for i in rng.permutation(len(chosen))]
 
 
+def epoch_frames(data: TrainingData, seed: int) -> int:
+    """Frames in one epoch of the stream (its first: a fractional weight's seeded share may differ by an
+    episode between epochs): what a recipe's `train.epochs` counts in."""
+    return sum(data.entries[i].length for i in epoch_episodes(data, seed, 0))
+
+
 def deal(data: TrainingData, order: list[int], streams: int) -> list[list[int]]:
     """Episodes to streams in order, each to the stream with the fewest frames so far (lowest index on ties)."""
     dealt: list[list[int]] = [[] for _ in range(streams)]
@@ -584,17 +590,44 @@ def make_train_loader(
     return TrainLoader(stream, settings.workers, settings.prefetch, device)
 
 
-def depth_frames(paths: list[Path]) -> np.ndarray:
-    """All annotated relative depth frames of some datasets, (N, H, W) uint8 (for the VQ-VAE)."""
-    import h5py
+class DepthFrames:
+    """Every annotated relative depth frame of some datasets, (N, H, W) uint8, indexed up front and read from
+    the depth caches when a batch asks for them (for the VQ-VAE): a full-size dataset's frames do not fit in
+    memory (about 50 KB each at 224 px: a million frames are 50 GB)."""
 
-    frames = []
-    for path in paths:
-        cache = depth_cache.cache_path(path)
-        if not cache.exists():
-            raise UserError(f"{path} has no depth annotation; run `qdepth-bench depth annotate {path}` first.")
-        with h5py.File(cache, "r") as f:
-            frames += [f[demo]["relative"][()] for demo in f if "relative" in f[demo]]
-    if not frames:
-        raise UserError("no annotated depth frames in the recipe's data.")
-    return np.concatenate(frames)
+    def __init__(self, paths: list[Path]) -> None:
+        import h5py
+
+        self.parts: list[tuple[Path, str]] = []  # (cache, episode), in index order
+        self.size = 0  # frames are size x size
+        lengths = []
+        for path in paths:
+            cache = depth_cache.cache_path(path)
+            if not cache.exists():
+                raise UserError(f"{path} has no depth annotation; run `qdepth-bench depth annotate {path}` first.")
+            with h5py.File(cache, "r") as f:
+                for demo in f:
+                    if "relative" in f[demo]:
+                        self.parts.append((cache, demo))
+                        lengths.append(int(f[demo]["relative"].shape[0]))
+                        self.size = int(f[demo]["relative"].shape[1])
+        if not self.parts:
+            raise UserError("no annotated depth frames in the recipe's data.")
+        self.starts = np.cumsum([0, *lengths])
+        self._files: dict[Path, Any] = {}
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """The frames at these positions, in their order."""
+        import h5py
+
+        out = np.empty((len(indices), self.size, self.size), np.uint8)
+        parts = np.searchsorted(self.starts, indices, side="right") - 1
+        for row, (index, part) in enumerate(zip(indices, parts, strict=True)):
+            cache, demo = self.parts[part]
+            if cache not in self._files:
+                self._files[cache] = h5py.File(cache, "r")
+            out[row] = self._files[cache][demo]["relative"][int(index - self.starts[part])]
+        return out

@@ -4,6 +4,7 @@ frames (AdamW, lr 1e-4, paper 3.2), then turn every annotated frame into its 256
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.datasets import depth as depth_cache
 from qdepth_bench.models.vqvae import DepthVQVAE, VQVAEConfig, load_vqvae
-from qdepth_bench.train.data import depth_frames
+from qdepth_bench.train.data import DepthFrames
 from qdepth_bench.train.loop import MetricsLog
 from qdepth_bench.train.recipe import Recipe
 
@@ -32,8 +33,8 @@ FIELDS = [
 ]
 
 
-def _batch(frames: np.ndarray, rng: np.random.Generator, size: int) -> torch.Tensor:
-    return torch.from_numpy(frames[rng.integers(0, len(frames), size)].astype(np.float32) / 255.0)
+def _batch(frames: DepthFrames, rng: np.random.Generator, size: int) -> torch.Tensor:
+    return torch.from_numpy(frames.take(rng.integers(0, len(frames), size)).astype(np.float32) / 255.0)
 
 
 def train_vqvae(recipe: Recipe, on_log: Callable[[dict], None] | None = None) -> Path:
@@ -42,23 +43,25 @@ def train_vqvae(recipe: Recipe, on_log: Callable[[dict], None] | None = None) ->
 
     settings = recipe.train
     torch.manual_seed(settings.seed)
-    frames = depth_frames(recipe.data_paths())
+    frames = DepthFrames(recipe.data_paths())
     config = VQVAEConfig(**recipe.model.get("overrides", {}))
-    if frames.shape[1] != config.image_size:
-        raise UserError(f"depth frames are {frames.shape[1]} px but the VQ-VAE takes {config.image_size} px.")
+    if frames.size != config.image_size:
+        raise UserError(f"depth frames are {frames.size} px but the VQ-VAE takes {config.image_size} px.")
     model = DepthVQVAE(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     log = MetricsLog(recipe.out, FIELDS)
     rng = np.random.default_rng(settings.seed)
     start = time.perf_counter()
     restarted = 0
-    for step in range(settings.steps):
+    # an `epochs` recipe: batches drawn at random from every frame, epochs x frames samples in all
+    steps = settings.steps or math.ceil(settings.epochs * len(frames) / settings.batch_size)
+    for step in range(steps):
         out = model(_batch(frames, rng, settings.batch_size))
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
         restarted += model.restart_dead_codes(out["codes"], out["latents"])
-        if step % settings.log_every == 0 or step == settings.steps - 1:
+        if step % settings.log_every == 0 or step == steps - 1:
             row = {
                 "step": step,
                 "lr": settings.lr,
@@ -77,7 +80,8 @@ def train_vqvae(recipe: Recipe, on_log: Callable[[dict], None] | None = None) ->
         held = _batch(frames, np.random.default_rng(settings.seed + 1), min(256, len(frames)))
         final = model(held)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(recipe.out / "model.safetensors"))
-    (recipe.out / "config.json").write_text(json.dumps({"vqvae": config.to_dict(), "recipe": recipe.source}, indent=2))
+    recorded = {"vqvae": config.to_dict(), "recipe": recipe.source, "steps": steps, "frames": int(len(frames))}
+    (recipe.out / "config.json").write_text(json.dumps(recorded, indent=2))
     evaluation = {
         "frames": int(len(frames)),
         "reconstruction_mse": float(final["reconstruction"]),
