@@ -5,6 +5,7 @@ tables pick it up with nothing else added."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ class LineEnv(Env):
         return self._observation()
 
     def step(self, action: np.ndarray, observe: bool = True) -> StepResult:
+        # a test that interrupts a run slows the world down, so the run cannot finish before the signal lands
+        time.sleep(float(os.environ.get("TOY_STEP_SECONDS", "0")))
         self.x += 0.25 * float(np.clip(action[0], -1, 1))
         self.steps += 1
         success = self.x >= 1.0

@@ -46,7 +46,8 @@ def _comparison(db: Path) -> dict:
 def _interrupt_after(args: list[str], db: Path, pairs: int, cwd: Path, env: dict[str, str]) -> str:
     """Start the console script, send Ctrl-C once `pairs` pairs are recorded; its stderr (it must exit 130)."""
     exe = Path(sys.executable).with_name("qdepth-bench")
-    full_env = {**os.environ, "COLUMNS": "200", **env}
+    # each toy step takes 50 ms: the rounds after `pairs` last long enough for the signal to land mid-run
+    full_env = {**os.environ, "COLUMNS": "200", **env, "TOY_STEP_SECONDS": "0.05"}
     started = subprocess.Popen([str(exe), *args], cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while _pairs_run(db) < pairs and started.poll() is None and time.monotonic() < deadline:
