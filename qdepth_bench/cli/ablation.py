@@ -1,7 +1,10 @@
 """`qdepth-bench ablation NAME [--train] [--run]`: an ablation table, and everything it takes to make one.
 
-With `--train` every (variant, training seed) without a checkpoint is trained from its variant's recipe
-(an interrupted training continues from its last checkpoint); with `--run` every trained one is evaluated
+With `--train` every (variant, training seed) without a checkpoint is trained from its variant's recipe,
+each stage of its chain in order (`init_from`: ancestors first, at the member's seed; a stage whose policy
+is exported is not trained again; an interrupted one continues from its last checkpoint), after a check that
+every dataset, backbone and VQ-VAE the stages read is in place (one line per missing input, nothing
+started otherwise); with `--run` every trained one is evaluated
 on the ablation's tasks (a run already recorded is resumed, not repeated); then the table is rendered. The
 plan is printed first and worked through one model at a time, trained and then evaluated, so the whole
 plan's progress shows item by item and results land as each model is ready.
@@ -51,7 +54,8 @@ def policy_options(spec: AblationSpec, member: Member) -> dict[str, Any]:
 def _plan_lines(spec: AblationSpec, store: Store, members: list[Member], train: bool) -> list[str]:
     from qdepth_bench.report.ablation import member_episodes
     from qdepth_bench.report.episodes import load_episodes
-    from qdepth_bench.train.members import member_recipe, resume_step
+    from qdepth_bench.train.members import member_recipe
+    from qdepth_bench.train.stages import pending_stages
 
     frame = load_episodes(store, None, None)
     frame = frame[frame["suite"] == spec.suite]
@@ -60,9 +64,10 @@ def _plan_lines(spec: AblationSpec, store: Store, members: list[Member], train: 
         if member.trained:
             trained = "trained" if member.checkpoint is not None else "no training"
         elif train:
-            recipe = member_recipe(member)
-            step = resume_step(recipe)
-            trained = f"to train: {recipe.name}" + (f" from step {step}/{recipe.train.steps}" if step else "")
+            stages = pending_stages(member_recipe(member))
+            trained = "to train: " + " -> ".join(
+                f"{stage.name} ({stage.length}" + (f", from step {step})" if step else ")") for stage, step in stages
+            )
         else:
             trained = "not trained (--train trains it)"
         recorded = len(member_episodes(frame, member))
@@ -99,8 +104,10 @@ def ablation(
     from qdepth_bench.report.ablation import build_ablation
 
     spec = ablation_spec(name)
-    store = open_store(db)
     members = spec.members(seeds)
+    if train:
+        _check_inputs(spec, members)
+    store = open_store(db)
     if train or run_missing:
         err_console.print(f"[bold]{spec.id}[/bold]: {len(members)} models (variant x training seed)")
         for line in _plan_lines(spec, store, members, train):
@@ -157,26 +164,45 @@ def _work_through(
                 policy.close()
 
 
+def _check_inputs(spec: AblationSpec, members: list[Member]) -> None:
+    """Before anything starts: every input the untrained members' stages read, one line per missing one."""
+    from qdepth_bench.train.members import member_recipe
+    from qdepth_bench.train.stages import missing_inputs
+
+    missing = missing_inputs([member_recipe(m) for m in members if not m.trained])
+    if missing:
+        raise UserError(
+            f"{spec.id} cannot be trained here: {len(missing)} input(s) missing; nothing was started.\n  "
+            + "\n  ".join(missing)
+        )
+
+
 def _train(member: Member, number: int, total: int) -> None:
+    """Each stage of the member's chain still to train, ancestors first; the last is installed."""
     from qdepth_bench.cli.train import training_progress
-    from qdepth_bench.train.members import member_recipe, resume_step, train_member
+    from qdepth_bench.train.members import member_recipe, train_member
+    from qdepth_bench.train.policy import train_policy
+    from qdepth_bench.train.stages import pending_stages
 
     recipe = member_recipe(member)
-    step = resume_step(recipe)
-    start = step or 0
-    console.print(
-        f"[bold]\\[train {number}/{total}][/bold] {member.name}: "
-        f"recipe {recipe.name}, {recipe.train.steps} steps"
-        + (f", continuing from step {start}" if start else "")
-        + f" -> {member.checkpoint}",
-        highlight=False,
-    )
-    try:
-        with training_progress(member.name, recipe.train.steps, start) as on_log:
-            train_member(member, recipe, step is not None, on_log)
-    except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted: the training of {member.name} continues from its last checkpoint in {recipe.out} "
-            "when you run the same command again."
+    stages = pending_stages(recipe)
+    for index, (stage, step) in enumerate(stages, 1):
+        of = f" stage {index}/{len(stages)}" if len(stages) > 1 else ""
+        console.print(
+            f"[bold]\\[train {number}/{total}][/bold] {member.name}{of}: recipe {stage.name}, {stage.length}"
+            + (f", continuing from step {step}" if step else "")
+            + (f" -> {member.checkpoint}" if stage is recipe else f" -> {stage.out}"),
+            highlight=False,
         )
-        raise typer.Exit(INTERRUPTED_EXIT) from None
+        try:
+            with training_progress(f"{member.name}: {stage.name}", stage.train.steps, step or 0) as hooks:
+                if stage is recipe:
+                    train_member(member, recipe, step is not None, hooks.on_log, hooks.on_start)
+                else:
+                    train_policy(stage, step is not None, hooks.on_log, on_start=hooks.on_start)
+        except KeyboardInterrupt:
+            err_console.print(
+                f"interrupted: the training of {member.name} ({stage.name}) continues from its last checkpoint in "
+                f"{stage.out} when you run the same command again."
+            )
+            raise typer.Exit(INTERRUPTED_EXIT) from None

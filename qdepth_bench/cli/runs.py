@@ -14,6 +14,7 @@ from qdepth_bench.cli.common import DbOption, console, err_console, open_store, 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.fingerprint import differences
 from qdepth_bench.eval.timing import bound, split
+from qdepth_bench.report.lineage import run_lineage
 from qdepth_bench.report.tables import build_tables
 from qdepth_bench.results.salvage import salvage
 from qdepth_bench.results.sessions import session_status
@@ -92,6 +93,9 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="run id or unique prefi
     )
     for key in ("policy_config", "protocol", "package_versions"):
         console.print(f"[bold]{key}[/bold]: {json.dumps(json.loads(record[key]), sort_keys=True)}")
+    lineage = run_lineage(record)
+    if lineage:
+        console.print(f"[bold]lineage[/bold]: {lineage}", highlight=False)
     _print_sessions(store, record)
     _print_timing(store, record["run_id"])
     print_views(build_tables(store, record["suite"], run_ids=[record["run_id"]], reference=False), "rich")

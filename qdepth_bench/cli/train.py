@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,12 +29,25 @@ def _print_log(row: dict[str, Any]) -> None:
     console.print("  " + "  ".join(f"{k} {v}" for k, v in row.items()), highlight=False)
 
 
+def _ignore_start(step: int, steps: int) -> None:
+    """Log lines need no total (a terminal's progress bar does)."""
+
+
+@dataclass(frozen=True)
+class TrainingHooks:
+    """What a training reports to: each logged row, and its length once known (an `epochs` recipe's steps
+    are known when its data is opened)."""
+
+    on_log: Callable[[dict[str, Any]], None]
+    on_start: Callable[[int, int], None]
+
+
 @contextmanager
-def training_progress(label: str, steps: int, start: int = 0) -> Iterator[Callable[[dict[str, Any]], None]]:
+def training_progress(label: str, steps: int = 0, start: int = 0) -> Iterator[TrainingHooks]:
     """A progress bar over training steps (step, loss, ETA) on a terminal; log lines elsewhere (CI, files).
-    Yields the `on_log` callback the training calls with each logged row."""
+    `steps` 0: the length comes with `on_start`."""
     if not console.is_terminal:
-        yield _print_log
+        yield TrainingHooks(_print_log, _ignore_start)
         return
     with Progress(
         TextColumn("{task.description}"),
@@ -44,13 +58,16 @@ def training_progress(label: str, steps: int, start: int = 0) -> Iterator[Callab
         TimeRemainingColumn(),
         console=console,
     ) as progress:
-        bar = progress.add_task(label, total=steps, completed=start, loss="")
+        bar = progress.add_task(label, total=steps or None, completed=start, loss="")
 
         def on_log(row: dict[str, Any]) -> None:
             losses = "  ".join(f"{k} {row[k]:.4g}" for k in ("total", "flow", "depth") if isinstance(row.get(k), float))
             progress.update(bar, completed=int(row["step"]) + 1, loss=losses)
 
-        yield on_log
+        def on_start(step: int, total: int) -> None:
+            progress.update(bar, total=total, completed=step)
+
+        yield TrainingHooks(on_log, on_start)
 
 
 @train_app.command("vqvae")
@@ -79,8 +96,8 @@ def train_policy_command(
     from qdepth_bench.train.policy import train_policy
 
     loaded = _recipe(recipe, set_, "policy")
-    with training_progress(loaded.name, loaded.train.steps) as on_log:
-        out = train_policy(loaded, resume, on_log, export_only=export)
+    with training_progress(loaded.name, loaded.train.steps) as hooks:
+        out = train_policy(loaded, resume, hooks.on_log, export_only=export, on_start=hooks.on_start)
     console.print(
         f"policy written to {out}; evaluate it with `qdepth-bench run SUITE --policy "
         f"{loaded.model.get('variant', 'qdepth')} --checkpoint {out}`",

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from qdepth_bench.core.hashing import file_hash
+from qdepth_bench.core.lineage import lineage_summary, read_lineage
 from qdepth_bench.registry.ablations import AblationSpec, Member, Variant
 from qdepth_bench.registry.suites import suite_trials
 from qdepth_bench.report.cells import Cell, cell_of, protocol_trials, task_episodes
@@ -193,7 +194,8 @@ def measured_ablation(store: Store, spec: AblationSpec, seeds: int | None = None
     if not rows:
         return None
     evaluated = [m for m in members if not found[(m.variant.policy, m.seed)].empty]
-    return AblationView(spec, "ours", _with_matched_deltas(spec, rows), list(spec.columns), data_notes(evaluated))
+    notes = data_notes(evaluated) + lineage_notes(evaluated)
+    return AblationView(spec, "ours", _with_matched_deltas(spec, rows), list(spec.columns), notes)
 
 
 def data_notes(members: list[Member]) -> list[str]:
@@ -216,6 +218,17 @@ def data_notes(members: list[Member]) -> list[str]:
             f"no data fingerprint recorded with {', '.join(hashes['unrecorded'])} (trained before fingerprints "
             "were recorded): their data cannot be checked against the others'"
         )
+    return notes
+
+
+def lineage_notes(members: list[Member]) -> list[str]:
+    """How each evaluated model was trained, stage by stage, as its checkpoint records it (`core.lineage`):
+    a line per model whose checkpoint has a lineage (trained in stages or counted in epochs, or both)."""
+    notes = []
+    for member in members:
+        lineage = None if member.checkpoint is None else read_lineage(member.checkpoint)
+        if lineage:
+            notes.append(f"{member.name} trained as {lineage_summary(lineage)}")
     return notes
 
 

@@ -235,6 +235,12 @@ def epoch_episodes(data: TrainingData, seed: int, epoch: int) -> list[int]:
     return [chosen[i] for i in rng.permutation(len(chosen))]
 
 
+def epoch_frames(data: TrainingData, seed: int) -> int:
+    """Frames in one epoch of the stream (its first: a fractional weight's seeded share may differ by an
+    episode between epochs): what a recipe's `train.epochs` counts in."""
+    return sum(data.entries[i].length for i in epoch_episodes(data, seed, 0))
+
+
 def deal(data: TrainingData, order: list[int], streams: int) -> list[list[int]]:
     """Episodes to streams in order, each to the stream with the fewest frames so far (lowest index on ties)."""
     dealt: list[list[int]] = [[] for _ in range(streams)]

@@ -1,5 +1,7 @@
 """Training the models of an ablation: each (variant, training seed) from its variant's recipe, into the
-checkpoint folder the ablation names.
+checkpoint folder the ablation names. A variant's recipe may be the last stage of a chain (`init_from`, see
+`train.stages`): `ablation --train` trains its `pending_stages` in order, ancestors at the member's seed, and
+installs only the last.
 
 Training runs in the recipe's `out` folder (resumed from its last checkpoint when one is there, so a stopped
 machine loses at most `checkpoint_every` steps) and the exported policy folder is copied into the ablation's
@@ -9,7 +11,6 @@ absent, which is how the ablation tells trained from untrained.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,6 @@ from typing import Any
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.registry.ablations import Member
 from qdepth_bench.registry.policies import policy_registry
-from qdepth_bench.train.checkpoint import checkpoint_meta
 from qdepth_bench.train.policy import train_policy
 from qdepth_bench.train.recipe import Recipe, load_recipe
 
@@ -41,28 +41,19 @@ def member_recipe(member: Member) -> Recipe:
     return recipe
 
 
-def resume_step(recipe: Recipe) -> int | None:
-    """The step an interrupted training of this recipe would continue from (None: nothing to resume).
-    A folder left by another recipe is refused rather than silently continued."""
-    meta = checkpoint_meta(recipe.out)
-    if meta is None:
-        return None
-    if meta.get("recipe") != json.loads(json.dumps(recipe.source, default=str)):
-        raise UserError(
-            f"{recipe.out} holds a training of another recipe than {recipe.name} (seed {recipe.train.seed}); "
-            "move it away or delete it to train from the start."
-        )
-    return int(meta.get("step", 0))
-
-
 def train_member(
-    member: Member, recipe: Recipe, resume: bool, on_log: Callable[[dict[str, Any]], None] | None = None
+    member: Member,
+    recipe: Recipe,
+    resume: bool,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Train (or finish training) one member from its `member_recipe`, continuing when `resume` (its
-    `resume_step` found a checkpoint), and install the checkpoint; returns the installed folder."""
+    """Train (or finish training) one member's last stage from its `member_recipe`, continuing when `resume`
+    (`train.stages.resume_step` found a checkpoint), and install the checkpoint; returns the installed folder.
+    Its earlier stages must be trained already (`train.stages.pending_stages` lists them)."""
     if member.checkpoint is None:
         raise UserError(f"{member.name} names no checkpoint folder to train into.")
-    trained = train_policy(recipe, resume, on_log)
+    trained = train_policy(recipe, resume, on_log, on_start=on_start)
     partial = member.checkpoint.with_name(member.checkpoint.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)

@@ -25,7 +25,13 @@ from typing import Any
 import torch
 
 from qdepth_bench.core.errors import UserError
-from qdepth_bench.models.qdepth.checkpoint import make_tokenizer, model_with_backbone, save_checkpoint
+from qdepth_bench.core.lineage import LINEAGE_KEY
+from qdepth_bench.models.qdepth.checkpoint import (
+    config_from_paligemma,
+    make_tokenizer,
+    model_with_backbone,
+    save_checkpoint,
+)
 from qdepth_bench.models.qdepth.config import build_config
 from qdepth_bench.models.qdepth.depth_head import DepthTokenHead
 from qdepth_bench.models.qdepth.model import Batch, QDepthVLA
@@ -51,6 +57,7 @@ from qdepth_bench.train.distributed import (
 from qdepth_bench.train.draws import flow_draws, rank_rows
 from qdepth_bench.train.loop import MetricsLog, warmup_cosine
 from qdepth_bench.train.recipe import Recipe
+from qdepth_bench.train.stages import init_source, load_init_weights, resolve_length, stage_lineage
 from qdepth_bench.train.vqvae import load_vqvae
 
 FIELDS = [
@@ -68,16 +75,25 @@ FIELDS = [
 ]
 
 
-def _build_model(recipe: Recipe, state_dim: int, action_dim: int) -> tuple[QDepthVLA, str]:
+def _build_model(
+    recipe: Recipe, state_dim: int, action_dim: int, init: Path | None
+) -> tuple[QDepthVLA, str, dict | None]:
+    """The recipe's model: from scratch (with its backbone's pretrained weights), or with the weights of the
+    policy in `init` (`train.stages`: then the backbone folder gives only the configuration and tokenizer).
+    Its depth-token head scores against the recipe's own VQ-VAE codebook either way. Also what the lineage
+    records of `init`."""
     variant = recipe.model.get("variant", "qdepth")
     overrides = {**recipe.model.get("overrides", {}), "state_dim": state_dim, "action_dim": action_dim}
     try:
-        if recipe.backbone:
+        if recipe.backbone and init is None:
             model = model_with_backbone(Path(recipe.backbone), variant, **overrides)
+        elif recipe.backbone:
+            model = QDepthVLA(config_from_paligemma(Path(recipe.backbone), variant, **overrides))
         else:
             model = QDepthVLA(build_config(recipe.model.get("size", "tiny"), variant, **overrides))
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"recipe {recipe.name}: bad model settings ({exc}).") from None
+    source = None if init is None else load_init_weights(model, model.config.to_dict(), init, recipe)
     if model.config.has_depth and model.config.depth_target == "tokens":
         if not recipe.vqvae:
             raise UserError(
@@ -88,17 +104,22 @@ def _build_model(recipe: Recipe, state_dim: int, action_dim: int) -> tuple[QDept
         if not isinstance(model.depth_head, DepthTokenHead):
             raise UserError(f"recipe {recipe.name}: variant {variant} has no depth-token head to load a codebook into.")
         model.depth_head.set_codebook(vqvae.codebook.detach())
-    return model, variant
+    return model, variant, source
 
 
 def train_policy(
-    recipe: Recipe, resume: bool = False, on_log: Callable[[dict], None] | None = None, export_only: bool = False
+    recipe: Recipe,
+    resume: bool = False,
+    on_log: Callable[[dict], None] | None = None,
+    export_only: bool = False,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Run (or resume) a co-training recipe on this process's rank; returns the exported policy folder.
-    `export_only`: export the policy folder from the last checkpoint, training nothing."""
+    `export_only`: export the policy folder from the last checkpoint, training nothing. `on_start(step,
+    steps)`: called once the length is known (an `epochs` recipe's steps need its data opened)."""
     info = distributed_setup()
     try:
-        return _train(recipe, resume or export_only, on_log, info, export_only)
+        return _train(recipe, resume or export_only, on_log, info, export_only, on_start)
     finally:
         distributed_teardown(info)
 
@@ -115,13 +136,19 @@ def _to(batch: Batch, device: torch.device, dtype: torch.dtype) -> Batch:
 
 
 def _train(
-    recipe: Recipe, resume: bool, on_log: Callable[[dict], None] | None, info: Distributed, export_only: bool
+    recipe: Recipe,
+    resume: bool,
+    on_log: Callable[[dict], None] | None,
+    info: Distributed,
+    export_only: bool,
+    on_start: Callable[[int, int], None] | None,
 ) -> Path:
-    settings = recipe.train
-    accumulation = settings.accumulation(info.world)
-    torch.manual_seed(settings.seed)  # the initial weights: the same on every rank
+    accumulation = recipe.train.accumulation(info.world)
+    torch.manual_seed(recipe.train.seed)  # the initial weights: the same on every rank
     data = open_training_data(recipe)
     fingerprint = data.fingerprint
+    recipe, schedule = resolve_length(recipe, data, recipe.train.batch_size * info.world * accumulation)
+    settings = recipe.train
     state_dim, action_dim = data.dims
     if info.main:
         last_checkpoint(recipe.out)  # finishes a swap a stop interrupted, before any rank looks
@@ -130,7 +157,11 @@ def _train(
     if resume and folder is None:
         what = "export" if export_only else "resume"
         raise UserError(f"nothing to {what} in {recipe.out}; train it first (without --resume / --export).")
-    model, variant = _build_model(recipe, state_dim, action_dim)
+    # a stage's source weights count only at its start: a resumed stage has its own in the checkpoint
+    model, variant, source = _build_model(
+        recipe, state_dim, action_dim, init_source(recipe) if folder is None else None
+    )
+    lineage = stage_lineage(recipe, fingerprint, schedule, source)
     stats = data.stats[0]
     tokenizer = make_tokenizer(model.config, Path(recipe.backbone) if recipe.backbone else None)
     model.to(info.device)
@@ -162,6 +193,7 @@ def _train(
             )
         start_step, earlier_s = meta["step"], meta.get("elapsed_s", 0.0)
         position = meta.get("data_position")
+        lineage = meta.get(LINEAGE_KEY, lineage)
     loader = None
     if not export_only:
         loader = make_train_loader(
@@ -171,9 +203,12 @@ def _train(
         print(
             f"training {recipe.name} on {info.world} process(es) ({info.device.type}, {settings.precision}): "
             f"global batch {global_batch} = micro-batch {settings.batch_size} x {info.world} "
-            f"x {accumulation} accumulation step(s)",
+            f"x {accumulation} accumulation step(s); {settings.steps} steps"
+            + (f" ({settings.epochs:g} epochs of {schedule['epoch_frames']} frames)" if settings.epochs else ""),
             file=sys.stderr,
         )
+    if on_start is not None and not export_only:
+        on_start(start_step, settings.steps)
     dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
     log = MetricsLog(recipe.out, FIELDS) if info.main and not export_only else None
     if log is not None:
@@ -226,6 +261,8 @@ def _train(
                 "variant": variant,
                 "torch": torch.__version__,
                 "data_position": loader.position(),
+                "schedule": schedule,
+                LINEAGE_KEY: lineage,
                 **parallel,
             }
             save_training_state(recipe.out, model, optimizer, scheduler, meta, info)
@@ -247,6 +284,8 @@ def _train(
             "data_hash": fingerprint,
             "data": data.describe(),
             "training": training,
+            "schedule": meta.get("schedule", schedule),
+            LINEAGE_KEY: meta.get(LINEAGE_KEY, lineage),
         }
         save_checkpoint(partial, model.config, weights, stats, variant, tokenizer, extra=extra)
         swap_in(partial, policy)

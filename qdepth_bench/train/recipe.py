@@ -12,13 +12,20 @@ Fields (defaults are the paper's optimisation setup, section 3.4.4):
         or a mixture: {datasets: [{format, paths, weight, keys, layout, ...}, ...], shuffle_buffer: ...}
         (see docs/data.md)
   vqvae: folder of a trained depth VQ-VAE (its codebook scores the depth tokens)   (policy)
-  train: {steps, batch_size (per process and micro-step), global_batch (over all processes), lr,
+  train: {steps or epochs (exactly one: epochs are turned into steps with the data stream's epoch size and
+          the global batch when the data is opened, and both are recorded), batch_size (per process and
+          micro-step), global_batch (over all processes), lr,
           weight_decay, warmup_steps, cosine_cycle, seed, log_every, checkpoint_every, max_grad_norm,
           precision (fp32|bf16), activation_checkpointing, workers, prefetch, streams}
   out: folder for checkpoints, logs and the recipe copy
   extends: another recipe (a name or file) this one starts from; its values are merged in underneath, so a
            variant recipe states only what differs (its model variant, name and out) and cannot drift from
-           the data, steps and schedule of the recipe it extends
+           the data, steps and schedule of the recipe it extends (a `train.steps` here replaces the base's
+           `train.epochs`, and the other way round)
+  init_from: the weights a training stage starts from (`train.stages`): a recipe name (its exported policy,
+             trained at the same seed), or a folder (an exported policy, or a training's `out`). Weights
+             only: the optimizer, schedule, step and depth-weight decay start afresh, and only at step 0 (a
+             resumed stage continues from its own checkpoint)
 
 A training seed other than the recipe's own (`load_recipe(..., seed=N)`) is a recipe of its own: `train.seed`
 set, and `-seedN` added to `out`, so seeds never share a folder and each checkpoint records its seed.
@@ -38,9 +45,14 @@ from qdepth_bench.registry.content import content_dirs
 PRECISIONS = ("fp32", "bf16")
 
 
+#: the two units a training's length may be given in (a recipe gives exactly one)
+LENGTH_UNITS = ("steps", "epochs")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 1000
+    steps: int = 0  # optimisation steps; 0 until an `epochs` recipe's data is opened (`train.stages`)
+    epochs: float = 0.0  # passes over the data stream's epoch (0: the recipe counts steps)
     batch_size: int = 8  # per process and micro-step (the micro-batch)
     global_batch: int = 0  # over all processes; 0: batch_size x processes (no accumulation)
     lr: float = 5e-5
@@ -83,6 +95,14 @@ class Recipe:
     backbone: str | None = None
     vqvae: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+
+    @property
+    def length(self) -> str:
+        """The training's length as the recipe gives it: "13 epochs" or "3000 steps"."""
+        if self.train.epochs:
+            return f"{self.train.epochs:g} epochs"
+        return f"{self.train.steps} steps"
 
     def glob_paths(self, patterns: list[str]) -> list[Path]:
         """The files or folders some data path patterns name (a pattern that matches nothing is an error)."""
@@ -118,8 +138,13 @@ def recipe_path(recipe: Path | str) -> Path:
 
 
 def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """`over` on top of `base`, merging nested mappings key by key."""
+    """`over` on top of `base`, merging nested mappings key by key; a length unit `over` gives (train.steps or
+    train.epochs) replaces the other one of `base`."""
     merged = dict(base)
+    if isinstance(over.get("train"), dict) and isinstance(base.get("train"), dict):
+        given = [unit for unit in LENGTH_UNITS if unit in over["train"]]
+        if given:
+            merged["train"] = {k: v for k, v in base["train"].items() if k not in LENGTH_UNITS}
     for key, value in over.items():
         merged[key] = (
             _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
@@ -156,15 +181,23 @@ def load_recipe(recipe: Path | str, overrides: dict[str, Any] | None = None, see
     if seed is not None and seed != own_seed:
         overrides = {**(overrides or {}), "train.seed": seed, "out": f"{data.get('out', '')}-seed{seed}"}
     for key, value in (overrides or {}).items():
-        target = data
         *parents, last = key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = value
+        nested: dict[str, Any] = {last: value}
+        for part in reversed(parents):
+            nested = {part: nested}
+        data = _merged(data, nested)
+    units = [unit for unit in LENGTH_UNITS if unit in data.get("train", {})]
+    if len(units) != 1:
+        raise UserError(
+            f"recipe {path}: give exactly one of train.steps and train.epochs (got "
+            f"{' and '.join(units) or 'neither'}); see docs/training.md."
+        )
     try:
         train = TrainSettings(**{k: _typed(k, v) for k, v in data.get("train", {}).items()})
     except (TypeError, AttributeError, ValueError) as exc:
         raise UserError(f"recipe {path}: bad train settings ({exc}); see docs/training.md.") from None
+    if train.steps < 0 or train.epochs < 0 or not (train.steps or train.epochs):
+        raise UserError(f"recipe {path}: train.{units[0]} must be positive; see docs/training.md.")
     if train.precision not in PRECISIONS:
         raise UserError(f"recipe {path}: train.precision must be fp32 or bf16 (got {train.precision!r}).")
     kind = data.get("kind", "policy")
@@ -182,4 +215,5 @@ def load_recipe(recipe: Path | str, overrides: dict[str, Any] | None = None, see
         data.get("backbone"),
         data.get("vqvae"),
         data,
+        str(data["init_from"]) if data.get("init_from") else None,
     )

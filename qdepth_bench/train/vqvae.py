@@ -4,6 +4,7 @@ frames (AdamW, lr 1e-4, paper 3.2), then turn every annotated frame into its 256
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,13 +54,15 @@ def train_vqvae(recipe: Recipe, on_log: Callable[[dict], None] | None = None) ->
     rng = np.random.default_rng(settings.seed)
     start = time.perf_counter()
     restarted = 0
-    for step in range(settings.steps):
+    # an `epochs` recipe: batches drawn at random from every frame, epochs x frames samples in all
+    steps = settings.steps or math.ceil(settings.epochs * len(frames) / settings.batch_size)
+    for step in range(steps):
         out = model(_batch(frames, rng, settings.batch_size))
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
         restarted += model.restart_dead_codes(out["codes"], out["latents"])
-        if step % settings.log_every == 0 or step == settings.steps - 1:
+        if step % settings.log_every == 0 or step == steps - 1:
             row = {
                 "step": step,
                 "lr": settings.lr,
@@ -78,7 +81,8 @@ def train_vqvae(recipe: Recipe, on_log: Callable[[dict], None] | None = None) ->
         held = _batch(frames, np.random.default_rng(settings.seed + 1), min(256, len(frames)))
         final = model(held)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(recipe.out / "model.safetensors"))
-    (recipe.out / "config.json").write_text(json.dumps({"vqvae": config.to_dict(), "recipe": recipe.source}, indent=2))
+    recorded = {"vqvae": config.to_dict(), "recipe": recipe.source, "steps": steps, "frames": int(len(frames))}
+    (recipe.out / "config.json").write_text(json.dumps(recorded, indent=2))
     evaluation = {
         "frames": int(len(frames)),
         "reconstruction_mse": float(final["reconstruction"]),
