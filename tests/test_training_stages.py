@@ -57,21 +57,24 @@ def log_rows(out: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((out / "log.csv").open()))
 
 
-def test_epochs_init_from_resume_and_lineage(tmp_path, monkeypatch):
+def test_epochs_init_from_resume_and_lineage(tmp_path, monkeypatch, cli):
     from safetensors.torch import load_file
 
     from qdepth_bench.core.lineage import lineage_summary, read_lineage
+    from qdepth_bench.registry.ablations import Member, Variant
+    from qdepth_bench.report.ablation import lineage_notes
     from qdepth_bench.train.policy import train_policy
     from qdepth_bench.train.recipe import load_recipe
 
-    root = stage_content(tmp_path)
-    monkeypatch.setenv(CONTENT_ENV, str(root))
-    env = {CONTENT_ENV: str(root)}
+    monkeypatch.setenv(CONTENT_ENV, str(stage_content(tmp_path)))
     runs = tmp_path / "runs"
 
+    def train(*args: str):
+        return cli("train", "policy", "--recipe", *args, db=False)
+
     # the second stage before the first: one line naming the command that makes its source
-    early = run_cli_subprocess("train", "policy", "--recipe", "second", cwd=tmp_path, env=env)
-    assert early.returncode == 2 and len(early.stderr.strip().splitlines()) == 1, early.stderr
+    early = train("second")
+    assert early.exit_code == 2 and len(early.stderr.strip().splitlines()) == 1, early.stderr
     assert "`qdepth-bench train policy --recipe first`" in early.stderr
 
     # epochs -> steps: 2 epochs of 18 frames at a global batch of 6 are 6 steps, recorded with the schedule
@@ -82,20 +85,19 @@ def test_epochs_init_from_resume_and_lineage(tmp_path, monkeypatch):
     assert config["step"] == 6
 
     # weights only: with lr 0 the second stage's weights stay the first's exactly, and it starts at step 0
-    frozen = load_recipe("second", {"train.lr": 0, "out": str(runs / "frozen")})
-    frozen_policy = train_policy(frozen)
-    theirs, ours = load_file(str(first / "model.safetensors")), load_file(str(frozen_policy / "model.safetensors"))
+    frozen = train_policy(load_recipe("second", {"train.lr": 0, "out": str(runs / "frozen")}))
+    theirs, ours = load_file(str(first / "model.safetensors")), load_file(str(frozen / "model.safetensors"))
     assert theirs.keys() == ours.keys() and all(theirs[k].equal(ours[k]) for k in theirs)
     assert [int(r["step"]) for r in log_rows(runs / "frozen")] == [0, 1]
 
     # through the CLI: one step, then a resume that needs only its own checkpoint (the source moved away)
-    part = run_cli_subprocess("train", "policy", "--recipe", "second", "--set", "train.steps=1", cwd=tmp_path, env=env)
-    assert part.returncode == 0, part.stderr
+    part = train("second", "--set", "train.steps=1")
+    assert part.exit_code == 0, part.stderr
     row = log_rows(runs / "second")[0]
     assert row["step"] == "0" and float(row["lr"]) == pytest.approx(1e-3 * 2 / 4)  # a fresh schedule: warm-up 2 of 4
     shutil.move(runs / "first", tmp_path / "moved")
-    resumed = run_cli_subprocess("train", "policy", "--recipe", "second", "--resume", cwd=tmp_path, env=env)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = train("second", "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
     assert [int(r["step"]) for r in log_rows(runs / "second")] == [0, 1]
     lineage = read_lineage(runs / "second" / "policy")
     assert lineage is not None and [s["recipe"] for s in lineage] == ["first", "second"]
@@ -105,20 +107,20 @@ def test_epochs_init_from_resume_and_lineage(tmp_path, monkeypatch):
     shutil.move(tmp_path / "moved", runs / "first")
 
     # another architecture is refused in one line naming the field
-    wider = run_cli_subprocess("train", "policy", "--recipe", "wider", cwd=tmp_path, env=env)
-    assert wider.returncode == 2 and len(wider.stderr.strip().splitlines()) == 1, wider.stderr
+    wider = train("wider")
+    assert wider.exit_code == 2 and len(wider.stderr.strip().splitlines()) == 1, wider.stderr
     assert "another architecture (chunk_size 2 there, 3 here)" in wider.stderr
 
     # a run evaluated with the second stage's policy shows where its weights came from
-    db = tmp_path / "r.sqlite"
-    args = ("--policy", "pi0", "--checkpoint", str(runs / "second" / "policy"), "--tasks", "0", "--episodes", "1")
-    ran = run_cli_subprocess(
-        "run", "libero_object", *args, "--max-steps", "2", "--workers", "1", "--db", str(db), cwd=tmp_path
-    )
-    assert ran.returncode == 0, ran.stderr
-    [(run_id,)] = db_rows(db, "select run_id from runs")
-    shown = run_cli_subprocess("runs", "show", run_id, "--db", str(db), cwd=tmp_path)
+    policy = ("--policy", "pi0", "--checkpoint", str(runs / "second" / "policy"))
+    ran = cli("run", "libero_object", *policy, "--tasks", "0", "--episodes", "1", "--max-steps", "2", "--workers", "1")
+    assert ran.exit_code == 0, ran.stderr
+    [(run_id,)] = db_rows(tmp_path / "results" / "bench.sqlite", "select run_id from runs")  # the `cli` fixture's
+    shown = cli("runs", "show", run_id)
     assert "lineage: first(2 ep) -> second(2 steps)" in shown.stdout, shown.stdout
+    # and the ablation report's note for a model installed from it
+    note = lineage_notes([Member(Variant("pi0", "no depth"), 0, runs / "second" / "policy")])
+    assert note == ["pi0 seed 0 trained as first(2 ep) -> second(2 steps)"]
 
 
 def test_table6_train_stops_before_any_work_naming_each_missing_input(tmp_path):
@@ -129,13 +131,42 @@ def test_table6_train_stops_before_any_work_naming_each_missing_input(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert "nothing was started" in lines[0]
     missing = [line.strip() for line in lines[1:]]
-    for needed in (
-        "datasets/bridge_dataset",
-        "datasets/fractal20220817_data",
-        "models/paligemma-3b-pt-224",
-        "runs/vqvae-paper-bridge",
-        "runs/vqvae-paper-fractal",
-    ):
+    for needed in ("datasets/bridge_dataset/1.0.0: ", "models/paligemma-3b-pt-224: ", "runs/vqvae-paper-bridge: "):
         assert sum(line.startswith(needed) for line in missing) == 1, (needed, missing)
-    assert len(missing) == 5 and f"{len(missing)} input(s) missing" in lines[0]
+    assert len(missing) == 3 and "3 input(s) missing" in lines[0]
+    assert "`qdepth-bench train vqvae --recipe vqvae-paper-bridge`" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no database, no runs folder
+
+
+def test_libero_full_walks_three_stages_and_names_their_inputs(cli, tmp_path, monkeypatch):
+    from qdepth_bench.registry.ablations import ablation_spec
+    from qdepth_bench.train.members import member_recipe
+    from qdepth_bench.train.stages import stage_chain
+
+    monkeypatch.chdir(tmp_path)
+    member = ablation_spec("libero-full").members()[3]  # a variant's seed 1: every stage at that seed
+    chain = stage_chain(member_recipe(member))
+    assert [(s.name, s.length, s.train.seed) for s in chain] == [
+        ("qdepth-no-depth-loss-paper-libero-fractal", "9 epochs", 1),
+        ("qdepth-no-depth-loss-paper-libero90", "20 epochs", 1),
+        ("qdepth-no-depth-loss-paper-libero", "50 epochs", 1),
+    ]
+    assert chain[0].init_from is None and str(chain[1].out).endswith("libero90-seed1")
+    result = cli("ablation", "libero-full", "--train")
+    assert result.exit_code == 2
+    missing = result.stderr.strip().splitlines()[1:]
+    assert len(missing) == 10 and sum("paligemma" in line for line in missing) == 1  # one line per input
+
+
+def test_a_recipe_counts_steps_or_epochs_not_both(tmp_path):
+    from qdepth_bench.core.errors import UserError
+    from qdepth_bench.train.recipe import load_recipe
+
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"out": "o", "data": {}, "train": {"steps": 3, "epochs": 2}}))
+    with pytest.raises(UserError, match="not both"):
+        load_recipe(both)
+    # a value given later (an extending recipe, or --set) replaces the other unit
+    assert load_recipe("qdepth-paper-fractal").length == "9 epochs"
+    assert load_recipe("qdepth-paper-fractal", {"train.steps": "4"}).length == "4 steps"
+    assert load_recipe("qdepth-paper-libero90").length == "20 epochs"

@@ -65,14 +65,21 @@ def _plan_lines(spec: AblationSpec, store: Store, members: list[Member], train: 
             trained = "trained" if member.checkpoint is not None else "no training"
         elif train:
             stages = pending_stages(member_recipe(member))
-            trained = "to train: " + " -> ".join(
-                f"{stage.name} ({stage.length}" + (f", from step {step})" if step else ")") for stage, step in stages
-            )
+            trained = "to train: " + " -> ".join(_stage_plan(stage, step) for stage, step in stages)
         else:
             trained = "not trained (--train trains it)"
         recorded = len(member_episodes(frame, member))
         lines.append(f"  {member.name:<34} {trained:<58} {recorded} episodes recorded")
     return lines
+
+
+def _stage_plan(stage: Any, step: int | None) -> str:
+    """One stage of a member's plan: its length and where it continues, or that it only awaits installing."""
+    from qdepth_bench.train.stages import stage_done
+
+    if stage_done(stage):
+        return f"{stage.name} (trained: to install)"
+    return f"{stage.name} ({stage.length}" + (f", from step {step})" if step else ")")
 
 
 @app.command()

@@ -16,10 +16,10 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.registry.base import parse_key_values
 
 
-def _recipe(recipe: Path, overrides: list[str] | None, kind: str) -> Any:
+def _recipe(recipe: Path, overrides: list[str] | None, kind: str, seed: int | None = None) -> Any:
     from qdepth_bench.train.recipe import load_recipe
 
-    loaded = load_recipe(recipe, parse_key_values(overrides or []))
+    loaded = load_recipe(recipe, parse_key_values(overrides or []), seed=seed)
     if loaded.kind != kind:
         raise UserError(f"{recipe} is a {loaded.kind} recipe; use `qdepth-bench train {loaded.kind}`.")
     return loaded
@@ -91,11 +91,15 @@ def train_policy_command(
     export: Annotated[
         bool, typer.Option(help="only write <out>/policy (the policy folder) from the last checkpoint")
     ] = False,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="a training seed other than the recipe's: trains into its out with -seedN added"),
+    ] = None,
 ) -> None:
     """Co-train QDepth-VLA (or a variant, or pi0) from a recipe; torchrun for several processes."""
     from qdepth_bench.train.policy import train_policy
 
-    loaded = _recipe(recipe, set_, "policy")
+    loaded = _recipe(recipe, set_, "policy", seed)
     with training_progress(loaded.name, loaded.train.steps) as hooks:
         out = train_policy(loaded, resume, hooks.on_log, export_only=export, on_start=hooks.on_start)
     console.print(

@@ -192,7 +192,7 @@ class QDepthPolicy(Policy):
                 f"the suite gives {given}-dim proprio state but this checkpoint was trained on {trained}-dim "
                 "state; use a checkpoint trained for this suite."
             )
-        if given != c.state_dim and not config.pad_state:
+        if given != c.state_dim and not (config.pad_state or self.loaded.pads_state):
             raise UserError(
                 f"this checkpoint's model takes {c.state_dim}-dim state and the suite gives {given}: its family pads "
                 "the state; use the family's policy (e.g. --policy openpi-pi0-libero) or -a pad_state=true."

@@ -352,7 +352,8 @@ class SampleStream(torch.utils.data.IterableDataset):
         source = self.data.sources[entry.source]
         episode = source.episode(entry.key)
         stats = self.data.stats[entry.spec]
-        state = stats.normalize_state(episode.state).astype(np.float32)
+        state = np.zeros((entry.length, self.config.state_dim), np.float32)  # zeros past the data's width
+        state[:, : episode.state.shape[1]] = stats.normalize_state(episode.state)
         actions = stats.normalize_actions(episode.actions).astype(np.float32)
         target = None
         if self.target == "depth":
@@ -517,17 +518,44 @@ def make_train_loader(
     return TrainLoader(stream, settings.workers, settings.prefetch, device)
 
 
-def depth_frames(paths: list[Path]) -> np.ndarray:
-    """All annotated relative depth frames of some datasets, (N, H, W) uint8 (for the VQ-VAE)."""
-    import h5py
+class DepthFrames:
+    """Every annotated relative depth frame of some datasets, (N, H, W) uint8, indexed up front and read from
+    the depth caches when a batch asks for them (for the VQ-VAE): a full-size dataset's frames do not fit in
+    memory (about 50 KB each at 224 px: a million frames are 50 GB)."""
 
-    frames = []
-    for path in paths:
-        cache = depth_cache.cache_path(path)
-        if not cache.exists():
-            raise UserError(f"{path} has no depth annotation; run `qdepth-bench depth annotate {path}` first.")
-        with h5py.File(cache, "r") as f:
-            frames += [f[demo]["relative"][()] for demo in f if "relative" in f[demo]]
-    if not frames:
-        raise UserError("no annotated depth frames in the recipe's data.")
-    return np.concatenate(frames)
+    def __init__(self, paths: list[Path]) -> None:
+        import h5py
+
+        self.parts: list[tuple[Path, str]] = []  # (cache, episode), in index order
+        self.size = 0  # frames are size x size
+        lengths = []
+        for path in paths:
+            cache = depth_cache.cache_path(path)
+            if not cache.exists():
+                raise UserError(f"{path} has no depth annotation; run `qdepth-bench depth annotate {path}` first.")
+            with h5py.File(cache, "r") as f:
+                for demo in f:
+                    if "relative" in f[demo]:
+                        self.parts.append((cache, demo))
+                        lengths.append(int(f[demo]["relative"].shape[0]))
+                        self.size = int(f[demo]["relative"].shape[1])
+        if not self.parts:
+            raise UserError("no annotated depth frames in the recipe's data.")
+        self.starts = np.cumsum([0, *lengths])
+        self._files: dict[Path, Any] = {}
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        """The frames at these positions, in their order."""
+        import h5py
+
+        out = np.empty((len(indices), self.size, self.size), np.uint8)
+        parts = np.searchsorted(self.starts, indices, side="right") - 1
+        for row, (index, part) in enumerate(zip(indices, parts, strict=True)):
+            cache, demo = self.parts[part]
+            if cache not in self._files:
+                self._files[cache] = h5py.File(cache, "r")
+            out[row] = self._files[cache][demo]["relative"][int(index - self.starts[part])]
+        return out

@@ -19,8 +19,10 @@ from typing import Any
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.registry.ablations import Member
 from qdepth_bench.registry.policies import policy_registry
+from qdepth_bench.train.checkpoint import POLICY
 from qdepth_bench.train.policy import train_policy
 from qdepth_bench.train.recipe import Recipe, load_recipe
+from qdepth_bench.train.stages import stage_done
 
 
 def member_recipe(member: Member) -> Recipe:
@@ -50,10 +52,12 @@ def train_member(
 ) -> Path:
     """Train (or finish training) one member's last stage from its `member_recipe`, continuing when `resume`
     (`train.stages.resume_step` found a checkpoint), and install the checkpoint; returns the installed folder.
-    Its earlier stages must be trained already (`train.stages.pending_stages` lists them)."""
+    A recipe whose policy is exported already (e.g. trained on several GPUs with `torchrun ... train policy
+    --recipe R --seed N`) is installed as it is. Its earlier stages must be trained already
+    (`train.stages.pending_stages` lists them)."""
     if member.checkpoint is None:
         raise UserError(f"{member.name} names no checkpoint folder to train into.")
-    trained = train_policy(recipe, resume, on_log, on_start=on_start)
+    trained = recipe.out / POLICY if stage_done(recipe) else train_policy(recipe, resume, on_log, on_start=on_start)
     partial = member.checkpoint.with_name(member.checkpoint.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)

@@ -83,7 +83,14 @@ def _build_model(
     Its depth-token head scores against the recipe's own VQ-VAE codebook either way. Also what the lineage
     records of `init`."""
     variant = recipe.model.get("variant", "qdepth")
-    overrides = {**recipe.model.get("overrides", {}), "state_dim": state_dim, "action_dim": action_dim}
+    overrides = {**recipe.model.get("overrides", {}), "action_dim": action_dim}
+    # a wider state than the data's is zero-padded (stages on datasets of other state widths share a model)
+    if int(overrides.get("state_dim", state_dim)) < state_dim:
+        raise UserError(
+            f"recipe {recipe.name}: model.overrides.state_dim {overrides['state_dim']} is narrower than the data's "
+            f"{state_dim}-dim state; raise it or drop it."
+        )
+    overrides["state_dim"] = int(overrides.get("state_dim", state_dim))
     try:
         if recipe.backbone and init is None:
             model = model_with_backbone(Path(recipe.backbone), variant, **overrides)
@@ -193,7 +200,7 @@ def _train(
             )
         start_step, earlier_s = meta["step"], meta.get("elapsed_s", 0.0)
         position = meta.get("data_position")
-        lineage = meta.get(LINEAGE_KEY, lineage)
+        lineage = stage_lineage(recipe, fingerprint, schedule, None, meta.get(LINEAGE_KEY))
     loader = None
     if not export_only:
         loader = make_train_loader(

@@ -12,7 +12,7 @@ Fields (defaults are the paper's optimisation setup, section 3.4.4):
         or a mixture: {datasets: [{format, paths, weight, keys, layout, ...}, ...], shuffle_buffer: ...}
         (see docs/data.md)
   vqvae: folder of a trained depth VQ-VAE (its codebook scores the depth tokens)   (policy)
-  train: {steps or epochs (exactly one: epochs are turned into steps with the data stream's epoch size and
+  train: {steps or epochs (one of the two, not both: epochs are turned into steps with the data stream's epoch size and
           the global batch when the data is opened, and both are recorded), batch_size (per process and
           micro-step), global_batch (over all processes), lr,
           weight_decay, warmup_steps, cosine_cycle, seed, log_every, checkpoint_every, max_grad_norm,
@@ -45,13 +45,13 @@ from qdepth_bench.registry.content import content_dirs
 PRECISIONS = ("fp32", "bf16")
 
 
-#: the two units a training's length may be given in (a recipe gives exactly one)
+#: the two units a training's length may be given in (a recipe gives one, or neither for the default steps)
 LENGTH_UNITS = ("steps", "epochs")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 0  # optimisation steps; 0 until an `epochs` recipe's data is opened (`train.stages`)
+    steps: int = 1000  # optimisation steps (0 in an `epochs` recipe until its data is opened: `train.stages`)
     epochs: float = 0.0  # passes over the data stream's epoch (0: the recipe counts steps)
     batch_size: int = 8  # per process and micro-step (the micro-batch)
     global_batch: int = 0  # over all processes; 0: batch_size x processes (no accumulation)
@@ -187,17 +187,16 @@ def load_recipe(recipe: Path | str, overrides: dict[str, Any] | None = None, see
             nested = {part: nested}
         data = _merged(data, nested)
     units = [unit for unit in LENGTH_UNITS if unit in data.get("train", {})]
-    if len(units) != 1:
-        raise UserError(
-            f"recipe {path}: give exactly one of train.steps and train.epochs (got "
-            f"{' and '.join(units) or 'neither'}); see docs/training.md."
-        )
+    if len(units) > 1:
+        raise UserError(f"recipe {path}: give one of train.steps and train.epochs, not both; see docs/training.md.")
+    # an `epochs` recipe's steps are 0 until its data is opened; a recipe giving neither takes the default steps
+    length = {"steps": 0} if units == ["epochs"] else {}
     try:
-        train = TrainSettings(**{k: _typed(k, v) for k, v in data.get("train", {}).items()})
+        train = TrainSettings(**{k: _typed(k, v) for k, v in {**data.get("train", {}), **length}.items()})
     except (TypeError, AttributeError, ValueError) as exc:
         raise UserError(f"recipe {path}: bad train settings ({exc}); see docs/training.md.") from None
     if train.steps < 0 or train.epochs < 0 or not (train.steps or train.epochs):
-        raise UserError(f"recipe {path}: train.{units[0]} must be positive; see docs/training.md.")
+        raise UserError(f"recipe {path}: train.{(units or ['steps'])[0]} must be positive; see docs/training.md.")
     if train.precision not in PRECISIONS:
         raise UserError(f"recipe {path}: train.precision must be fp32 or bf16 (got {train.precision!r}).")
     kind = data.get("kind", "policy")

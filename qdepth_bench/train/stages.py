@@ -31,6 +31,7 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import file_hash, stable_hash
 from qdepth_bench.core.lineage import read_lineage
 from qdepth_bench.core.policy import CHECKPOINT_WEIGHTS
+from qdepth_bench.models.qdepth.config import build_config
 from qdepth_bench.registry.content import content_dirs
 from qdepth_bench.train.checkpoint import POLICY, checkpoint_meta
 from qdepth_bench.train.data import TrainingData, epoch_frames
@@ -61,7 +62,7 @@ def init_recipe(recipe: Recipe) -> Recipe | None:
 
 
 def _train_command(recipe: Recipe) -> str:
-    seeded = f" --set train.seed={recipe.train.seed} --set out={recipe.out}" if recipe.train.seed else ""
+    seeded = f" --seed {recipe.train.seed}" if recipe.train.seed else ""
     return f"`qdepth-bench train policy --recipe {recipe.name}{seeded}`"
 
 
@@ -176,11 +177,20 @@ def load_init_weights(model: nn.Module, config: dict[str, Any], folder: Path, re
 
 
 def stage_lineage(
-    recipe: Recipe, fingerprint: str, schedule: dict[str, Any], init: dict[str, str] | None
+    recipe: Recipe,
+    fingerprint: str,
+    schedule: dict[str, Any],
+    init: dict[str, str] | None,
+    resumed: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The lineage of a stage's weights: its source's (when it started from one) and this stage
-    (`core.lineage` lists the fields)."""
-    earlier = read_lineage(Path(init["path"])) if init else None
+    (`core.lineage` lists the fields). `resumed`: the lineage of the checkpoint a resumed stage continues,
+    whose earlier stages and source stand (the source may be gone by now); this stage is described anew, as
+    a resume may change its length."""
+    if resumed:
+        earlier, init = resumed[:-1], resumed[-1].get("init_from")
+    else:
+        earlier = (read_lineage(Path(init["path"])) if init else None) or []
     stage = {
         "recipe": recipe.name,
         "recipe_hash": stable_hash(recipe.source),
@@ -190,7 +200,7 @@ def stage_lineage(
         "epochs": schedule["epochs"],
         "init_from": init,
     }
-    return [*(earlier or []), stage]
+    return [*earlier, stage]
 
 
 def _vqvae_maker(folder: str) -> str | None:
@@ -206,37 +216,55 @@ def _vqvae_maker(folder: str) -> str | None:
     return None
 
 
+def _scores_codes(recipe: Recipe) -> bool:
+    """Whether the recipe's model predicts depth codes (and so reads its `vqvae`): a pixel variant or one
+    without a depth branch inherits the key from the recipe it extends without using it."""
+    try:
+        config = build_config(recipe.model.get("size", "tiny"), recipe.model.get("variant", "qdepth"))
+    except (KeyError, ValueError):
+        return True  # a bad model is the training's to report, in its own words
+    return config.has_depth and config.depth_target == "tokens"
+
+
 def missing_inputs(recipes: list[Recipe]) -> list[str]:
-    """What the stages of these recipes read that is not there, one line each naming where to put it (or
-    the command that makes it); empty when everything is in place. Checks paths only: nothing is opened."""
+    """What the stages of these recipes read that is not there, one line per missing input naming where to
+    put it (or the command that makes it) and the stages that need it; empty when everything is in place.
+    Checks paths only: nothing is opened."""
     stages = {stage.out: stage for recipe in recipes for stage in stage_chain(recipe)}
-    lines: list[str] = []
+    missing: dict[str, tuple[str, list[str]]] = {}  # path -> (what to do, the stages that read it)
+
+    def lack(path: str, fix: str, stage: Recipe) -> None:
+        missing.setdefault(path, (fix, []))[1].append(stage.name)
+
     for recipe in stages.values():
         for entry in recipe.data.get("datasets") or [recipe.data]:
             what = entry.get("about") or recipe.data.get("about") or "the dataset"
-            lines += [
-                f"{pattern}: nothing there; put {what} there (data of recipe {recipe.name})"
-                for pattern in entry.get("paths", [])
-                if not glob.glob(str(pattern))
-            ]
+            for pattern in entry.get("paths", []):
+                if not glob.glob(str(pattern)):
+                    lack(str(pattern), f"nothing there; put {what} there", recipe)
         if recipe.backbone and not (Path(recipe.backbone) / "config.json").is_file():
-            lines.append(
-                f"{recipe.backbone}: no PaliGemma folder; put a local copy of google/paligemma-3b-pt-224 there "
-                f"(config.json, weights, tokenizer; backbone of recipe {recipe.name})"
+            fix = (
+                "no PaliGemma folder; put a local copy of google/paligemma-3b-pt-224 there (config, weights, tokenizer)"
             )
-        if recipe.vqvae and not (Path(recipe.vqvae) / "model.safetensors").is_file():
-            maker = _vqvae_maker(recipe.vqvae)
+            lack(recipe.backbone, fix, recipe)
+        if not recipe.vqvae or not _scores_codes(recipe):
+            pass
+        elif recipe.vqvae in missing:
+            lack(recipe.vqvae, "", recipe)
+        elif not (Path(recipe.vqvae) / "model.safetensors").is_file():
+            maker = _vqvae_maker(recipe.vqvae)  # reads every recipe: once per folder
             how = f"`qdepth-bench train vqvae --recipe {maker}`" if maker else "`qdepth-bench train vqvae`"
-            lines.append(
-                f"{recipe.vqvae}: no trained VQ-VAE; annotate the data's depth (`qdepth-bench depth annotate`), "
-                f"train it with {how}, then `qdepth-bench depth encode DATA --vqvae {recipe.vqvae}` "
-                f"(vqvae of recipe {recipe.name})"
+            fix = (
+                f"no trained VQ-VAE; annotate the data's depth (`qdepth-bench depth annotate`), train it with {how}, "
+                f"then `qdepth-bench depth encode DATA --vqvae {recipe.vqvae}`"
             )
+            lack(recipe.vqvae, fix, recipe)
         if recipe.init_from and init_recipe(recipe) is None:
             given = Path(recipe.init_from)
             if not (_is_policy(given) or _is_policy(given / POLICY)):
-                lines.append(
-                    f"{recipe.init_from}: no trained policy; put the policy folder to start from there "
-                    f"(init_from of recipe {recipe.name})"
-                )
-    return list(dict.fromkeys(lines))
+                lack(recipe.init_from, "no trained policy; put the policy folder to start from there", recipe)
+    lines = []
+    for path, (fix, readers) in missing.items():
+        others = f" and {len(readers) - 1} other stage(s)" if len(readers) > 1 else ""
+        lines.append(f"{path}: {fix} (read by {readers[0]}{others})")
+    return lines

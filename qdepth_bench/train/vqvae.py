@@ -16,7 +16,7 @@ from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import file_hash
 from qdepth_bench.datasets import depth as depth_cache
 from qdepth_bench.models.vqvae import DepthVQVAE, VQVAEConfig
-from qdepth_bench.train.data import depth_frames
+from qdepth_bench.train.data import DepthFrames
 from qdepth_bench.train.loop import MetricsLog
 from qdepth_bench.train.recipe import Recipe
 
@@ -34,8 +34,8 @@ FIELDS = [
 ]
 
 
-def _batch(frames: np.ndarray, rng: np.random.Generator, size: int) -> torch.Tensor:
-    return torch.from_numpy(frames[rng.integers(0, len(frames), size)].astype(np.float32) / 255.0)
+def _batch(frames: DepthFrames, rng: np.random.Generator, size: int) -> torch.Tensor:
+    return torch.from_numpy(frames.take(rng.integers(0, len(frames), size)).astype(np.float32) / 255.0)
 
 
 def train_vqvae(recipe: Recipe, on_log: Callable[[dict], None] | None = None) -> Path:
@@ -44,10 +44,10 @@ def train_vqvae(recipe: Recipe, on_log: Callable[[dict], None] | None = None) ->
 
     settings = recipe.train
     torch.manual_seed(settings.seed)
-    frames = depth_frames(recipe.data_paths())
+    frames = DepthFrames(recipe.data_paths())
     config = VQVAEConfig(**recipe.model.get("overrides", {}))
-    if frames.shape[1] != config.image_size:
-        raise UserError(f"depth frames are {frames.shape[1]} px but the VQ-VAE takes {config.image_size} px.")
+    if frames.size != config.image_size:
+        raise UserError(f"depth frames are {frames.size} px but the VQ-VAE takes {config.image_size} px.")
     model = DepthVQVAE(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     log = MetricsLog(recipe.out, FIELDS)

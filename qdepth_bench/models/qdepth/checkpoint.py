@@ -113,6 +113,9 @@ class LoadedCheckpoint:
     variant: str
     weights_hash: str
     folder: Path
+    #: trained with its data's state zero-padded to the model's width (a recipe's `model.overrides.state_dim`,
+    #: so that stages on datasets of different state widths share one architecture): evaluation pads it too
+    pads_state: bool = False
 
 
 def load_checkpoint(folder: Path, device: str = "cpu") -> LoadedCheckpoint:
@@ -156,7 +159,13 @@ def load_checkpoint(folder: Path, device: str = "cpu") -> LoadedCheckpoint:
     model.to(device).eval()
     tokenizer = make_tokenizer(config, folder)
     return LoadedCheckpoint(
-        model, stats, tokenizer, meta.get("variant", "qdepth"), file_hash(folder / WEIGHTS_FILE), folder
+        model,
+        stats,
+        tokenizer,
+        meta.get("variant", "qdepth"),
+        file_hash(folder / WEIGHTS_FILE),
+        folder,
+        len(stats.state_low) < config.state_dim,
     )
 
 
