@@ -27,11 +27,10 @@ from helpers_vida import read_shapes
 from qdepth_bench.models.vida.checkpoint import seeded_weights
 from qdepth_bench.registry.content import builtin_root
 
-pytestmark = [
-    pytest.mark.slow,
-    # found, not imported: ManiSkill3 reads its asset folder once, at import, and the backend sets it first
-    pytest.mark.skipif(importlib.util.find_spec("mani_skill") is None, reason="mani-skill is not installed"),
-]
+#: found, not imported: ManiSkill3 reads its asset folder once, at import, and the backend sets it first
+needs_maniskill = pytest.mark.skipif(
+    importlib.util.find_spec("mani_skill") is None, reason="mani-skill is not installed"
+)
 
 #: the two stand-in datasets: SIMPLER WidowX task id -> the folder the mini recipes read
 DATASETS = {"0": "widowx-mini-carrot", "2": "widowx-mini-spoon"}
@@ -77,6 +76,16 @@ def logged_steps(log: Path) -> list[int]:
     return [int(row["step"]) for row in csv.DictReader(io.StringIO(log.read_text())) if row.get("step")]
 
 
+def test_without_its_data_the_miniature_ablation_names_each_missing_input_and_starts_nothing(tmp_path):
+    result = run_cli_subprocess(*ABLATION, cwd=tmp_path)
+    assert result.returncode == 2 and "3 input(s) missing; nothing was started" in result.stderr
+    for missing in ("data/widowx-mini-carrot/bridge_dataset/1.0.0", "data/widowx-mini-spoon", "runs/vqvae-mini-widowx"):
+        assert missing in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # not even the results database
+
+
+@pytest.mark.slow
+@needs_maniskill
 def test_the_miniature_chain_is_killed_in_its_second_stage_and_resumes_to_the_uninterrupted_result(tmp_path):
     vida = tmp_path / "video_depth_anything_vits.pth"
     torch.save(seeded_weights(read_shapes("vits")), vida)

@@ -44,7 +44,7 @@ _CRC32C = _crc32c_table()
 
 
 def crc32c(data: bytes) -> int:
-    """CRC-32C of `data` (pure Python: about 10 MB/s, enough for datasets made on one machine)."""
+    """CRC-32C of `data` (pure Python: about 0.3 s per MB here, enough for datasets made on one machine)."""
     crc, table = 0xFFFFFFFF, _CRC32C
     for byte in data:
         crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
