@@ -159,7 +159,7 @@ def load_init_weights(model: nn.Module, config: dict[str, Any], folder: Path, re
     from safetensors.torch import load_file
 
     theirs = _flat(json.loads((folder / "config.json").read_text()).get("model", {}))
-    ours = _flat(config)
+    ours = _flat(json.loads(json.dumps(config)))  # as config.json holds it (tuples as lists)
     differs = [k for k in sorted(set(ours) | set(theirs)) if k not in TRAINING_ONLY and ours.get(k) != theirs.get(k)]
     if differs:
         key = differs[0]
