@@ -79,7 +79,11 @@ def _stage_plan(stage: Any, step: int | None) -> str:
 
     if stage_done(stage):
         return f"{stage.name} (trained: to install)"
-    return f"{stage.name} ({stage.length}" + (f", from step {step})" if step else ")")
+    if step:
+        return f"{stage.name} from step {step}" + (
+            f"/{stage.train.steps}" if stage.train.steps else f" of {stage.length}"
+        )
+    return f"{stage.name} ({stage.length})"
 
 
 @app.command()

@@ -214,7 +214,7 @@ def _train(
             + (f" ({settings.epochs:g} epochs of {schedule['epoch_frames']} frames)" if settings.epochs else ""),
             file=sys.stderr,
         )
-    if on_start is not None and not export_only:
+    if on_start is not None and info.main and not export_only:
         on_start(start_step, settings.steps)
     dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
     log = MetricsLog(recipe.out, FIELDS) if info.main and not export_only else None
