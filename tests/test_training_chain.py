@@ -3,7 +3,7 @@ scripted WidowX rollouts on ManiSkill3 written as Bridge V2 RLDS by `data genera
 Video-Depth-Anything (`depth annotate`, seeded weights of the released vits shapes), the depth VQ-VAE, then
 `ablation table6-mini --train --run`: two variants, each trained in two stages (the second `init_from` the
 first) and evaluated on SIMPLER WidowX. The run is killed during a second stage and resumed with the same
-command; its table and weights equal those of an uninterrupted second stage run from the same first stages."""
+command (SIGKILL); its table and weights equal those of an uninterrupted second stage run from the same first stages."""
 
 from __future__ import annotations
 
@@ -119,11 +119,12 @@ def test_the_miniature_chain_is_killed_in_its_second_stage_and_resumes_to_the_un
         ):
             time.sleep(0.05)
         assert process.poll() is None, (killed / "first.log").read_text()[-3000:]
-        process.send_signal(signal.SIGTERM)  # at step 3 of 8 of the second stage, after its checkpoint at 2
-        assert process.wait(timeout=120) == 130
+        # at step 3 of 8 of the second stage, after its checkpoint at 2; SIGKILL, as a machine that stops (no
+        # handler runs, and a checkpoint being written at that moment is left unfinished)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=120) == -signal.SIGKILL
     first = (killed / "first.log").read_text()
     assert "qdepth seed 0 stage 1/2: recipe qdepth-mini-bridge" in first
-    assert "interrupted: the training of qdepth seed 0 (qdepth-mini-stage2) continues" in first
     assert not (killed / "content" / "policies" / "checkpoints" / "qdepth-mini-stage2").exists()
 
     resumed = cli(killed, *ABLATION, env=env)
