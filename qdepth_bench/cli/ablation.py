@@ -67,7 +67,7 @@ def _plan_lines(spec: AblationSpec, store: Store, members: list[Member], train: 
     from qdepth_bench.train.members import member_recipe
     from qdepth_bench.train.stages import pending_stages
 
-    frame = load_episodes(store, None, None)
+    frame = load_episodes(store, None, None, stand_ins=bool(spec.protocol.get("stand_ins")))
     frame = frame[frame["suite"] == spec.suite]
     lines = []
     for member in members:
@@ -197,7 +197,7 @@ def _work_through(
             err_console.print(f"not evaluated, no checkpoint yet (train with --train): {', '.join(skipped)}")
         if not to_run and members:
             raise UserError(f"nothing of {spec.id} is trained yet; add --train to train it first.")
-    suite = suite_registry().resolve(spec.suite) if to_run else None
+    suite = [s.with_overrides(spec.protocol) for s in suite_registry().resolve(spec.suite)] if to_run else None
     selection = Selection.parse(tasks or spec.task_ids, episodes or spec.episodes) if to_run else Selection()
     for member in ordered:
         if member in to_train:

@@ -23,22 +23,38 @@ from qdepth_bench.registry.suites import suite_registry
 
 @data_app.command("generate")
 def data_generate(
-    suite: Annotated[str, typer.Argument(help="a LIBERO suite, e.g. libero_object")],
+    suite: Annotated[str, typer.Argument(help="a LIBERO suite (libero_object) or simpler_widowx (ManiSkill3)")],
     policy: Annotated[str, typer.Option("--policy", "-p", help="the demonstrator (e.g. scripted)")] = "scripted",
     episodes_per_task: Annotated[int, typer.Option(help="successful demonstrations to keep per task")] = 20,
     tasks: Annotated[str | None, typer.Option(help="task ids, e.g. 0-4 (default: all)")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder (default: data/<suite>_<policy>)")] = None,
     workers: Annotated[int, typer.Option(help="env worker processes")] = DEFAULT_WORKERS,
     policy_arg: Annotated[list[str] | None, typer.Option("--policy-arg", "-a", help="policy option key=value")] = None,
+    data_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="libero_hdf5 (LIBERO suites), bridge_rlds or fractal_rlds (simpler_widowx); default: the "
+            "simulator's first",
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="end each attempt after this many steps (default: the task's)")
+    ] = None,
+    stand_ins: Annotated[
+        bool, typer.Option("--stand-ins", help="SIMPLER: a box table where the stage mesh is missing (non-standard)")
+    ] = False,
 ) -> None:
-    """Roll out a demonstrator from fresh initial states (never the evaluation's), keep the successes, and
-    write one LIBERO-format HDF5 per task with frames, proprio, actions and simulator states."""
+    """Roll out a demonstrator from fresh initial states, keep the successes, and write them as a dataset:
+    one LIBERO-format HDF5 per task (frames, proprio, actions, simulator states), or for SIMPLER WidowX an
+    Open-X RLDS builder folder in the Bridge V2 or Fractal layout (<out>/bridge_dataset/1.0.0)."""
     from qdepth_bench.eval.generate import generate
 
     specs = suite_registry().resolve(suite)
     if len(specs) != 1:
         raise UserError(f"data generate takes one suite (e.g. libero_object), not the group '{suite}'.")
-    spec = specs[0]
+    overrides = {"max_steps": max_steps, "stand_ins": stand_ins or None}
+    spec = specs[0].with_overrides({k: v for k, v in overrides.items() if v is not None})
     out = out or Path("data") / f"{spec.name}_{policy}"
     agent = build_policy(policy, parse_key_values(policy_arg or []))
     backend = make_backend(spec)
@@ -71,6 +87,7 @@ def data_generate(
             out,
             workers,
             command,
+            data_format,
             on_plan=on_plan,
             on_episode=on_episode,
         )

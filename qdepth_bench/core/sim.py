@@ -203,8 +203,10 @@ class SimulatorInfo:
     checks: str = ""
     #: tables write this simulator's name beside a row's method (suites that run on several simulators)
     tag_rows: bool = False
-    #: "module:factory" of its `DemoWriter`, called with (folder, backend, task ids); "" when it has none
+    #: "module:factory" of its `DemoWriter`, called with (folder, backend, task ids, format); "" when it has none
     demo_writer: str = ""
+    #: the dataset formats its `DemoWriter` writes (`data generate --format`), the first the default
+    demo_formats: tuple[str, ...] = ()
     #: "module:function" returning the `WorkerEnvironment` its env workers run in (None: this Python), for a
     #: simulator whose dependencies cannot share the main environment; "" for one that always runs here
     worker_environment: str = ""

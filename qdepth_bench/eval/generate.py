@@ -1,12 +1,14 @@
 """`qdepth-bench data generate`: demonstrations from a (scripted) policy, through the rollout engine.
 
 Each demonstration starts from a fresh draw of the task's initial-state distribution, seeded apart from
-the evaluation (the 50 official initial states are what evaluation uses; a draw that coincides with one is
-refused). Only successful episodes are kept. Workers write each success as a one-demo file under
-`<out>/parts/`; a first round makes 1.5x the attempts needed, a second tops every short task up to 3x,
-and the parts are merged into one file per task by the simulator's demonstration writer (LIBERO's HDF5
-layout: `sims/libero/demo_writer.py`). Attempts are
-recorded in `<out>/generation.sqlite`, so an interrupted generation resumes where it stopped.
+the evaluation (LIBERO: the 50 official initial states are what evaluation uses; a draw that coincides with
+one is refused. SIMPLER WidowX: the env's RNG picks one of the task's 24 layouts, the only ones it has, so
+a demonstration may share its layout with an evaluation cell). Only successful episodes are kept. Workers
+write each success as a one-demo part under `<out>/parts/`; a first round makes 1.5x the attempts needed,
+a second tops every short task up to 3x, and the simulator's demonstration writer merges each task's parts
+into its dataset format (LIBERO's HDF5 files: `sims/libero/demo_writer.py`; Bridge or Fractal RLDS:
+`sims/simpler/demo_writer.py`). Attempts are recorded in `<out>/generation.sqlite`, so an interrupted
+generation resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -56,13 +58,14 @@ def generate(
     out: Path,
     workers: int,
     command: str,
+    fmt: str | None = None,
     max_attempts_factor: int = 3,
     on_plan: Callable[[RunPlan], None] | None = None,
     on_episode: Callable[[EpisodeResult], None] | None = None,
 ) -> dict[int, int]:
     """Run attempts until each task has `per_task` successful demonstrations, at most `max_attempts_factor`
-    x `per_task` attempts per task (a demonstrator that rarely succeeds on a task is not retried forever);
-    returns successes per task."""
+    x `per_task` attempts per task (a demonstrator that rarely succeeds on a task is not retried forever),
+    written in dataset format `fmt` (None: the simulator's first); returns successes per task."""
     if per_task < 1:
         raise UserError(f"--episodes-per-task must be at least 1 (got {per_task}).")
     info = simulators().get(spec.backend)
@@ -72,8 +75,14 @@ def generate(
             f"data generate needs a simulator that writes demonstration files ({', '.join(able)}); "
             f"{spec.name} runs on {spec.backend}."
         )
+    fmt = fmt or info.demo_formats[0]
+    if fmt not in info.demo_formats:
+        raise UserError(
+            f"{spec.name} demonstrations ({spec.backend}) are written as {', '.join(info.demo_formats)}, not {fmt}; "
+            "choose one of those with --format."
+        )
     task_ids = Selection.parse(tasks).task_ids(spec)
-    writer = import_target(info.demo_writer)(out, backend, task_ids)
+    writer = import_target(info.demo_writer)(out, backend, task_ids, fmt)
     store = Store(out / "generation.sqlite")
     cap = max_attempts_factor * per_task
     for attempts in sorted({min(math.ceil(per_task * 1.5) + 1, cap), cap}):

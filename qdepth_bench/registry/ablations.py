@@ -4,13 +4,14 @@ its row in a published table.
 
 A variant that is trained here also names how it is made: its training `recipe` and the `checkpoint` folder
 (relative to the content folder holding the spec) that its seed-0 training is copied to; training seed N
-lives beside it with `-seedN` added, and `seeds` says how many the ablation trains. Such a variant's results
+lives beside it with `-seedN` added, and `seeds` says how many the ablation trains. `protocol` overrides the
+suite's protocol for the ablation's runs (a miniature's `max_steps`, `stand_ins`). Such a variant's results
 are its checkpoints' (matched by weights); one without a checkpoint is matched by policy name. A variant with
 other options than its policy's defaults is its own policy file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ class AblationSpec:
     reference_table: str = ""
     root: Path | None = None  # the content folder the spec came from; checkpoints are relative to it
     episodes: int | None = None  # per task (None: the protocol's)
+    #: protocol overrides the ablation's runs take (e.g. a miniature's short episodes and stand-in table); a
+    #: spec with `stand_ins` also counts the episodes run with stand-in assets, which tables otherwise leave out
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     @property
     def task_ids(self) -> str | None:
@@ -124,6 +128,7 @@ def _spec(data: dict[str, Any], source: str, root: Path | None = None) -> Ablati
             str(data.get("reference_table", "")),
             root,
             int(data["episodes"]) if data.get("episodes") is not None else None,
+            dict(data.get("protocol") or {}),
         )
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise UserError(f"{source}: missing or malformed field {exc}; see content/ablations/table6.yaml.") from None

@@ -219,7 +219,7 @@ def member_episodes(frame: pd.DataFrame, member: Member) -> pd.DataFrame:
 def measured_ablation(store: Store, spec: AblationSpec, seeds: int | None = None) -> AblationView | None:
     """Our rows: per variant, its training seeds' runs pooled, each seed's own average, and paired tests
     against the full model's run of the same seed, per seed and pooled over the matched seeds."""
-    frame = load_episodes(store, None, None)
+    frame = load_episodes(store, None, None, stand_ins=bool(spec.protocol.get("stand_ins")))
     frame = frame[frame["suite"] == spec.suite]
     trials = suite_trials(spec.suite)
     members = spec.members(seeds)

@@ -9,4 +9,5 @@ LIBERO = SimulatorInfo(
     install_hint="bash scripts/setup.sh (installs robosuite 1.4, mujoco 3.2.3, LIBERO and its assets)",
     checks="qdepth_bench.sims.libero.doctor:checks",
     demo_writer="qdepth_bench.sims.libero.demo_writer:LiberoDemoSink.for_tasks",
+    demo_formats=("libero_hdf5",),
 )

@@ -27,7 +27,7 @@ class LiberoDemoSink:
     name: str = "demo"
 
     @classmethod
-    def for_tasks(cls, folder: Path, backend: Any, task_ids: list[int]) -> LiberoDemoSink:
+    def for_tasks(cls, folder: Path, backend: Any, task_ids: list[int], fmt: str = "libero_hdf5") -> LiberoDemoSink:
         return cls(folder, {t: backend.bddl_file_of(t) for t in task_ids})
 
     def parts(self, task_id: int) -> list[Path]:

@@ -10,6 +10,8 @@ MANISKILL3 = SimulatorInfo(
     install_hint="QDEPTH_EXTRAS=libero,model,simpler bash scripts/setup.sh (mani-skill 3.0.1 and Mesa >= 25 lavapipe)",
     checks="qdepth_bench.sims.simpler.doctor:maniskill3_checks",
     tag_rows=True,
+    demo_writer="qdepth_bench.sims.simpler.demo_writer:RldsDemoSink.for_tasks",
+    demo_formats=("bridge_rlds", "fractal_rlds"),
 )
 
 SIMPLER_ENV = SimulatorInfo(

@@ -29,7 +29,7 @@ from qdepth_bench.core.policy import ObservationBatch, PolicyRequirements, TaskI
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
 from qdepth_bench.core.rotations import matrix_to_rpy, quat_wxyz_to_matrix, rpy_to_axis_angle
 from qdepth_bench.core.sim import Env, StepResult
-from qdepth_bench.sims.simpler.adapters import bridge_proprio, maniskill3_arm_action, widowx_gripper
+from qdepth_bench.sims.simpler.adapters import bridge_proprio, google_proprio, maniskill3_arm_action, widowx_gripper
 from qdepth_bench.sims.simpler.base import MissingAsset, SimplerBackend, reset_seed, unobserved
 
 #: height of the Bridge scene's table top (the plate rests at 0.8695 with a ~5 mm half height)
@@ -154,6 +154,7 @@ class ManiSkill3Env(Env):
         self.stand_in = bool(missing)
         self.steps = 0
         self._key = ""
+        self._demo_row: dict[str, np.ndarray] = {}
 
     def renderer(self) -> str:
         """SAPIEN's render device of this scene and the Vulkan device it renders with (lavapipe on CPU)."""
@@ -180,6 +181,7 @@ class ManiSkill3Env(Env):
         gripper = self.sim_env.unwrapped.agent.robot.get_qpos()[0, -2:].cpu().numpy()
         openness = float(np.clip((gripper.mean() - 0.015) / (0.037 - 0.015), 0.0, 1.0))
         state = bridge_proprio(pos, quat, openness)
+        self._demo_row = {"image": rgb, "state": state, "tool_pose": google_proprio(pos, quat, 1 - openness)}
         privileged = [self._privileged(pos)] if self.privileged else []
         depth = {"main": self._metric_depth()[None]} if self.depth else {}
         self.last_observation = ObservationBatch(
@@ -239,6 +241,12 @@ class ManiSkill3Env(Env):
             for other in others
         )
         return bool(xy_ok and z_ok and not touching)
+
+    def demo_frame(self) -> dict[str, np.ndarray]:
+        """The last observation as a demonstration row (`sims/simpler/demo_writer.py` lays it out): the main
+        camera as rendered, the Bridge proprio (7), and the tool pose with the gripper's closedness in the
+        Google robot's layout (position, quaternion xyzw, closedness: 8), which the Fractal layout stores."""
+        return dict(self._demo_row)
 
     # ----- Env protocol ----------------------------------------------------------------------------------------
 
