@@ -262,3 +262,45 @@ def test_bf16_with_activation_checkpointing_trains_and_exports_fp32(data, tmp_pa
     meta = json.loads((tmp_path / "out" / "checkpoint" / "trainer.json").read_text())
     assert meta["precision"] == "bf16" and meta["activation_checkpointing"] is True
     assert all(t.dtype == torch.float32 for t in weights(tmp_path / "out").values())  # fp32 master weights
+
+
+def test_an_interrupt_during_the_checkpoint_write_is_the_interrupted_exit_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DCP wraps what a rank raised (a SIGTERM's KeyboardInterrupt) in its CheckpointException: the trainer
+    turns it back into the interrupt the CLI exits 130 on, and the checkpoint written before stays whole."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException, _wrap_exception
+
+    from qdepth_bench.train.checkpoint import CHECKPOINT, save_training_state
+    from qdepth_bench.train.distributed import Distributed
+
+    class Lone(Distributed):
+        def barrier(self) -> None:
+            """One process: nothing to wait for."""
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    info = Lone(0, 1, torch.device("cpu"), owns_group=False)
+    written = tmp_path / CHECKPOINT
+    written.mkdir()
+    (written / "kept").write_text("the last checkpoint")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as error:
+            raise CheckpointException("write failed", {0: _wrap_exception(error)}) from None
+
+    monkeypatch.setattr(dcp, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_training_state(tmp_path, model, optimizer, scheduler, {}, info)
+    assert (written / "kept").read_text() == "the last checkpoint"
+
+    def failed(*args: object, **kwargs: object) -> None:
+        raise CheckpointException("disk", {0: _wrap_exception(OSError("disk full"))})
+
+    monkeypatch.setattr(dcp, "save", failed)
+    with pytest.raises(CheckpointException):
+        save_training_state(tmp_path, model, optimizer, scheduler, {}, info)

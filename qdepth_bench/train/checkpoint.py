@@ -21,6 +21,7 @@ from typing import Any, cast
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_optimizer_state_dict,
@@ -70,7 +71,13 @@ def save_training_state(
         partial.mkdir(parents=True)
     info.barrier()
     state = {"model": model.state_dict(), "optimizer": get_optimizer_state_dict(model, optimizer)}
-    dcp.save(state, checkpoint_id=partial)
+    try:
+        dcp.save(state, checkpoint_id=partial)
+    except CheckpointException as error:
+        # a Ctrl-C or SIGTERM during the write: the CLI's interrupted exit, the last checkpoint left whole
+        if any(isinstance(failure, KeyboardInterrupt) for failure, _ in error.failures.values()):
+            raise KeyboardInterrupt from error
+        raise
     torch.save(_random_state(), partial / _rng_file(info.rank))
     info.barrier()
     if info.main:
