@@ -27,6 +27,7 @@ from qdepth_bench.core.sim import Backend, Env, StepResult
 from qdepth_bench.datasets.libero_hdf5 import CAMERA_KEYS
 from qdepth_bench.sims.libero import assets as libero_assets
 from qdepth_bench.sims.libero.perturb import ScenePerturber
+from qdepth_bench.sims.libero.pro import ProSuite
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
@@ -417,6 +418,11 @@ class LiberoBackend(Backend):
         super().__init__(spec)
         assets = libero_assets.require_assets() if libero_assets.find_assets()[0] else None
         benchmark = _import_libero(assets)
+        self.suite: Any
+        if "task_files" in spec.protocol:  # LIBERO-PRO: scenes and initial states from its package's files
+            self.suite = ProSuite(spec.extra["benchmark"])
+            self.bddl_root = self.suite.bddl_root
+            return
         with contextlib.redirect_stdout(io.StringIO()):
             self.suite = benchmark.get_benchmark_dict()[spec.extra["benchmark"]]()
         self.bddl_root = Path(benchmark.get_libero_path("bddl_files"))
