@@ -19,6 +19,8 @@ from qdepth_bench.core.policy import PolicyRequirements
 from qdepth_bench.registry.perturbations import perturbation_family, perturbed
 from qdepth_bench.registry.sims import make_backend
 from qdepth_bench.registry.suites import suite_registry
+from qdepth_bench.report.episodes import load_episodes
+from qdepth_bench.results.store import Store
 from qdepth_bench.sims.libero import pro
 
 pytestmark = pytest.mark.slow
@@ -124,6 +126,7 @@ def test_perturbed_episodes_pair_with_their_twins_in_the_report(cli, db_path):
     places = db_rows(db_path, "select run_id, episode_index, seed, variant from episodes")
     twin_places, perturbed_places = ({p[1:] for p in places if p[0] == run} for run, _ in runs)
     assert twin_places == perturbed_places  # same initial state index and seed
+    assert set(load_episodes(Store(db_path), None, None)["run_id"]) == {runs[0][0]}  # tables show the twins only
     result = cli("robustness", "camera_pose", "--policy", "noop", "--format", "csv")
     assert result.exit_code == 0, result.output
     (record,) = list(csv.DictReader(io.StringIO(result.output)))
@@ -160,3 +163,31 @@ def test_libero_pro_file_that_differs_from_the_manifest_is_refused(tmp_path, mon
     finally:
         pro.pro_tasks.cache_clear()
     shutil.rmtree(folder)
+
+
+def test_perturbations_from_a_local_folder_are_read_and_recorded(tmp_path, monkeypatch):
+    folder = tmp_path / "libero-plus" / "suites" / "perturbations"
+    folder.mkdir(parents=True)
+    (folder / "libero.yaml").write_text(
+        "dimensions:\n"
+        "  plus_camera:\n"
+        "    kind: camera_pose\n"
+        "    source: LIBERO-plus camera viewpoint, level 1\n"
+        "    unit: yaw (deg)\n"
+        "    levels:\n"
+        "      - {strength: 12, yaw_deg: 12, pitch_deg: 4, distance_scale: 1.05}\n"
+    )
+    monkeypatch.setenv("QDEPTH_BENCH_CONTENT", str(tmp_path / "libero-plus"))
+    perturbation_family.cache_clear()
+    try:
+        spec = perturbed(BASE, "plus_camera:1")
+        record = spec.protocol["perturbation"]
+        assert record["source"] == "LIBERO-plus camera viewpoint, level 1"
+        assert record["params"] == {"yaw_deg": 12, "pitch_deg": 4, "distance_scale": 1.05}
+        assert "camera_pose" in perturbation_family("libero").dimensions  # the built-in ones stay
+        (folder / "libero.yaml").write_text("dimensions:\n  bad:\n    kind: camera_pose\n    levels: [{strength: 1}]\n")
+        perturbation_family.cache_clear()
+        with pytest.raises(UserError, match="level 1 of perturbation 'bad' lacks 'yaw_deg'"):
+            perturbation_family("libero")
+    finally:
+        perturbation_family.cache_clear()

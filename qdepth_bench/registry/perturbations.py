@@ -1,6 +1,10 @@
 """Names -> perturbations: the dimensions, levels, paraphrase rules and presets of
 `content/suites/perturbations/<family>.yaml` (docs/robustness.md).
 
+A content root of the user's (`QDEPTH_BENCH_CONTENT`) with its own `suites/perturbations/<family>.yaml` adds
+dimensions or replaces same-named ones: how settings published elsewhere (e.g. LIBERO-plus' camera offsets)
+are run, with their `source` recorded in each run's protocol.
+
 `--perturb camera_pose:3` names dimension `camera_pose` at level 3 (levels count from 1, weakest first); the
 result is a `core.perturbation.Perturbation` with every parameter the simulator applies, recorded in the
 perturbed run's protocol.
@@ -96,7 +100,8 @@ def _dimension(path: str, name: str, values: dict[str, Any]) -> Dimension:
         missing = [k for k in ("strength", *KIND_PARAMS[kind]) if k not in level]
         if missing:
             raise UserError(f"{path}: level {i} of perturbation '{name}' lacks '{missing[0]}'.")
-    return Dimension(name, kind, int(values.get("version", 1)), str(values.get("unit", "")), levels, "qdepth-bench")
+    source = str(values.get("source", "qdepth-bench"))
+    return Dimension(name, kind, int(values.get("version", 1)), str(values.get("unit", "")), levels, source)
 
 
 @lru_cache(maxsize=4)
