@@ -118,6 +118,7 @@ def pro_tasks(suite: str) -> tuple[ProTask, ...]:
 
 
 def cache_root() -> Path:
+    """Where the verified BDDL files are written for LIBERO's env to read."""
     return Path.home() / ".cache" / "qdepth-bench" / "libero-pro" / "0.1.1"
 
 
@@ -133,9 +134,11 @@ class ProSuite:
         for task in self.tasks:
             out = cache_root() / task.bddl
             data = verified(task.bddl)
-            if not out.is_file() or out.read_bytes() != data:
+            if not out.is_file() or out.read_bytes() != data:  # written aside, then renamed: workers share it
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(data)
+                partial = out.with_name(f"{out.name}.{os.getpid()}")
+                partial.write_bytes(data)
+                os.replace(partial, out)
 
     def get_task(self, i: int) -> ProTask:
         return self.tasks[i]
