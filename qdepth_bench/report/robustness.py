@@ -128,9 +128,10 @@ def _pair(row: RobustnessRow, twin: pd.DataFrame, perturbed: pd.DataFrame) -> No
     keys = ["task_id", "episode_index", "repeat"]
     scored_twin, scored = twin[twin["status"] != "error"], perturbed[perturbed["status"] != "error"]
     pairs = scored_twin.merge(scored, on=keys, suffixes=("_twin", "_perturbed"))
-    row.discordant, row.p_value, row.pairs = paired_test(scored_twin, scored)
+    discordant, p_value, row.pairs = paired_test(scored_twin, scored)
     row.seed_mismatches = int((pairs["seed_twin"] != pairs["seed_perturbed"]).sum())
-    if row.pairs:
+    if row.pairs:  # no pairs, no test
+        row.discordant, row.p_value = discordant, p_value
         row.twin_rate = 100.0 * float((pairs["status_twin"] == "success").mean())
         row.paired_rate = 100.0 * float((pairs["status_perturbed"] == "success").mean())
 
@@ -188,8 +189,11 @@ def robustness_figure(views: list[RobustnessView], out: Path) -> Path:
             cells = [(x, c) for x, c in points if c.rate is not None]
             xs = [x for x, _ in cells]
             rates = [c.rate or 0.0 for _, c in cells]
-            low = [(c.rate or 0.0) - (c.ci_low if c.ci_low is not None else c.rate or 0.0) for _, c in cells]
-            high = [(c.ci_high if c.ci_high is not None else c.rate or 0.0) - (c.rate or 0.0) for _, c in cells]
+            # Wilson bounds at 0% come back a rounding error away from the rate: never a negative bar
+            low = [max(0.0, (c.rate or 0.0) - (c.ci_low if c.ci_low is not None else c.rate or 0.0)) for _, c in cells]
+            high = [
+                max(0.0, (c.ci_high if c.ci_high is not None else c.rate or 0.0) - (c.rate or 0.0)) for _, c in cells
+            ]
             ax.errorbar(xs, rates, yerr=[low, high], marker="o", capsize=3, label=policy)
         ax.set_title(dimension)
         ax.set_xlabel(mine[0].perturbation.unit or "strength")
