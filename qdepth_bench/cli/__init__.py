@@ -10,6 +10,7 @@ from qdepth_bench.cli import (  # noqa: F401  (register commands)
     power,
     realsim,
     report,
+    robustness,
     run,
     runs,
     serve,

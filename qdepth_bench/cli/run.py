@@ -27,6 +27,7 @@ from qdepth_bench.core.errors import INTERRUPTED_EXIT, UserError
 from qdepth_bench.eval.engine import Engine, EngineOptions
 from qdepth_bench.eval.plan import MAX_ATTEMPTS, RunPlan, Selection
 from qdepth_bench.eval.videos import check_video_dir
+from qdepth_bench.registry.perturbations import perturbed
 from qdepth_bench.registry.suites import suite_registry
 from qdepth_bench.report.tables import build_tables
 from qdepth_bench.results.store import Store, default_db_path, remove_database
@@ -82,6 +83,14 @@ def run(
         ),
     ] = 1,
     max_steps: Annotated[int | None, typer.Option(help="override the protocol's max policy steps")] = None,
+    perturb: Annotated[
+        str | None,
+        typer.Option(
+            help="perturbation DIMENSION:LEVEL, e.g. camera_pose:3 (content/suites/perturbations/; recorded, "
+            "non-standard; episodes pair with the unperturbed run's: docs/robustness.md)"
+        ),
+    ] = None,
+    perturb_seed: Annotated[int, typer.Option(help="seed of the perturbation's random draws (recorded)")] = 0,
     stand_ins: Annotated[
         bool,
         typer.Option(
@@ -170,6 +179,8 @@ def run(
         (spec.with_backend(backend) if backend else spec).with_overrides(overrides)
         for spec in suite_registry().resolve(suite)
     ]
+    if perturb is not None:
+        specs = [perturbed(spec, perturb, perturb_seed) for spec in specs]
     # refused before anything is created or loaded
     task_ids = [selection.task_ids(spec) for spec in specs][0]
     check_video_dir(video)

@@ -12,6 +12,7 @@ from typing import Any
 from qdepth_bench.core.episode_grid import grid_episode_counts
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.hashing import derive_seed, stable_hash
+from qdepth_bench.core.perturbation import PERTURBATION_KEY, Perturbation
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,20 @@ class SuiteSpec:
         if resize is None or "image_resize" not in self.protocol:
             return self
         return self.with_overrides({"image_resize": resize})
+
+    def with_perturbation(self, perturbation: Perturbation) -> SuiteSpec:
+        """A copy whose protocol also records `perturbation` (its own hash; non-standard). Name, seed and
+        initial states stay, so each episode has the unperturbed protocol's episode as its twin."""
+        if PERTURBATION_KEY in self.protocol:
+            raise UserError(f"suite '{self.name}' is already perturbed; give one perturbation per run.")
+        record = perturbation.record()
+        return SuiteSpec(
+            **{
+                **self.__dict__,
+                "protocol": {**self.protocol, PERTURBATION_KEY: record},
+                "overrides": {**self.overrides, PERTURBATION_KEY: record},
+            }
+        )
 
     @property
     def backend_choices(self) -> tuple[str, ...]:

@@ -8,9 +8,12 @@ simulator (`SimulatorInfo.tag_rows`), so numbers from different simulators are n
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from qdepth_bench.core.errors import UserError
+from qdepth_bench.core.perturbation import perturbation_of
 from qdepth_bench.registry.sims import simulators
 from qdepth_bench.results.store import Store
 
@@ -47,11 +50,19 @@ def _stand_ins(episodes: pd.DataFrame) -> pd.Series:
     return episodes["metrics"].fillna("").str.contains('"stand_in_table": true', regex=False)
 
 
+def perturbed_runs(store: Store) -> set[str]:
+    """The runs whose protocol carries a perturbation (`core.perturbation`): they share their suite's name
+    with its unperturbed runs, so a table that took the latest run per suite would otherwise show them."""
+    return {r["run_id"] for r in store.runs() if perturbation_of(json.loads(r["protocol"]))}
+
+
 def load_episodes(
     store: Store, policies: list[str] | None, run_ids: list[str] | None, stand_ins: bool = False
 ) -> pd.DataFrame:
     ids = [store.run(r)["run_id"] for r in run_ids] if run_ids else None
     frame = store.episodes_frame(ids)
+    if ids is None and not frame.empty:  # perturbed runs belong to the robustness report, not to suite tables
+        frame = frame[~frame["run_id"].isin(perturbed_runs(store))]
     if not frame.empty:
         stand_in = _stand_ins(frame)
         if stand_ins:  # shown on request, and marked as not the published protocol

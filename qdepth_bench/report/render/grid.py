@@ -14,6 +14,7 @@ from typing import Any
 from qdepth_bench.report.ablation import AblationRow, AblationView, ablation_records
 from qdepth_bench.report.cells import Cell
 from qdepth_bench.report.depth import Association, DepthRunView
+from qdepth_bench.report.robustness import RobustnessView, robustness_records
 from qdepth_bench.report.stats import wilson_interval
 from qdepth_bench.report.tables import TableView, mark_notes, method_label, table_records
 
@@ -286,7 +287,37 @@ def depth_grid(view: DepthRunView) -> Grid:
     return Grid(f"depth-{view.run_id}", view.title, columns, rows, view.notes(), records)
 
 
-def grids(views: list[TableView] | list[AblationView] | list[DepthRunView]) -> list[Grid]:
+def robustness_grid(view: RobustnessView) -> Grid:
+    """One row per (policy, dimension, level): success with interval and n, the twins' rate on the same
+    episodes, the drop, and the paired test."""
+    header = ["Policy", "dimension", "level", "strength", "success %", "twins %", "drop (pp)", "paired test"]
+    columns = [GridColumn(h, "left" if i < 2 else "right") for i, h in enumerate(header)]
+    rows = []
+    for row in view.rows:
+        p = row.perturbation
+        twin = "–" if row.twin_rate is None else f"{row.twin_rate:.1f}"
+        drop = "–" if row.drop is None else f"{row.drop:+.1f}"
+        cells = [
+            GridCell(row.policy),
+            GridCell(p.dimension),
+            GridCell(str(p.level)),
+            GridCell(f"{p.strength:g}", counts=p.unit),
+            rate_cell(row.cell, True),
+            GridCell(twin, counts=f"pairs={row.pairs}" if row.pairs else ""),
+            GridCell(drop),
+            GridCell(_paired_text(row.p_value, row.discordant)),
+        ]
+        rows.append(GridRow("ours", cells))
+    notes = [
+        "twins: the same policy on the unperturbed protocol, same task, initial state and seed; twins % and the drop "
+        "are over the pairs both recorded (errors left out)",
+        "paired test: exact McNemar (twin-only / perturbed-only successes)",
+        *view.notes,
+    ]
+    return Grid(f"robustness-{view.suite}", view.title, columns, rows, notes, robustness_records(view))
+
+
+def grids(views: list[Any]) -> list[Grid]:
     """Any report's views as grids."""
     out = []
     for view in views:
@@ -295,6 +326,9 @@ def grids(views: list[TableView] | list[AblationView] | list[DepthRunView]) -> l
             continue
         if isinstance(view, DepthRunView):
             out.append(depth_grid(view))
+            continue
+        if isinstance(view, RobustnessView):
+            out.append(robustness_grid(view))
             continue
         out.append(ablation_grid(view))
         if view.source == "ours" and any(len(r.seeds) > 1 for r in view.rows):

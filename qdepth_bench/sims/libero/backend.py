@@ -20,11 +20,14 @@ import yaml
 
 from qdepth_bench.core.errors import UserError
 from qdepth_bench.core.imaging import resize_bilinear, resize_frame, rotate
+from qdepth_bench.core.perturbation import perturbation_of
 from qdepth_bench.core.policy import ObservationBatch, PolicyRequirements, TaskInfo
 from qdepth_bench.core.protocol import EpisodeSpec, SuiteSpec
 from qdepth_bench.core.sim import Backend, Env, StepResult
 from qdepth_bench.datasets.libero_hdf5 import CAMERA_KEYS
 from qdepth_bench.sims.libero import assets as libero_assets
+from qdepth_bench.sims.libero.perturb import ScenePerturber
+from qdepth_bench.sims.libero.pro import ProSuite
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
@@ -191,6 +194,11 @@ class LiberoEnv(Env):
             camera_depths=self.depth,
         )
         self.sim_env.sim.forward()  # the forward pass robosuite's reset runs after placing
+        # a protocol's perturbation (none for the published protocol); the camera aims where the scene is now
+        self.perturber = ScenePerturber(
+            perturbation_of(protocol), self.sim_env.sim, self.cameras["main"], self.sim_env.robots[0]
+        )
+        self.perturber.apply_scene()
         self._key = ""
         #: the first episode with the protocol's seed resets softly too: one model build per env, not two
         self._hard_reset_state = HardResetState.capture(self.sim_env.sim, seed)
@@ -231,7 +239,7 @@ class LiberoEnv(Env):
         self.raw_observation = obs
         images = {
             role: resize_frame(
-                rotate(obs[f"{camera}_image"], int(self.protocol["image_rotation_deg"])),
+                rotate(self.perturber.frame(obs[f"{camera}_image"]), int(self.protocol["image_rotation_deg"])),
                 self.policy_image_size,
                 str(self.protocol["image_resize"]),
             )[None]
@@ -341,6 +349,9 @@ class LiberoEnv(Env):
                 )
             self._fresh_episode(episode, int(self.protocol["env_seed"]))
             state = self.init_states[index]
+        self.perturber.apply_scene()  # a hard reset rebuilds the model with the scene's own camera and lights
+        self.perturber.start_episode(episode.seed)
+        state = self.perturber.initial_state(state, episode.seed)
         settle = int(self.protocol["settle_steps"])
         self._render_cameras(settle == 0)  # only the observation after the last settle step is read
         obs = self.sim_env.set_init_state(state)
@@ -407,6 +418,11 @@ class LiberoBackend(Backend):
         super().__init__(spec)
         assets = libero_assets.require_assets() if libero_assets.find_assets()[0] else None
         benchmark = _import_libero(assets)
+        self.suite: Any
+        if "task_files" in spec.protocol:  # LIBERO-PRO: scenes and initial states from its package's files
+            self.suite = ProSuite(spec.extra["benchmark"])
+            self.bddl_root = self.suite.bddl_root
+            return
         with contextlib.redirect_stdout(io.StringIO()):
             self.suite = benchmark.get_benchmark_dict()[spec.extra["benchmark"]]()
         self.bddl_root = Path(benchmark.get_libero_path("bddl_files"))
@@ -427,11 +443,12 @@ class LiberoBackend(Backend):
     def task_info(self, task_id: int) -> TaskInfo:
         task = self._task(task_id)
         protocol = self.spec.protocol
+        perturbation = perturbation_of(protocol)
         return TaskInfo(
             suite=self.spec.name,
             task_id=task_id,
             task_name=task.name,
-            instruction=task.language,
+            instruction=perturbation.instruction(task.language) if perturbation else task.language,
             robot=self.spec.robot,
             action_low=tuple(protocol["action_low"]),
             action_high=tuple(protocol["action_high"]),

@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 from qdepth_bench.core.checks import Check, installed_version
-from qdepth_bench.sims.libero import LIBERO
+from qdepth_bench.core.errors import UserError
+from qdepth_bench.sims.libero import LIBERO, pro
 from qdepth_bench.sims.libero import assets as libero_assets
 
 _WANTED = {"robosuite": ("1.4.0",), "mujoco": ("3.",), "bddl": ("1.0.1",), "libero": ("0.1.1",)}
@@ -77,5 +78,16 @@ def asset_checks() -> list[Check]:
     return [Check("LIBERO assets", report.ok, detail, "" if report.ok else libero_assets.FIX, required=False)]
 
 
+def pro_checks() -> list[Check]:
+    """LIBERO-PRO's task files (only its suites need them): every file of the manifest read and verified."""
+    try:
+        for rel in pro.manifest():
+            pro.verified(rel)
+    except UserError as exc:
+        return [Check("LIBERO-PRO task files", False, str(exc).split(" Fix:")[0], pro.FIX, required=False)]
+    detail = f"{pro.find_package()}: all {len(pro.manifest())} files verified"
+    return [Check("LIBERO-PRO task files", True, detail, required=False)]
+
+
 def checks() -> list[Check]:
-    return [*package_checks(), *renderer_checks(), *asset_checks()]
+    return [*package_checks(), *renderer_checks(), *asset_checks(), *pro_checks()]
