@@ -163,11 +163,13 @@ def progress_on_stderr(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    saved, console.file = console.file, sys.stderr
+    console.file = sys.stderr
     try:
         yield
     finally:
-        console.file = saved
+        # back to following sys.stdout wherever it points when written (restoring the stream read at the start
+        # would pin one that a caller, e.g. a test runner, has since closed)
+        console.file = None  # type: ignore[assignment]
 
 
 def open_store(db: Path | None) -> Store:
