@@ -85,3 +85,25 @@ def test_no_reference_and_no_results_says_so(cli):
     result = cli("table", "libero", "--no-reference")
     assert result.exit_code == 0
     assert "no results" in result.stderr
+
+
+# Typed from the LIBERO-PRO README leaderboard (fractions there), independently of the CSV: suite -> π0.5 rate.
+LIBERO_PRO_PI05 = {
+    "libero_goal_swap": 38.0,
+    "libero_spatial_swap": 20.0,
+    "libero_10_swap": 8.0,
+    "libero_object_swap": 17.0,
+    "libero_10_lan": 93.0,
+    "libero_object_task": 1.0,
+}
+
+
+def test_libero_pro_published_rows_land_on_our_suites(cli):
+    result = cli("table", "libero_pro", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert {r["method"] for r in rows} == {"OpenVLA", "Pi0", "Pi0.5"}
+    # each of the 12 suites gets one column; the source's Obj, Env and Total columns have no suite here
+    assert len({r["suite"] for r in rows}) == 12 and len(rows) == 36
+    got = {r["suite"]: float(r["success_rate"]) for r in rows if r["method"] == "Pi0.5"}
+    assert {s: got[s] for s in LIBERO_PRO_PI05} == LIBERO_PRO_PI05
