@@ -4,8 +4,8 @@ lengths, instruction, state and actions) at two sizes, so its cost at Bridge V2'
 Synthetic Bridge-layout TFRecords are written to a temporary folder: each episode is the committed Bridge
 fixture's first episode (tests/data/rlds, written by tensorflow-datasets with Bridge's real feature spec: four
 256 px JPEG cameras, 7-dim state and action, the 512-dim language embedding per step, episode metadata)
-stretched to `--steps` steps by repeating its steps, serialised as a tf.train.Example in TFRecord framing.
-The records' CRC fields are written as zero: the project's reader skips them (tensorflow's would not).
+stretched to `--steps` steps by repeating its steps, serialised as a tf.train.Example in TFRecord framing by
+the project's own writer (`datasets/rlds_writer.py`).
 
 Each size is indexed in a fresh process (no index file beside the data), which prints the build time, the
 peak RSS (VmHWM) above the process's RSS before the pass, and the bytes of the saved index, each also per
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -31,36 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qdepth_bench.datasets.rlds_writer import encode_example, tfrecord
+
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "rlds" / "bridge_dataset" / "1.0.0"
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _feature(value: list[bytes] | np.ndarray) -> bytes:
-    """A tf.train.Feature: BytesList (1), packed FloatList (2) or packed Int64List (3)."""
-    if isinstance(value, list):
-        return _field(1, b"".join(_field(1, v) for v in value))
-    if value.dtype == np.float32:
-        return _field(2, _field(1, value.astype("<f4").tobytes()))
-    return _field(3, _field(1, b"".join(_varint(int(v) & (1 << 64) - 1) for v in value)))
-
-
-def encode_example(features: dict[str, list[bytes] | np.ndarray]) -> bytes:
-    """A serialised tf.train.Example holding `features`."""
-    entries = b"".join(_field(1, _field(1, key.encode()) + _field(2, _feature(v))) for key, v in features.items())
-    return _field(1, entries)
 
 
 def stretched_episode(steps: int) -> dict[str, list[bytes] | np.ndarray]:
@@ -90,8 +62,7 @@ def write_dataset(folder: Path, episodes: int, steps: int, per_shard: int = 512)
     folder.mkdir(parents=True)
     for name in ("dataset_info.json", "features.json"):
         shutil.copy(FIXTURE / name, folder / name)
-    record = encode_example(stretched_episode(steps))
-    frame = struct.pack("<Q", len(record)) + b"\0" * 4 + record + b"\0" * 4
+    frame = tfrecord(encode_example(stretched_episode(steps)))  # framed once, CRCs included, then repeated
     shards = -(-episodes // per_shard)
     for s in range(shards):
         count = min(per_shard, episodes - s * per_shard)
